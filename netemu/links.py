@@ -1,0 +1,325 @@
+"""Links: which node pairs hold an optical link at one instant.
+
+Pure computation over one epoch's node positions (:mod:`netemu.geometry`):
+
+1. **Inter-satellite links** come from the topology's ISL policy: ``plus-grid``
+   (in-plane neighbours plus one satellite in each adjacent plane of a Walker
+   shell, optionally off above a cut-off latitude) or ``nearest-k`` (the k
+   nearest partners in line of sight). A candidate is *feasible* when its line
+   of sight clears the Earth plus the grazing altitude and its length is within
+   the terminals' range.
+2. **Terminals** are a hard budget: no node holds more links than it has
+   optical terminals. Links already held keep their terminals (re-pointing costs
+   an acquisition); new ones take what is free, ISLs before access links.
+3. **Access links** (space-to-ground, space-to-air): each ground station and
+   aircraft keeps the satellites it holds while they stay above its elevation
+   mask and in range, and picks new ones by the access policy's rule
+   (highest elevation or nearest) when it has a free terminal.
+
+The result for one epoch is a :class:`LinkSet`; :func:`diagnose` says why a link
+is not up (Earth in the way, out of range, below the mask, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from netemu.constants import EARTH_RADIUS_KM
+from netemu.geometry import (
+    delay_ms,
+    elevation_deg,
+    ellipsoid_normal,
+    geocentric_lat_deg,
+    min_radius_along_km,
+)
+from netemu.topology import LinkKind, NodeKind, Topology
+
+#: Link kinds in the order of the integer codes used in arrays.
+KINDS: tuple[LinkKind, ...] = (LinkKind.ISL, LinkKind.SPACE_AIR, LinkKind.SPACE_GROUND)
+ISL, SPACE_AIR, SPACE_GROUND = range(3)
+
+
+@dataclass
+class LinkSet:
+    """The links up at one epoch: parallel arrays, one entry per link, ``a < b``."""
+
+    a: np.ndarray  # node index (int)
+    b: np.ndarray
+    kind: np.ndarray  # index into KINDS
+    distance_km: np.ndarray
+
+    @classmethod
+    def empty(cls) -> LinkSet:
+        z = np.zeros(0, dtype=int)
+        return cls(z, z.copy(), z.copy(), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    @property
+    def delay_ms(self) -> np.ndarray:
+        return delay_ms(self.distance_km)
+
+    def keys(self) -> list[tuple[int, int]]:
+        return list(zip(self.a.tolist(), self.b.tolist(), strict=True))
+
+
+def _concat(parts: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]) -> LinkSet:
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return LinkSet.empty()
+    a = np.concatenate([np.minimum(p[0], p[1]) for p in parts])
+    b = np.concatenate([np.maximum(p[0], p[1]) for p in parts])
+    kind = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
+    dist = np.concatenate([p[3] for p in parts])
+    return LinkSet(a.astype(int), b.astype(int), kind.astype(int), dist)
+
+
+def plus_grid_pairs(topology: Topology) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """+Grid candidate pairs of every Walker shell: (a, b, is_cross_plane)."""
+    a_all, b_all, cross_all = [], [], []
+    for shell in topology.shells:
+        P, S = shell.planes, shell.per_plane
+        plane, slot = np.divmod(np.arange(P * S), S)
+        if S > 1:  # ring within each plane (a single pair when S == 2)
+            nxt = (slot + 1) % S
+            keep = (slot < nxt) | (S > 2)
+            a_all.append(shell.first + (plane * S + slot)[keep])
+            b_all.append(shell.first + (plane * S + nxt)[keep])
+            cross_all.append(np.zeros(keep.sum(), bool))
+        if topology.isl.cross_plane and P > 1:
+            inner = plane < P - 1  # plane p -> p + 1, same slot
+            a_all.append(shell.first + (plane * S + slot)[inner])
+            b_all.append(shell.first + ((plane + 1) * S + slot)[inner])
+            cross_all.append(np.ones(inner.sum(), bool))
+            # The seam of a Walker delta: the last plane meets the first, whose
+            # slots are F positions ahead (the phasing accumulated round the
+            # equator). A star pattern's seam is counter-rotating: no links.
+            if shell.raan_spread_deg >= 360 and P > 2:
+                last = plane == P - 1
+                a_all.append(shell.first + (plane * S + slot)[last])
+                b_all.append(shell.first + (slot[last] + shell.phasing) % S)
+                cross_all.append(np.ones(last.sum(), bool))
+    if not a_all:
+        z = np.zeros(0, int)
+        return z, z, np.zeros(0, bool)
+    a, b = np.concatenate(a_all), np.concatenate(b_all)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    _, first = np.unique(np.stack([lo, hi], 1), axis=0, return_index=True)
+    first.sort()
+    return lo[first], hi[first], np.concatenate(cross_all)[first]
+
+
+class LinkModel:
+    """Decides, epoch by epoch, which links are up (see the module docstring)."""
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        nodes = topology.nodes
+        self.n_sat = len(topology.satrecs)
+        self.terminals = np.array([n.terminals.count for n in nodes], dtype=int)
+        self.grazing_km = topology.isl.grazing_altitude_km
+        # Per-node terminal limits (inf/0 where the node sets none), combined
+        # with each link kind's defaults as in Topology.link_params.
+        self._range_limit = np.array(
+            [n.terminals.max_range_km or np.inf for n in nodes], dtype=float
+        )
+        # Access nodes in service order: the policy's priority list, then file order.
+        first = [topology.by_name[name].index for name in topology.access.priority]
+        rest = [n.index for n in nodes if n.kind is not NodeKind.SATELLITE and n.index not in first]
+        self.access_nodes = np.array(first + rest, dtype=int)
+        self.access_kind = np.array(
+            [
+                SPACE_AIR if nodes[i].kind is NodeKind.AIRCRAFT else SPACE_GROUND
+                for i in self.access_nodes
+            ],
+            dtype=int,
+        )
+        self.access_mask_deg = np.array(
+            [topology.link_defaults[KINDS[k]].min_elevation_deg or 0.0 for k in self.access_kind]
+        )
+        self.isl_policy = topology.isl.policy
+        self.grid_a, self.grid_b, self.grid_cross = plus_grid_pairs(topology)
+
+    # -- limits ---------------------------------------------------------------
+    def max_range_km(self, kind: int | np.ndarray, a, b) -> np.ndarray:
+        """Range limit of links of ``kind`` between nodes a and b (vectorised)."""
+        defaults = np.array([self.topology.link_defaults[k].max_range_km for k in KINDS])
+        return np.minimum(defaults[kind], np.minimum(self._range_limit[a], self._range_limit[b]))
+
+    # -- one epoch --------------------------------------------------------------
+    def evaluate(self, positions_km: np.ndarray, held: LinkSet | None = None) -> LinkSet:
+        """Links up at an epoch with node ``positions_km`` (N, 3), given those ``held`` before."""
+        held_keys = set(held.keys()) if held is not None else set()
+        free = self.terminals.copy()
+        access = self._access_geometry(positions_km)
+        kept = self._keep_access(access, held_keys, free)
+        isl = self._isl(positions_km, held_keys, free)
+        return _concat([isl, *self._fill_access(access, kept, free)])
+
+    def _isl(self, pos, held_keys, free):
+        if self.isl_policy == "plus-grid":
+            a, b, cross = self.grid_a, self.grid_b, self.grid_cross
+            dist, ok = self._isl_feasible(pos, a, b)
+            cutoff = self.topology.isl.cross_plane_cutoff_lat_deg
+            if cutoff is not None and len(a):
+                lat = np.abs(geocentric_lat_deg(pos[: self.n_sat]))
+                ok &= ~cross | ((lat[a] <= cutoff) & (lat[b] <= cutoff))
+            a, b, dist = a[ok], b[ok], dist[ok]
+            # Held links first, then in-plane before cross-plane, in index order.
+            held = np.array([(x, y) in held_keys for x, y in zip(a, b, strict=True)], bool)
+            order = np.lexsort((cross[ok], ~held))
+            keep = _take_terminals(a[order], b[order], free, limit=None)
+            sel = order[keep]
+            return a[sel], b[sel], ISL, dist[sel]
+        if self.isl_policy == "nearest-k":
+            return self._nearest_k(pos, held_keys, free)
+        z = np.zeros(0, int)
+        return z, z, ISL, np.zeros(0)
+
+    def _isl_feasible(self, pos, a, b):
+        pa, pb = pos[a], pos[b]
+        dist = np.linalg.norm(pb - pa, axis=-1)
+        with np.errstate(invalid="ignore"):
+            ok = (min_radius_along_km(pa, pb) > EARTH_RADIUS_KM + self.grazing_km) & (
+                dist <= self.max_range_km(ISL, a, b)
+            )
+        return dist, ok
+
+    def _nearest_k(self, pos, held_keys, free):
+        k = self.topology.isl.k
+        S = self.n_sat
+        sat = pos[:S]
+        d = np.linalg.norm(sat[:, None, :] - sat[None, :, :], axis=-1)
+        np.fill_diagonal(d, np.inf)
+        d[np.isnan(d)] = np.inf
+        # Candidates: each satellite's k nearest, plus what it holds now.
+        kk = min(k, max(S - 1, 0))
+        near = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk else np.zeros((S, 0), int)
+        rows = np.repeat(np.arange(S), near.shape[1])
+        cand = {(min(i, j), max(i, j)) for i, j in zip(rows, near.ravel(), strict=True)}
+        cand |= {key for key in held_keys if key[1] < S}
+        if not cand:
+            z = np.zeros(0, int)
+            return z, z, ISL, np.zeros(0)
+        pairs = np.array(sorted(cand))
+        a, b = pairs[:, 0], pairs[:, 1]
+        dist, ok = self._isl_feasible(pos, a, b)
+        a, b, dist = a[ok], b[ok], dist[ok]
+        held = np.array([(x, y) in held_keys for x, y in zip(a, b, strict=True)], bool)
+        order = np.lexsort((dist, ~held))
+        keep = _take_terminals(a[order], b[order], free, limit=k)
+        sel = order[keep]
+        return a[sel], b[sel], ISL, dist[sel]
+
+    def _access_geometry(self, pos):
+        """Elevation (deg), range (km) and feasibility, access node x satellite."""
+        if not len(self.access_nodes) or not self.n_sat:
+            return None
+        sat = pos[: self.n_sat]
+        obs = pos[self.access_nodes]
+        up = ellipsoid_normal(obs)
+        elev = elevation_deg(obs[:, None, :], up[:, None, :], sat[None, :, :])  # (M, S)
+        rng = np.linalg.norm(sat[None, :, :] - obs[:, None, :], axis=-1)
+        limit = self.max_range_km(
+            self.access_kind[:, None], np.arange(self.n_sat)[None, :], self.access_nodes[:, None]
+        )
+        with np.errstate(invalid="ignore"):
+            ok = (elev >= self.access_mask_deg[:, None]) & (rng <= limit)
+        return elev, rng, ok
+
+    def _keep_access(self, access, held_keys, free) -> list[list[int]]:
+        """Access links held before and still feasible keep their terminals."""
+        kept: list[list[int]] = [[] for _ in self.access_nodes]
+        if access is None:
+            return kept
+        _elev, _rng, ok = access
+        for m, node in enumerate(self.access_nodes.tolist()):
+            for s in np.flatnonzero(ok[m]).tolist():
+                if (s, node) in held_keys and free[node] > 0 and free[s] > 0:
+                    kept[m].append(s)
+                    free[node] -= 1
+                    free[s] -= 1
+        return kept
+
+    def _fill_access(self, access, kept, free):
+        """New access links for free terminals, by the access policy's rule."""
+        if access is None:
+            return []
+        elev, rng, ok = access
+        by_elevation = self.topology.access.selection == "highest-elevation"
+        out = []
+        for m, node in enumerate(self.access_nodes.tolist()):
+            chosen = list(kept[m])
+            if free[node] > 0:
+                cand = np.flatnonzero(ok[m] & (free[: self.n_sat] > 0))
+                cand = cand[~np.isin(cand, chosen)]
+                score = -elev[m, cand] if by_elevation else rng[m, cand]
+                for s in cand[np.argsort(score, kind="stable")][: free[node]].tolist():
+                    chosen.append(s)
+                    free[node] -= 1
+                    free[s] -= 1
+            if chosen:
+                c = np.array(chosen, dtype=int)
+                out.append((c, np.full(len(c), node), int(self.access_kind[m]), rng[m, c]))
+        return out
+
+    # -- explanations -------------------------------------------------------------
+    def diagnose(self, positions_km: np.ndarray, a: int, b: int, kind: int) -> str:
+        """Why the link a-b of ``kind`` is not up at these positions."""
+        pa, pb = positions_km[a], positions_km[b]
+        if np.isnan(pa).any() or np.isnan(pb).any():
+            return "no-position"
+        dist = float(np.linalg.norm(pb - pa))
+        if kind == ISL:
+            if min_radius_along_km(pa, pb) <= EARTH_RADIUS_KM + self.grazing_km:
+                return "earth-blocked"
+            if dist > self.max_range_km(ISL, a, b):
+                return "out-of-range"
+            cutoff = self.topology.isl.cross_plane_cutoff_lat_deg
+            if (
+                cutoff is not None
+                and max(abs(geocentric_lat_deg(pa)), abs(geocentric_lat_deg(pb))) > cutoff
+            ):
+                return "cutoff-latitude"
+            return "not-selected"
+        ground = b if b >= self.n_sat else a
+        sat = a if ground == b else b
+        m = int(np.flatnonzero(self.access_nodes == ground)[0])
+        elev = float(
+            elevation_deg(
+                positions_km[ground], ellipsoid_normal(positions_km[ground]), positions_km[sat]
+            )
+        )
+        if elev < self.access_mask_deg[m]:
+            return "below-elevation"
+        if dist > self.max_range_km(kind, sat, ground):
+            return "out-of-range"
+        return "not-selected"
+
+
+def _take_terminals(
+    a: np.ndarray, b: np.ndarray, free: np.ndarray, limit: int | None
+) -> np.ndarray:
+    """Accept pairs in order while both ends have a free terminal (and < limit links).
+
+    Updates ``free`` in place and returns a boolean mask of accepted pairs.
+    """
+    if not len(a):
+        return np.zeros(0, bool)
+    need = np.bincount(np.concatenate([a, b]), minlength=len(free))
+    cap = free if limit is None else np.minimum(free, limit)
+    if np.all(need <= cap):  # the common case: no contention, no Python loop
+        free -= need
+        return np.ones(len(a), bool)
+    used = np.zeros(len(free), int)
+    keep = np.zeros(len(a), bool)
+    for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        if used[x] < cap[x] and used[y] < cap[y]:
+            used[x] += 1
+            used[y] += 1
+            keep[i] = True
+    free -= used
+    return keep

@@ -1,0 +1,92 @@
+"""Human-readable output: tables and progress bars (rich), never on the JSON path."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from netemu.plan import Schedule
+from netemu.topology import Topology
+
+#: Above this many links the schedule summarises links that never changed.
+_MAX_ROWS = 60
+
+
+@contextmanager
+def progress(total: int, what: str) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for long jobs; silent when stderr is not a terminal."""
+    bar = Progress(
+        TextColumn(what),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+        disable=total < 200 or not sys.stderr.isatty(),
+    )
+    with bar:
+        task = bar.add_task(what, total=total)
+        yield lambda: bar.advance(task)
+
+
+def _hms(t: datetime) -> str:
+    return t.strftime("%H:%M:%S")
+
+
+def print_schedule(
+    topology: Topology, schedule: Schedule, start: datetime, duration_s: float, step_s: float
+) -> None:
+    console = Console()
+    sats, gs, ac = (len(topology.satellites), len(topology.ground_stations), len(topology.aircraft))
+    console.print(
+        f"[bold]{topology.name}[/]: {sats} satellites, {gs} ground stations, {ac} aircraft; "
+        f"{schedule.epochs} epochs from {start.isoformat().replace('+00:00', 'Z')} "
+        f"every {step_s:g} s over {duration_s:g} s"
+    )
+    histories = sorted(schedule.links.values(), key=lambda h: (h.kind, h.a, h.b))
+    end = start.timestamp() + (schedule.epochs - 1) * step_s
+    steady = [
+        h
+        for h in histories
+        if len(h.intervals) == 1
+        and h.intervals[0][0] == start
+        and abs(h.intervals[0][1].timestamp() - end) < 1e-6
+    ]
+    shown = histories if len(histories) <= _MAX_ROWS else [h for h in histories if h not in steady]
+
+    table = Table(title="Link schedule", title_justify="left")
+    for col in ("link", "kind", "up (UTC)", "delay ms"):
+        table.add_column(col)
+    for h in shown[:_MAX_ROWS]:
+        spans = ", ".join(f"{_hms(a)}-{_hms(b)}" for a, b in h.intervals)
+        table.add_row(f"{h.a}-{h.b}", h.kind, spans, f"{h.min_delay_ms:.3f}-{h.max_delay_ms:.3f}")
+    if len(shown) > _MAX_ROWS:
+        table.add_row(f"... {len(shown) - _MAX_ROWS} more links", "", "", "")
+    if shown is not histories and steady:
+        lo = min(h.min_delay_ms for h in steady)
+        hi = max(h.max_delay_ms for h in steady)
+        table.add_row(f"{len(steady)} links", "mixed", "up throughout", f"{lo:.3f}-{hi:.3f}")
+    console.print(table)
+
+    events = [(t, e) for t, e in schedule.events if e["type"] == "handover"] or schedule.events
+    kind = "Handovers" if events and events[0][1]["type"] == "handover" else "Events"
+    table = Table(title=f"{kind} ({len(events)})", title_justify="left")
+    for col in ("time", "event", "detail"):
+        table.add_column(col)
+    for t, e in events[:_MAX_ROWS]:
+        if e["type"] == "handover":
+            detail = f"{e['node']}: {e['from']} -> {e['to']}"
+        else:
+            detail = f"{e['a']}-{e['b']} ({e['kind']})" + (
+                f": {e['reason']}" if "reason" in e else ""
+            )
+        table.add_row(_hms(t), e["type"], detail)
+    if len(events) > _MAX_ROWS:
+        table.add_row("...", f"{len(events) - _MAX_ROWS} more", "")
+    console.print(table)

@@ -1,0 +1,234 @@
+"""The topology file format: what a YAML topology may say, with defaults.
+
+These pydantic models check types, ranges and unknown keys. They describe the
+*file*; :mod:`netemu.topology` turns a validated file into nodes and links.
+The defaults for optical terminals come from ``shared/notes/link-physics.md``
+(sources cited next to each value). The same schema is documented, key by key,
+in ``docs/topology.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+#: Node names become host names, file names and parts of interface names, and
+#: must be safe as shell words: a letter, then letters, digits or '_', at most
+#: 12 characters.
+NODE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
+
+
+def _check_node_name(name: str) -> str:
+    if not NODE_NAME_RE.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid node name: use a letter, then letters, digits "
+            "or '_', 12 characters at most"
+        )
+    return name
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+NodeName = Annotated[str, AfterValidator(_check_node_name)]
+UtcTime = Annotated[datetime, AfterValidator(_as_utc)]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: Built-in parameters per link kind, used where the file gives none.
+BUILTIN_LINK_DEFAULTS: dict[str, dict[str, float]] = {
+    # SDA Tranche-1 optical terminal standard: 2.5 Gbps, 5,500 km reference
+    # range; acquisition <= 100 s required, < 10 s goal; re-acquisition of a
+    # recently held partner assumed 1-10 s [link-physics.md, PAT].
+    "isl": dict(data_rate_gbps=2.5, max_range_km=5500, acquisition_s=10, reacquisition_s=2),
+    # GA-EMS airborne terminal: 2.5 Gbps rated at 5,500 km (Kepler demo, 2025).
+    # Aircraft at ~10 km fly above most weather: a low 15 deg mask.
+    "space_air": dict(
+        data_rate_gbps=2.5,
+        max_range_km=5500,
+        acquisition_s=10,
+        reacquisition_s=3,
+        min_elevation_deg=15,
+    ),
+    # Hypatia's Starlink ground links use a 25 deg minimum elevation.
+    "space_ground": dict(
+        data_rate_gbps=2.5,
+        max_range_km=5500,
+        acquisition_s=10,
+        reacquisition_s=3,
+        min_elevation_deg=25,
+    ),
+}
+
+
+class LinkKindSettings(Strict):
+    """Parameters of one link kind; unset ones keep the built-in default."""
+
+    data_rate_gbps: float | None = Field(None, gt=0, le=10_000)
+    max_range_km: float | None = Field(None, gt=0, le=100_000)
+    acquisition_s: float | None = Field(None, ge=0, le=3600)
+    reacquisition_s: float | None = Field(None, ge=0, le=3600)
+    #: Space-to-air and space-to-ground only: the elevation mask at the
+    #: aircraft or ground station.
+    min_elevation_deg: float | None = Field(None, ge=0, lt=90)
+
+
+class LinkDefaults(Strict):
+    isl: LinkKindSettings = LinkKindSettings()
+    space_air: LinkKindSettings = LinkKindSettings()
+    space_ground: LinkKindSettings = LinkKindSettings()
+
+
+class Terminals(Strict):
+    """A node's optical terminals: how many, and limits that narrow the link kind's."""
+
+    count: int = Field(ge=0, le=64)
+    max_range_km: float | None = Field(None, gt=0, le=100_000)
+    data_rate_gbps: float | None = Field(None, gt=0, le=10_000)
+    acquisition_s: float | None = Field(None, ge=0, le=3600)
+    reacquisition_s: float | None = Field(None, ge=0, le=3600)
+
+
+class Compute(Strict):
+    """In-orbit compute payload: GPUs of one kind (e.g. Nvidia Jetson Orin)."""
+
+    gpus: int = Field(ge=0, le=64)
+    kind: str = Field("orin", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class WalkerShell(Strict):
+    """A Walker-delta (or star) shell: T = planes * per_plane circular orbits."""
+
+    altitude_km: float = Field(ge=100, le=40_000)
+    #: Degrees, or ``sun-synchronous`` to derive it from the altitude (J2).
+    inclination_deg: Annotated[float, Field(ge=0, le=180)] | Literal["sun-synchronous"]
+    planes: int = Field(ge=1, le=1000)
+    per_plane: int = Field(ge=1, le=1000)
+    #: Walker phasing factor F, 0 <= F < planes.
+    phasing: int = Field(0, ge=0)
+    #: 360 for a Walker delta (planes spread all round), 180 for a star pattern.
+    raan_spread_deg: float = Field(360, gt=0, le=360)
+    #: Right ascension of the first plane's ascending node, degrees. Or give
+    #: ``ltan_h`` instead: the local solar time of the ascending node (6 for a
+    #: dawn-dusk orbit), which fixes it from the Sun's position at the epoch.
+    raan_deg: float | None = Field(None, ge=0, lt=360)
+    ltan_h: float | None = Field(None, ge=0, lt=24)
+    #: Element epoch; defaults to the topology's start.
+    epoch: UtcTime | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WalkerShell:
+        if self.phasing >= self.planes:
+            raise ValueError(f"phasing must be below planes ({self.planes}), got {self.phasing}")
+        if self.raan_deg is not None and self.ltan_h is not None:
+            raise ValueError("give either raan_deg or ltan_h, not both")
+        return self
+
+
+class TleSource(Strict):
+    #: Path of a 2- or 3-line TLE file, relative to the topology file.
+    file: str
+
+
+class SatelliteGroup(Strict):
+    """Satellites from one Walker shell or one TLE file, sharing their payload."""
+
+    walker: WalkerShell | None = None
+    tle: TleSource | None = None
+    #: Name pattern. Walker: fields {n} (index in the group), {plane}, {slot}.
+    #: TLE: {n} and {catnum} (NORAD catalog number).
+    names: str = "sat{n}"
+    terminals: Terminals = Terminals(count=4)
+    compute: Compute | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SatelliteGroup:
+        if (self.walker is None) == (self.tle is None):
+            raise ValueError("give exactly one of 'walker' or 'tle'")
+        try:
+            self.names.format(n=0, plane=0, slot=0, catnum=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"bad name pattern {self.names!r}: {exc}") from None
+        return self
+
+
+class GroundStation(Strict):
+    name: NodeName
+    lat_deg: Latitude
+    lon_deg: Longitude
+    altitude_km: float = Field(0.0, ge=-0.5, le=9)
+    terminals: Terminals = Terminals(count=1)
+
+
+class Waypoint(Strict):
+    lat_deg: Latitude
+    lon_deg: Longitude
+    altitude_km: float = Field(ge=0, le=30)
+
+
+class Aircraft(Strict):
+    name: NodeName
+    speed_kmh: float = Field(gt=0, le=4000)
+    waypoints: list[Waypoint] = Field(min_length=2)
+    #: Fly the route round and round (back to the first waypoint at the end).
+    loop: bool = True
+    #: When the aircraft leaves the first waypoint; defaults to the start.
+    departure: UtcTime | None = None
+    terminals: Terminals = Terminals(count=1)
+
+
+class IslPolicy(Strict):
+    """Which satellite pairs may hold inter-satellite links."""
+
+    #: plus-grid: in-plane neighbours and one satellite in each adjacent plane
+    #: (Walker shells only); nearest-k: each satellite links to its k nearest
+    #: feasible partners, terminals permitting; none: no ISLs.
+    policy: Literal["plus-grid", "nearest-k", "none"] = "plus-grid"
+    cross_plane: bool = True
+    #: Cross-plane links are switched off while either end is above this
+    #: latitude (Iridium-style), if given.
+    cross_plane_cutoff_lat_deg: float | None = Field(None, gt=0, le=90)
+    k: int = Field(4, ge=1, le=64)
+    #: A link's straight line must stay this far above the Earth (Hypatia: 80 km).
+    grazing_altitude_km: float = Field(80, ge=0, le=1000)
+
+
+class AccessPolicy(Strict):
+    """How an aircraft or ground station picks the satellite it links to."""
+
+    selection: Literal["highest-elevation", "nearest"] = "highest-elevation"
+    #: Ground stations and aircraft served first when satellite terminals are
+    #: scarce; the others follow in file order (ground stations, then aircraft).
+    priority: list[str] = []
+
+
+class TopologyFile(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    #: Default start of plans and runs (ISO 8601; UTC unless a zone is given).
+    start: UtcTime
+    satellites: list[SatelliteGroup] = Field(min_length=1)
+    ground_stations: list[GroundStation] = []
+    aircraft: list[Aircraft] = []
+    link_defaults: LinkDefaults = LinkDefaults()
+    isl: IslPolicy = IslPolicy()
+    access: AccessPolicy = AccessPolicy()
+    #: Role name -> node names, e.g. ``sensor: [kep3]``.
+    roles: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], list[str]] = {}

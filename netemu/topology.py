@@ -1,0 +1,316 @@
+"""Topologies: the nodes of an emulated network and what each can do.
+
+:func:`load_topology` reads a YAML topology file (format in :mod:`netemu.schema`
+and ``docs/topology.md``), checks it, and returns a :class:`Topology`: every
+satellite (from Walker shells or TLE files, with its SGP4 record), ground
+station and aircraft as a :class:`Node`, their optical terminals, compute
+payloads and roles, and the link and access policies. Any problem becomes one
+:class:`~netemu.errors.InputError` naming the file, the key and the line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import ValidationError
+from sgp4.api import Satrec
+
+from netemu import schema
+from netemu.errors import InputError
+from netemu.flight import FlightPath
+from netemu.orbits import (
+    raan_for_ltan_deg,
+    satrecs_for,
+    sun_synchronous_inclination_deg,
+    walker_orbits,
+)
+from netemu.tle import read_tle_file
+from netemu.yamlsource import KeyPath, LocatedDocument, format_key_path, load_yaml
+
+
+class NodeKind(StrEnum):
+    SATELLITE = "satellite"
+    GROUND = "ground"
+    AIRCRAFT = "aircraft"
+
+
+class LinkKind(StrEnum):
+    ISL = "isl"
+    SPACE_AIR = "space-air"
+    SPACE_GROUND = "space-ground"
+
+    @property
+    def settings_key(self) -> str:
+        """The key of this kind under ``link_defaults`` in topology files."""
+        return self.value.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """What a link of one kind between two given terminals can do."""
+
+    data_rate_gbps: float
+    max_range_km: float
+    acquisition_s: float
+    reacquisition_s: float
+    min_elevation_deg: float | None = None
+
+
+@dataclass(frozen=True)
+class Shell:
+    """Where a Walker shell's satellites sit in :attr:`Topology.nodes`."""
+
+    first: int
+    planes: int
+    per_plane: int
+    phasing: int
+    raan_spread_deg: float
+
+    def index(self, plane: int, slot: int) -> int:
+        return self.first + plane * self.per_plane + slot
+
+
+@dataclass(frozen=True)
+class Node:
+    """A satellite, ground station or aircraft."""
+
+    name: str
+    kind: NodeKind
+    index: int
+    terminals: schema.Terminals
+    compute: schema.Compute | None = None
+    roles: frozenset[str] = frozenset()
+    plane: int | None = None  # Walker satellites only
+    slot: int | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.compute.gpus if self.compute else 0
+
+
+@dataclass
+class Topology:
+    """A loaded, checked topology."""
+
+    name: str
+    file: Path | None
+    start: datetime
+    nodes: list[Node]
+    satrecs: list[Satrec]  # one per satellite, in node order (satellites come first)
+    ground_sites: list[schema.GroundStation]  # one per ground node, in node order
+    flights: list[FlightPath]  # one per aircraft node, in node order
+    shells: list[Shell]
+    isl: schema.IslPolicy
+    access: schema.AccessPolicy
+    link_defaults: dict[LinkKind, LinkParams]
+    description: str = ""
+    by_name: dict[str, Node] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {n.name: n for n in self.nodes}
+
+    @property
+    def satellites(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind is NodeKind.SATELLITE]
+
+    @property
+    def ground_stations(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind is NodeKind.GROUND]
+
+    @property
+    def aircraft(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind is NodeKind.AIRCRAFT]
+
+    def with_role(self, role: str) -> list[Node]:
+        return [n for n in self.nodes if role in n.roles]
+
+    def link_params(self, kind: LinkKind, a: Node, b: Node) -> LinkParams:
+        """The kind's defaults, narrowed by both ends' terminals."""
+        base = self.link_defaults[kind]
+        ends = (a.terminals, b.terminals)
+
+        def narrowed(attr: str, pick) -> float:
+            given = [getattr(t, attr) for t in ends if getattr(t, attr) is not None]
+            return pick([getattr(base, attr), *given]) if given else getattr(base, attr)
+
+        return LinkParams(
+            data_rate_gbps=narrowed("data_rate_gbps", min),
+            max_range_km=narrowed("max_range_km", min),
+            acquisition_s=narrowed("acquisition_s", max),
+            reacquisition_s=narrowed("reacquisition_s", max),
+            min_elevation_deg=base.min_elevation_deg,
+        )
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and check a topology file; raise :class:`InputError` on any problem."""
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "a topology file must be a mapping of keys (name, start, ...)")
+    try:
+        spec = schema.TopologyFile.model_validate(doc.data)
+    except ValidationError as exc:
+        raise _first_error(doc, exc) from None
+    return build_topology(spec, doc)
+
+
+def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None) -> Topology:
+    """Turn a validated file into nodes; cross-references are checked here."""
+
+    def fail(path: KeyPath, problem: str) -> InputError:
+        return doc.error(path, problem) if doc else InputError(problem, None, str(path))
+
+    base_dir = doc.file.parent if doc else Path.cwd()
+    nodes: list[Node] = []
+    satrecs: list[Satrec] = []
+    shells: list[Shell] = []
+    seen: dict[str, KeyPath] = {}
+
+    def add(node: Node, where: KeyPath) -> None:
+        if node.name in seen:
+            raise fail(
+                where,
+                f"duplicate node name {node.name!r} (also at {format_key_path(seen[node.name])})",
+            )
+        seen[node.name] = where
+        nodes.append(node)
+
+    for g, group in enumerate(spec.satellites):
+        where: KeyPath = ("satellites", g)
+        if group.walker is not None:
+            w = group.walker
+            epoch = w.epoch or spec.start
+            inclination = w.inclination_deg
+            if inclination == "sun-synchronous":
+                try:
+                    inclination = sun_synchronous_inclination_deg(w.altitude_km)
+                except ValueError as exc:
+                    raise fail((*where, "walker", "inclination_deg"), str(exc)) from None
+            raan0 = w.raan_deg if w.raan_deg is not None else 0.0
+            if w.ltan_h is not None:
+                raan0 = raan_for_ltan_deg(epoch, w.ltan_h)
+            orbits = walker_orbits(
+                w.altitude_km,
+                inclination,
+                w.planes,
+                w.per_plane,
+                w.phasing,
+                raan0,
+                epoch,
+                w.raan_spread_deg,
+            )
+            shells.append(Shell(len(nodes), w.planes, w.per_plane, w.phasing, w.raan_spread_deg))
+            for i, rec in enumerate(satrecs_for(orbits, first_satnum=90000 + len(satrecs))):
+                plane, slot = divmod(i, w.per_plane)
+                name = group.names.format(n=i, plane=plane, slot=slot, catnum=rec.satnum)
+                _check_generated_name(name, fail, (*where, "names"))
+                add(
+                    Node(
+                        name,
+                        NodeKind.SATELLITE,
+                        len(nodes),
+                        group.terminals,
+                        group.compute,
+                        plane=plane,
+                        slot=slot,
+                    ),
+                    (*where, "names"),
+                )
+                satrecs.append(rec)
+        else:
+            assert group.tle is not None
+            tle_path = base_dir / group.tle.file
+            if not tle_path.is_file():
+                raise fail((*where, "tle", "file"), f"TLE file not found: {tle_path}")
+            for i, element_set in enumerate(read_tle_file(tle_path)):
+                rec = element_set.satrec()
+                name = group.names.format(n=i, plane=0, slot=i, catnum=rec.satnum)
+                _check_generated_name(name, fail, (*where, "names"))
+                add(
+                    Node(name, NodeKind.SATELLITE, len(nodes), group.terminals, group.compute),
+                    (*where, "names"),
+                )
+                satrecs.append(rec)
+
+    for i, gs in enumerate(spec.ground_stations):
+        add(
+            Node(gs.name, NodeKind.GROUND, len(nodes), gs.terminals), ("ground_stations", i, "name")
+        )
+    flights = []
+    for i, ac in enumerate(spec.aircraft):
+        add(Node(ac.name, NodeKind.AIRCRAFT, len(nodes), ac.terminals), ("aircraft", i, "name"))
+        flights.append(FlightPath.from_spec(ac, spec.start))
+
+    roles: dict[str, set[str]] = {}
+    for role, members in spec.roles.items():
+        for j, member in enumerate(members):
+            if member not in seen:
+                raise fail(("roles", role, j), f"unknown node {member!r}")
+            roles.setdefault(member, set()).add(role)
+    nodes = [
+        Node(
+            n.name,
+            n.kind,
+            n.index,
+            n.terminals,
+            n.compute,
+            frozenset(roles.get(n.name, ())),
+            n.plane,
+            n.slot,
+        )
+        for n in nodes
+    ]
+
+    link_defaults = {}
+    for kind in LinkKind:
+        given = getattr(spec.link_defaults, kind.settings_key).model_dump(exclude_none=True)
+        params = {**schema.BUILTIN_LINK_DEFAULTS[kind.settings_key], **given}
+        if kind is LinkKind.ISL:
+            params.pop("min_elevation_deg", None)
+        link_defaults[kind] = LinkParams(**params)
+
+    return Topology(
+        name=spec.name,
+        file=doc.file if doc else None,
+        start=spec.start,
+        nodes=nodes,
+        satrecs=satrecs,
+        ground_sites=list(spec.ground_stations),
+        flights=flights,
+        shells=shells,
+        isl=spec.isl,
+        access=spec.access,
+        link_defaults=link_defaults,
+        description=spec.description,
+    )
+
+
+def _check_generated_name(name: str, fail, where: KeyPath) -> None:
+    try:
+        schema._check_node_name(name)
+    except ValueError as exc:
+        raise fail(where, f"the pattern makes {exc}") from None
+
+
+# pydantic error types -> the words we use
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+}
+# pydantic names union members in error locations ("float", "literal['x']"): not keys.
+_UNION_TAGS = {"float", "int", "str", "bool", "list", "dict"}
+
+
+def _first_error(doc: LocatedDocument, exc: ValidationError) -> InputError:
+    """The first pydantic error, as one line naming the key path and line."""
+    err = exc.errors(include_url=False)[0]
+    path = tuple(p for p in err["loc"] if isinstance(p, int) or not (p in _UNION_TAGS or "[" in p))
+    problem = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        problem = f"unknown key {path[-1]!r}"
+    elif err["type"] != "missing" and not isinstance(err.get("input"), dict | list | None):
+        problem += f" (got {err['input']!r})"
+    return doc.error(path, problem)
