@@ -49,7 +49,7 @@ class EpochPlan:
                 "a": names[a],
                 "b": names[b],
                 "kind": KINDS[kind].value,
-                "distance_km": round(dist, 3),
+                "distance_km": round(dist, 6),
                 "delay_ms": round(float(delay_ms(dist)), 6),
                 "up": up,
             }

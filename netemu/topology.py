@@ -300,14 +300,32 @@ _MESSAGES = {
     "extra_forbidden": "unknown key",
     "missing": "required key is missing",
 }
-# pydantic names union members in error locations ("float", "literal['x']"): not keys.
-_UNION_TAGS = {"float", "int", "str", "bool", "list", "dict"}
+
+
+def _document_path(data, loc, missing: bool) -> KeyPath:
+    """A pydantic error location as a key path in the document.
+
+    pydantic adds the names of union members ("constrained-float",
+    "literal['sun-synchronous']") to locations: keep only the parts that are
+    list indices or keys of the document, and the last part if it names a
+    missing key.
+    """
+    path: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        in_list = isinstance(part, int) and isinstance(node, list) and part < len(node)
+        if in_list or (isinstance(node, dict) and part in node):
+            node = node[part]
+        elif not (missing and i == len(loc) - 1):
+            continue
+        path.append(part)
+    return tuple(path)
 
 
 def _first_error(doc: LocatedDocument, exc: ValidationError) -> InputError:
     """The first pydantic error, as one line naming the key path and line."""
     err = exc.errors(include_url=False)[0]
-    path = tuple(p for p in err["loc"] if isinstance(p, int) or not (p in _UNION_TAGS or "[" in p))
+    path = _document_path(doc.data, err["loc"], missing=err["type"] == "missing")
     problem = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         problem = f"unknown key {path[-1]!r}"

@@ -1,0 +1,106 @@
+"""netemu plan: the JSON line format, delays, events and the human schedule."""
+
+import itertools
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+
+from netemu.constants import SPEED_OF_LIGHT_KM_S
+from netemu.plan import Planner
+from netemu.topology import load_topology
+
+from helpers import run_netemu
+
+
+def plan_json(*args):
+    result = run_netemu("plan", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def parse_time(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_kepler_plan_json_lines():
+    epochs = plan_json("topologies/kepler.yaml", "--duration", "600", "--step", "10")
+    assert len(epochs) == 61
+    times = [parse_time(e["time"]) for e in epochs]
+    assert times[0] == datetime.fromisoformat("2026-06-21T03:00:00+00:00")
+    assert all(b - a == timedelta(seconds=10) for a, b in itertools.pairwise(times))
+    for epoch in epochs:
+        assert set(epoch) == {"time", "links", "events"}
+        for link in epoch["links"]:
+            assert set(link) == {"a", "b", "kind", "distance_km", "delay_ms", "up"}
+            assert link["kind"] in {"isl", "space-air", "space-ground"}
+            want = link["distance_km"] / SPEED_OF_LIGHT_KM_S * 1000
+            assert link["delay_ms"] == pytest.approx(want, abs=1e-6)  # 1 ns
+        up = [link for link in epoch["links"] if link["up"]]
+        # The ten-satellite ring is always closed, at ~4,300 km per hop.
+        isl = [link for link in up if link["kind"] == "isl"]
+        assert len(isl) == 10
+        assert all(4250 < link["distance_km"] < 4350 for link in isl)
+        # No satellite holds more links than its 4 terminals, no ground node more than 1.
+        use = Counter(n for link in up for n in (link["a"], link["b"]))
+        assert all(v <= (4 if k.startswith("kep") else 1) for k, v in use.items())
+        # The patrol aircraft has priority and is covered throughout at 5 deg.
+        assert any(link["b"] == "patrol1" for link in up)
+    handovers = [e for epoch in epochs for e in epoch["events"] if e["type"] == "handover"]
+    assert handovers and all(h["node"] in {"patrol1", "svalbard", "c2_bodo"} for h in handovers)
+
+
+def test_events_and_down_links_agree():
+    epochs = plan_json("topologies/train.yaml", "--duration", "900", "--step", "5")
+    kinds = Counter(e["type"] for epoch in epochs for e in epoch["events"])
+    assert kinds["handover"] >= 4 and kinds["link-down"] >= 4 and kinds["link-up"] >= 4
+    previous = None
+    for epoch in epochs:
+        up = {(x["a"], x["b"]) for x in epoch["links"] if x["up"]}
+        down = {(x["a"], x["b"]) for x in epoch["links"] if not x["up"]}
+        gone = {(e["a"], e["b"]) for e in epoch["events"] if e["type"] == "link-down"}
+        came = {(e["a"], e["b"]) for e in epoch["events"] if e["type"] == "link-up"}
+        assert down == gone
+        if previous is not None:
+            assert gone == previous - up and came == up - previous
+        for e in epoch["events"]:
+            if e["type"] == "link-down":
+                assert e["reason"] in {"below-elevation", "out-of-range", "earth-blocked"}
+            if e["type"] == "handover":
+                assert (e["from"], e["node"]) in gone and (e["to"], e["node"]) in came
+        previous = up
+
+
+def test_start_option_overrides_the_file():
+    epochs = plan_json(
+        "topologies/kepler.yaml", "--start", "2026-06-22T12:00:00Z", "--duration", "2"
+    )
+    assert [e["time"] for e in epochs] == [
+        "2026-06-22T12:00:00.000Z",
+        "2026-06-22T12:00:01.000Z",
+        "2026-06-22T12:00:02.000Z",
+    ]
+
+
+def test_human_schedule():
+    result = run_netemu("plan", "topologies/kepler.yaml", "--duration", "600", "--step", "10")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Link schedule" in out and "kep0-kep1" in out and "Handovers" in out
+    assert "patrol1: kep2 -> kep1" in out
+
+
+def test_plan_in_chunks_matches_one_pass():
+    """Epochs are computed in vectorised chunks; chunk edges must not change results."""
+    topo = load_topology("topologies/train.yaml")
+    a = [e.to_json(topo) for e in Planner(topo).run(duration_s=600, step_s=1)]
+    from netemu import plan as plan_module
+
+    old = plan_module._CHUNK
+    plan_module._CHUNK = 7
+    try:
+        b = [e.to_json(topo) for e in Planner(topo).run(duration_s=600, step_s=1)]
+    finally:
+        plan_module._CHUNK = old
+    assert a == b
