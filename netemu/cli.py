@@ -72,7 +72,136 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--json", action="store_true", help="one JSON object per epoch and line (stable format)"
     )
+    run = sub.add_parser(
+        "run",
+        help="emulate a topology live (root)",
+        description="Build the network (one Mininet host per node, one link per feasible "
+        "link) and drive it from orbital geometry until the duration is over or Ctrl-C.",
+    )
+    run.add_argument("topology", type=Path, help="topology YAML file")
+    run.add_argument("--start", type=_utc_time, help="ISO 8601 UTC (default: the file's start)")
+    run.add_argument(
+        "--duration",
+        type=_positive_seconds,
+        metavar="S",
+        help="orbital seconds to run (default: until Ctrl-C)",
+    )
+    run.add_argument(
+        "--step",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="S",
+        help="wall-clock seconds between epochs, 0.1 to 3600 (default 1)",
+    )
+    run.add_argument(
+        "--speed",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="X",
+        help="orbital time runs X times faster than the wall clock (default 1)",
+    )
+    run.add_argument(
+        "--shaper",
+        choices=["auto", "netem", "nfqueue"],
+        default="auto",
+        help="auto: netem where the kernel has it, else nfqueue",
+    )
+    run.add_argument("--name", help="run name (default: the topology's name)")
+    run.add_argument(
+        "--log",
+        type=Path,
+        metavar="FILE",
+        help="JSON-lines log of link states and events (default: results/<name>/run.jsonl)",
+    )
+    clean = sub.add_parser(
+        "clean",
+        help="remove what killed runs left behind (root)",
+        description="Kill netemu processes and delete namespaces named netemu-* "
+        "(or those of one run). Nothing else is touched.",
+    )
+    clean.add_argument("--run", help="only this run's leftovers")
     return parser
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from netemu.emulation import Emulation, preflight
+    from netemu.report import StatusView
+    from netemu.topology import load_topology
+
+    topology = load_topology(args.topology)
+    preflight()
+    name = args.name or topology.name
+    log = args.log or Path("results") / name / "run.jsonl"
+    emu = Emulation(
+        topology,
+        start=args.start,
+        duration_s=args.duration,
+        step_s=args.step,
+        speed=args.speed,
+        shaper=args.shaper,
+        run_name=name,
+        log_path=log,
+    )
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    view = StatusView()
+    interrupted = False
+    try:
+        view.message(
+            f"netemu: building {topology.name} ({len(topology.nodes)} nodes) "
+            f"with the {emu.shaper.name} shaper ..."
+        )
+        emu.start()
+        view.message(f"netemu: up; shaper {emu.shaper.name}; log {log}")
+        with view:
+            view.update(emu.status())
+            emu.run(on_epoch=lambda e: view.update(e.status()))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        status = emu.status() if emu.epoch is not None else None
+        emu.stop()
+        _chown_to_invoker(log)
+    if status:
+        view.message(
+            f"netemu: {'interrupted' if interrupted else 'done'} after {status['epoch'] + 1} "
+            f"epochs, {status['handovers']} handovers, {status['late_epochs']} late epochs; "
+            "everything removed"
+        )
+    return 130 if interrupted else 0
+
+
+def _chown_to_invoker(path: Path) -> None:
+    """Under sudo, results belong to the user who asked for them."""
+    import os
+
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if not (uid and gid) or not path.exists():
+        return
+    for p in [path, *path.parents[: len(path.parts) - 1]]:
+        if p == Path(".") or p.resolve() == Path.cwd():
+            break
+        os.chown(p, int(uid), int(gid))
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    import os
+
+    from netemu import netns
+
+    if os.geteuid() != 0:
+        raise InputError("netemu clean needs root (try: sudo netemu clean)")
+    removed = netns.clean(args.run)
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to clean")
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -107,7 +236,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"plan": cmd_plan}[args.command](args)
+        return {"plan": cmd_plan, "run": cmd_run, "clean": cmd_clean}[args.command](args)
     except InputError as exc:
         print(f"netemu: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -90,3 +90,45 @@ def print_schedule(
     if len(events) > _MAX_ROWS:
         table.add_row("...", f"{len(events) - _MAX_ROWS} more", "")
     console.print(table)
+
+
+class StatusView:
+    """The live status of a run: a redrawn table on a terminal, a line every 10 s otherwise."""
+
+    def __init__(self) -> None:
+        self.console = Console(file=sys.stderr)
+        self.live = None
+        self._last_line = 0.0
+
+    def message(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def __enter__(self) -> StatusView:
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+            self.live = None
+
+    def update(self, status: dict) -> None:
+        import time
+
+        text = (
+            f"{status['time']:%Y-%m-%d %H:%M:%S} UTC  epoch {status['epoch']}  "
+            f"links up {status['links_up']}/{status['links']} "
+            f"(acquiring {status['links_acquiring']})  handovers {status['handovers']}  "
+            f"late {status['late_epochs']}  shaper {status['shaper']}"
+        )
+        if self.live is not None:
+            table = Table.grid(padding=(0, 2))
+            table.add_row("[bold]netemu[/]", text)
+            self.live.update(table)
+        elif time.monotonic() - self._last_line >= 10:
+            self._last_line = time.monotonic()
+            self.console.print(text, highlight=False)

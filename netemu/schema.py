@@ -57,7 +57,14 @@ BUILTIN_LINK_DEFAULTS: dict[str, dict[str, float]] = {
     # SDA Tranche-1 optical terminal standard: 2.5 Gbps, 5,500 km reference
     # range; acquisition <= 100 s required, < 10 s goal; re-acquisition of a
     # recently held partner assumed 1-10 s [link-physics.md, PAT].
-    "isl": dict(data_rate_gbps=2.5, max_range_km=5500, acquisition_s=10, reacquisition_s=2),
+    "isl": dict(
+        data_rate_gbps=2.5,
+        max_range_km=5500,
+        acquisition_s=10,
+        reacquisition_s=2,
+        loss_percent=0.0,
+        jitter_ms=0.0,
+    ),
     # GA-EMS airborne terminal: 2.5 Gbps rated at 5,500 km (Kepler demo, 2025).
     # Aircraft at ~10 km fly above most weather: a low 15 deg mask.
     "space_air": dict(
@@ -66,6 +73,8 @@ BUILTIN_LINK_DEFAULTS: dict[str, dict[str, float]] = {
         acquisition_s=10,
         reacquisition_s=3,
         min_elevation_deg=15,
+        loss_percent=0.0,
+        jitter_ms=0.0,
     ),
     # Hypatia's Starlink ground links use a 25 deg minimum elevation.
     "space_ground": dict(
@@ -74,6 +83,8 @@ BUILTIN_LINK_DEFAULTS: dict[str, dict[str, float]] = {
         acquisition_s=10,
         reacquisition_s=3,
         min_elevation_deg=25,
+        loss_percent=0.0,
+        jitter_ms=0.0,
     ),
 }
 
@@ -88,6 +99,10 @@ class LinkKindSettings(Strict):
     #: Space-to-air and space-to-ground only: the elevation mask at the
     #: aircraft or ground station.
     min_elevation_deg: float | None = Field(None, ge=0, lt=90)
+    #: Extra random packet loss on every link of the kind, percent.
+    loss_percent: float | None = Field(None, ge=0, le=100)
+    #: Random extra delay (one standard deviation), milliseconds.
+    jitter_ms: float | None = Field(None, ge=0, le=1000)
 
 
 class LinkDefaults(Strict):

@@ -57,6 +57,8 @@ class LinkParams:
     acquisition_s: float
     reacquisition_s: float
     min_elevation_deg: float | None = None
+    loss_percent: float = 0.0
+    jitter_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class Topology:
             acquisition_s=narrowed("acquisition_s", max),
             reacquisition_s=narrowed("reacquisition_s", max),
             min_elevation_deg=base.min_elevation_deg,
+            loss_percent=base.loss_percent,
+            jitter_ms=base.jitter_ms,
         )
 
 

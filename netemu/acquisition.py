@@ -1,0 +1,54 @@
+"""Acquisition: a new optical link carries nothing until its terminals lock on.
+
+Pure computation. Pointing, acquisition and tracking (PAT) take seconds: the
+SDA terminal standard asks for acquisition within 100 s (goal < 10 s), and
+re-acquiring a partner held shortly before is faster. :class:`Acquisition`
+follows which links are up and says which of them carry traffic.
+
+Times are seconds of *network* time: the wall clock in a live run (orbits may
+be accelerated with ``--speed``, the terminals are not), orbital time in a plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+
+#: A partner held within this many seconds counts as "recently held".
+RECENT_S = 600.0
+
+
+class Acquisition:
+    def __init__(self, durations: Callable[[Hashable], tuple[float, float]]):
+        """``durations(link)`` gives (initial, re-acquisition) seconds for a link."""
+        self.durations = durations
+        self.ready_at: dict[Hashable, float] = {}
+        self.last_up: dict[Hashable, float] = {}
+        self.started = False
+
+    def update(self, now: float, up: Iterable[Hashable]) -> set:
+        """Links up at ``now``; returns those that carry traffic (acquired)."""
+        up = set(up)
+        for link in list(self.ready_at):
+            if link not in up:  # lost: it must acquire again
+                del self.ready_at[link]
+        for link in up:
+            if link in self.ready_at:
+                continue
+            if not self.started:  # the run starts on an established network
+                self.ready_at[link] = now
+                continue
+            initial, again = self.durations(link)
+            recent = now - self.last_up.get(link, -float("inf")) <= RECENT_S
+            self.ready_at[link] = now + (again if recent else initial)
+        for link in up:
+            self.last_up[link] = now
+        self.started = True
+        return {link for link, t in self.ready_at.items() if t <= now}
+
+    def acquiring(self, now: float) -> dict:
+        """Links still acquiring, with the time each will be ready."""
+        return {link: t for link, t in self.ready_at.items() if t > now}
+
+    def next_ready(self, now: float) -> float | None:
+        pending = [t for t in self.ready_at.values() if t > now]
+        return min(pending) if pending else None

@@ -1,0 +1,57 @@
+"""Names and addresses of the emulated network: deterministic, documented.
+
+- Node ``i`` (its index in the topology) has a *service address*
+  ``172.16.0.0 + i + 1`` (/32 on its loopback): applications address nodes, not
+  links, and routes lead to these addresses. ``kep0`` in kepler.yaml is
+  172.16.0.1.
+- The link between nodes ``a < b`` (N nodes in all) is the /31 at
+  ``10.0.0.0 + 2 (a N + b)``: ``a`` takes the even address, ``b`` the odd one.
+  A link keeps its addresses however often it comes and goes.
+- In node ``a`` the interface toward ``b`` is named ``to-<b>`` (at most 15
+  characters, since node names have at most 12); interface names only need
+  to be unique inside a node's own network namespace.
+- A run's namespaces are named ``netemu-<run>-<node>``; ``netemu clean``
+  finds them by that prefix.
+
+Pure computation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from netemu.errors import InputError
+
+SERVICE_BASE = int(ipaddress.IPv4Address("172.16.0.0"))
+SERVICE_SIZE = 1 << 20  # 172.16.0.0/12
+LINK_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
+LINK_SIZE = 1 << 24  # 10.0.0.0/8
+NETNS_PREFIX = "netemu-"
+#: Largest topology whose every node pair has its own /31 in 10.0.0.0/8.
+MAX_NODES = int((LINK_SIZE / 2) ** 0.5)
+
+
+def check_size(n_nodes: int) -> None:
+    if n_nodes > MAX_NODES:
+        raise InputError(
+            f"{n_nodes} nodes: the live emulation's address plan supports at most {MAX_NODES}"
+        )
+
+
+def service_address(index: int) -> str:
+    return str(ipaddress.IPv4Address(SERVICE_BASE + index + 1))
+
+
+def link_addresses(a: int, b: int, n_nodes: int) -> tuple[str, str]:
+    """Addresses of ``a`` and ``b`` on their link (a /31)."""
+    a, b = min(a, b), max(a, b)
+    base = LINK_BASE + 2 * (a * n_nodes + b)
+    return str(ipaddress.IPv4Address(base)), str(ipaddress.IPv4Address(base + 1))
+
+
+def interface_name(peer_name: str) -> str:
+    return f"to-{peer_name}"
+
+
+def netns_name(run: str, node_name: str) -> str:
+    return f"{NETNS_PREFIX}{run}-{node_name}"

@@ -1,0 +1,591 @@
+"""Emulation: a topology brought to life, with real packets in real namespaces.
+
+An :class:`Emulation` makes one Mininet host per satellite, ground station and
+aircraft (each in a network namespace named ``netemu-<run>-<node>``, acting
+as an IP router), one veth pair per link the topology's policies make
+feasible, and then runs the *controller*: every epoch it asks the planner
+(:mod:`netemu.plan`) which links are up, lets new links acquire
+(:mod:`netemu.acquisition`), shapes each link direction's delay, loss and
+rate (:mod:`netemu.shaping`) and installs shortest-delay routes
+(:mod:`netemu.routing`), changing only what changed.
+
+Time: orbital time runs ``speed`` times faster than the wall clock; packets,
+propagation delays and acquisition times are never accelerated. ``step_s`` is
+the wall-clock time between epochs, ``duration_s`` the orbital time to run.
+
+Usage, as a context manager that always tears everything down::
+
+    with Emulation(load_topology("topologies/kepler.yaml"), speed=10) as emu:
+        emu.start_controller()              # epochs advance in a background thread
+        print(emu.host("patrol1").cmd("ping -c1", emu.address("c2_bodo")))
+        emu.wait(30)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from netemu import addressing, netns
+from netemu.acquisition import Acquisition
+from netemu.errors import InputError
+from netemu.geometry import delay_ms
+from netemu.links import KINDS
+from netemu.plan import EpochPlan, Planner, iso_utc
+from netemu.routing import ShortestDelayRouter, path
+from netemu.shaping import Direction, Shape, Shaper, choose
+from netemu.topology import LinkParams, Topology
+
+#: Orbital time planned ahead at bring-up to create the links a run will need;
+#: later links are created when they first appear (they then acquire anyway).
+PLAN_AHEAD_S = 3600.0
+REQUIRED_TOOLS = ("mnexec", "ip", "tc", "iptables")
+
+
+@dataclass
+class Link:
+    """One point-to-point link (veth pair) and what it is now."""
+
+    a: int
+    b: int
+    kind: int
+    params: LinkParams
+    forward: Direction  # a -> b
+    backward: Direction  # b -> a
+    distance_km: float = 0.0
+    state: str = "down"  # "up" (carrying), "acquiring" or "down"
+
+
+def preflight() -> None:
+    """What a live run needs from the machine, checked before anything is created."""
+    if os.geteuid() != 0:
+        raise InputError("netemu run needs root for network namespaces (try: sudo netemu run ...)")
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        raise InputError(
+            f"missing system tools: {', '.join(missing)} (run scripts/provision to install them)"
+        )
+
+
+class Emulation:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        start: datetime | None = None,
+        duration_s: float | None = None,
+        step_s: float = 1.0,
+        speed: float = 1.0,
+        shaper: str | Shaper = "auto",
+        run_name: str | None = None,
+        log_path: str | Path | None = None,
+    ):
+        if not 0.1 <= step_s <= 3600:
+            raise InputError(f"--step must be between 0.1 and 3600 s, got {step_s}")
+        if not 0 < speed <= 100_000:
+            raise InputError(f"--speed must be above 0 and at most 100000, got {speed}")
+        addressing.check_size(len(topology.nodes))
+        self.topology = topology
+        self.start_time = start or topology.start
+        self.duration_s = duration_s
+        self.step_s = step_s
+        self.speed = speed
+        self.run_name = run_name or topology.name
+        if not all(c.isalnum() or c in "_." for c in self.run_name) or len(self.run_name) > 40:
+            raise InputError(f"run name {self.run_name!r}: use letters, digits, '_' or '.'")
+        self.shaper = choose(shaper) if isinstance(shaper, str) else shaper
+        self.log_path = Path(log_path) if log_path else None
+
+        self.planner = Planner(topology)
+        self.names = [n.name for n in topology.nodes]
+        self.netns = [addressing.netns_name(self.run_name, n) for n in self.names]
+        self.router = ShortestDelayRouter(len(self.names))
+        self.acquisition = Acquisition(self._acquisition_times)
+        self.links: dict[tuple[int, int], Link] = {}
+        self.shapes: dict[Direction, Shape] = {}
+        self.events: list[dict] = []
+        self.epoch: EpochPlan | None = None
+        self.epoch_index = -1
+        self.late_epochs = 0
+        self.handovers = 0
+        self.net = None
+        self._ipr: dict[str, object] = {}
+        self._ifindex: dict[tuple[str, str], int] = {}
+        self._log = None
+        self._wall0 = 0.0
+        self._epochs = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock = threading.RLock()
+        self._error: BaseException | None = None
+        self.started = False
+        self.finished = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> Emulation:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Build the network and apply the first epoch. Tears down again on failure."""
+        preflight()
+        leftovers = netns.namespaces(addressing.netns_name(self.run_name, ""))
+        if leftovers:
+            raise InputError(
+                f"run {self.run_name!r} left {len(leftovers)} namespaces behind "
+                f"(e.g. {leftovers[0]}): remove them with 'sudo netemu clean --run "
+                f"{self.run_name}' or choose another --name"
+            )
+        self.started = True
+        try:
+            self._bring_up()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _bring_up(self) -> None:
+        from mininet.net import Mininet
+        from mininet.node import Host
+
+        netns.write_state(self.run_name, {"controller_pid": os.getpid()})
+        self._open_log()
+        # Links the run will need: plan ahead (cheap: no namespaces touched).
+        ahead = min(self.duration_s if self.duration_s is not None else PLAN_AHEAD_S, PLAN_AHEAD_S)
+        first_links = set()
+        for epoch in self.planner.run(self.start_time, ahead, self.step_s * self.speed):
+            first_links.update(zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True))
+
+        # One Mininet host (a shell in its own namespace) per node; then name the
+        # namespaces so they can be found, and cleaned, by name.
+        self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
+        for name in self.names:
+            self.net.addHost(name, cls=Host)
+        netns.ip_batch(
+            [
+                f"netns attach {ns} {self.net[n].pid}"
+                for n, ns in zip(self.names, self.netns, strict=True)
+            ]
+        )
+        in_ns = [
+            "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1"
+            " net.ipv6.conf.default.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0"
+            " net.ipv4.conf.default.rp_filter=0",
+            "ip link set lo up",
+            *self.shaper.namespace_commands(),
+        ]
+        netns.in_namespaces(
+            {
+                ns: "\n".join([*in_ns, f"ip addr add {addressing.service_address(i)}/32 dev lo"])
+                for i, ns in enumerate(self.netns)
+            }
+        )
+        self.shaper.start(self.netns)
+        netns.write_state(
+            self.run_name,
+            {
+                "controller_pid": os.getpid(),
+                "engine_pid": getattr(getattr(self.shaper, "engine", None), "pid", None),
+            },
+        )
+        self._create_links(sorted(first_links))
+        self._epochs = self.planner.run(
+            self.start_time,
+            self.duration_s if self.duration_s is not None else 1e12,
+            self.step_s * self.speed,
+        )
+        self._wall0 = time.monotonic()
+        self._advance()
+
+    def _create_links(self, keys_kinds: list[tuple[tuple[int, int], int]]) -> None:
+        """veth pairs straight into both namespaces, addressed, up, with rate limiters."""
+        new = [(k, kind) for k, kind in keys_kinds if k not in self.links]
+        if not new:
+            return
+        n = len(self.names)
+        root, per_ns, sends = [], {}, {}
+        for (a, b), kind in new:
+            ia, ib = (
+                addressing.interface_name(self.names[b]),
+                addressing.interface_name(self.names[a]),
+            )
+            root.append(
+                f"link add name {ia} netns {self.netns[a]} type veth "
+                f"peer name {ib} netns {self.netns[b]}"
+            )
+            addr_a, addr_b = addressing.link_addresses(a, b, n)
+            per_ns.setdefault(self.netns[a], []).append((ia, addr_a))
+            per_ns.setdefault(self.netns[b], []).append((ib, addr_b))
+            fwd = Direction((a, b), self.netns[a], ia, self.netns[b], ib)
+            bwd = Direction((a, b), self.netns[b], ib, self.netns[a], ia)
+            sends.setdefault(self.netns[a], []).append(fwd)
+            sends.setdefault(self.netns[b], []).append(bwd)
+            params = self.topology.link_params(
+                KINDS[kind], self.topology.nodes[a], self.topology.nodes[b]
+            )
+            self.links[(a, b)] = Link(a, b, kind, params, fwd, bwd)
+        netns.ip_batch(root)
+        scripts = {}
+        for ns, ifaces in per_ns.items():
+            lines = [f"addr add {addr}/31 dev {ifname}" for ifname, addr in ifaces]
+            lines += [f"link set {ifname} up" for ifname, _ in ifaces]
+            scripts[ns] = "\n".join(
+                [
+                    "ip -batch - <<'EOF'",
+                    *lines,
+                    "EOF",
+                    *self.shaper.interface_commands(sends.get(ns, [])),
+                ]
+            )
+        netns.in_namespaces(scripts)
+        found = {}
+        for ns in per_ns:
+            for ifname, index in netns.interfaces(ns).items():
+                found[(ns, ifname)] = index
+        self._ifindex.update(found)
+        self.shaper.add_interfaces(found)
+        # Register the interfaces with the Mininet hosts (no commands run).
+        from mininet.link import Intf
+
+        for (a, b), _kind in new:
+            for x, y in ((a, b), (b, a)):
+                intf = Intf(
+                    addressing.interface_name(self.names[y]),
+                    node=self.net[self.names[x]],
+                    up=None,
+                    moveIntfFn=_already_there,
+                )
+                intf.ip, intf.prefixLen = addressing.link_addresses(a, b, n)[x != a], 31
+
+    # -- the controller ----------------------------------------------------------------
+    def start_controller(self) -> threading.Thread:
+        """Advance epochs in a background thread (for scripts and tests)."""
+        self._thread = threading.Thread(
+            target=self._run_guarded, name="netemu-controller", daemon=True
+        )
+        self._thread.start()
+        return self._thread
+
+    def run(self, on_epoch: Callable[[Emulation], None] | None = None) -> None:
+        """Advance epochs in this thread until the duration is over or :meth:`stop`."""
+        self._loop(on_epoch)
+
+    def _run_guarded(self) -> None:
+        try:
+            self._loop(None)
+        except BaseException as exc:  # surfaces in wait() and stop()
+            self._error = exc
+        finally:
+            self.finished.set()
+
+    def _loop(self, on_epoch) -> None:
+        while not self._stop.is_set():
+            due = self._wall0 + (self.epoch_index + 1) * self.step_s
+            # Sleep until the next epoch, waking when a link finishes acquiring.
+            while not self._stop.is_set():
+                now = time.monotonic()
+                ready = self.acquisition.next_ready(now - self._wall0)
+                wake = due if ready is None else min(due, self._wall0 + ready)
+                if now >= due:
+                    break
+                if now >= wake:
+                    with self._lock:
+                        self._push(now)
+                    continue
+                self._stop.wait(wake - now)
+            if self._stop.is_set():
+                break
+            late = time.monotonic() - due
+            if late > self.step_s / 2:
+                self.late_epochs += 1
+            if not self._advance():
+                break
+            if on_epoch:
+                on_epoch(self)
+        self.finished.set()
+
+    def _advance(self) -> bool:
+        """Apply the next epoch; False when the run's duration is over."""
+        epoch = next(self._epochs, None)
+        if epoch is None:
+            return False
+        with self._lock:
+            self.epoch = epoch
+            self.epoch_index += 1
+            self._create_links(
+                [
+                    (k, kind)
+                    for k, kind in zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True)
+                    if k not in self.links
+                ]
+            )
+            for link in self.links.values():
+                link.distance_km = 0.0
+            for key, dist in zip(epoch.up.keys(), epoch.up.distance_km.tolist(), strict=True):
+                self.links[key].distance_km = dist
+            self.handovers += sum(1 for e in epoch.events if e["type"] == "handover")
+            self._push(time.monotonic(), epoch.events)
+        return True
+
+    def _acquisition_times(self, key: tuple[int, int]) -> tuple[float, float]:
+        p = self.links[key].params
+        return p.acquisition_s, p.reacquisition_s
+
+    def _push(self, now: float, events: list[dict] | None = None) -> None:
+        """Apply link states, shapes and routes for the current epoch at wall time ``now``."""
+        t0 = time.perf_counter()
+        events = list(events or [])
+        up = set(self.epoch.up.keys())
+        carrying = self.acquisition.update(now - self._wall0, up)
+        changes: dict[Direction, Shape] = {}
+        for key, link in self.links.items():
+            state = "up" if key in carrying else "acquiring" if key in up else "down"
+            if state == "up" and link.state != "up" and self.epoch_index > 0:
+                events.append(
+                    {
+                        "type": "link-ready",
+                        "a": self.names[link.a],
+                        "b": self.names[link.b],
+                        "kind": KINDS[link.kind].value,
+                    }
+                )
+            link.state = state
+            shape = Shape(
+                delay_ms=float(delay_ms(link.distance_km)),
+                rate_mbit=link.params.data_rate_gbps * 1000,
+                loss=link.params.loss_percent / 100,
+                jitter_ms=link.params.jitter_ms,
+                blocked=state != "up",
+            )
+            for d in (link.forward, link.backward):
+                if not shape.close_to(self.shapes.get(d)):
+                    changes[d] = shape
+        if changes:
+            self.shaper.apply(changes)
+            self.shapes.update(changes)
+        self.shaper.check()
+
+        live = [lk for lk in self.links.values() if lk.state == "up"]
+        route_changes = self.router.update(
+            np.array([lk.a for lk in live], dtype=int),
+            np.array([lk.b for lk in live], dtype=int),
+            np.array([delay_ms(lk.distance_km) for lk in live], dtype=float),
+        )
+        self._install_routes(route_changes)
+        if route_changes and self.epoch_index > 0:
+            events.append({"type": "routes", "changed": len(route_changes)})
+        self.events += [{"time": iso_utc(self.epoch.time), **e} for e in events]
+        self._write_log(
+            now, events, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
+        )
+
+    def _socket(self, ns: str):
+        ipr = self._ipr.get(ns)
+        if ipr is None:
+            from pyroute2 import IPRoute
+
+            ipr = self._ipr[ns] = IPRoute(netns=ns)
+        return ipr
+
+    def _install_routes(self, changes) -> None:
+        """Routes to service addresses, via the neighbour's link address, sourced from ours."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        n = len(self.names)
+        for c in changes:
+            ns = self.netns[c.node]
+            ipr = self._socket(ns)
+            dst = f"{addressing.service_address(c.dest)}/32"
+            if c.via is None:
+                with contextlib.suppress(NetlinkError):  # there may be none
+                    ipr.route("del", dst=dst)
+                continue
+            a, b = min(c.node, c.via), max(c.node, c.via)
+            gateway = addressing.link_addresses(a, b, n)[0 if c.via == a else 1]
+            oif = self._ifindex[(ns, addressing.interface_name(self.names[c.via]))]
+            ipr.route(
+                "replace",
+                dst=dst,
+                gateway=gateway,
+                oif=oif,
+                prefsrc=addressing.service_address(c.node),
+            )
+
+    # -- results ---------------------------------------------------------------------
+    def _open_log(self) -> None:
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("w", buffering=1)
+        self._log.write(
+            json.dumps(
+                {
+                    "run": self.run_name,
+                    "topology": self.topology.name,
+                    "shaper": self.shaper.name,
+                    "start": iso_utc(self.start_time),
+                    "step_s": self.step_s,
+                    "speed": self.speed,
+                    "duration_s": self.duration_s,
+                    "complete": False,
+                }
+            )
+            + "\n"
+        )
+
+    def _write_log(self, now, events, shape_changes, route_changes, apply_ms) -> None:
+        if self._log is None:
+            return
+        links = [
+            {
+                "a": self.names[lk.a],
+                "b": self.names[lk.b],
+                "kind": KINDS[lk.kind].value,
+                "distance_km": round(lk.distance_km, 6),
+                "delay_ms": round(float(delay_ms(lk.distance_km)), 6),
+                "state": lk.state,
+            }
+            for lk in self.links.values()
+            if lk.state != "down" or lk.distance_km
+        ]
+        self._log.write(
+            json.dumps(
+                {
+                    "time": iso_utc(self.epoch.time),
+                    "wall_s": round(now - self._wall0, 6),
+                    "epoch": self.epoch_index,
+                    "links": links,
+                    "events": events,
+                    "shape_changes": shape_changes,
+                    "route_changes": route_changes,
+                    "apply_ms": round(apply_ms, 3),
+                }
+            )
+            + "\n"
+        )
+
+    # -- what users and tests ask ------------------------------------------------------
+    def host(self, name: str):
+        """The Mininet host of a node."""
+        return self.net[name]
+
+    def address(self, name: str) -> str:
+        """A node's service address (on its loopback; routes lead here)."""
+        return addressing.service_address(self.topology.by_name[name].index)
+
+    def now(self) -> datetime:
+        """Orbital time of the epoch in force."""
+        return self.epoch.time
+
+    def route(self, src: str, dst: str) -> list[str] | None:
+        """Nodes on the current path from ``src`` to ``dst`` (None: unreachable)."""
+        with self._lock:
+            p = path(
+                self.router.hops, self.topology.by_name[src].index, self.topology.by_name[dst].index
+            )
+        return None if p is None else [self.names[i] for i in p]
+
+    def path_delay_ms(self, src: str, dst: str) -> float | None:
+        """Sum of the one-way propagation delays along the current path."""
+        with self._lock:
+            nodes = self.route(src, dst)
+            if nodes is None:
+                return None
+            idx = [self.topology.by_name[x].index for x in nodes]
+            return sum(
+                float(delay_ms(self.links[(min(u, v), max(u, v))].distance_km))
+                for u, v in itertools.pairwise(idx)
+            )
+
+    def link_state(self, a: str, b: str) -> str:
+        i, j = self.topology.by_name[a].index, self.topology.by_name[b].index
+        link = self.links.get((min(i, j), max(i, j)))
+        return "down" if link is None else link.state
+
+    def status(self) -> dict:
+        states = [lk.state for lk in self.links.values()]
+        return {
+            "time": self.epoch.time if self.epoch else self.start_time,
+            "wall_s": time.monotonic() - self._wall0 if self._wall0 else 0.0,
+            "epoch": self.epoch_index,
+            "links_up": states.count("up"),
+            "links_acquiring": states.count("acquiring"),
+            "links": len(states),
+            "handovers": self.handovers,
+            "late_epochs": self.late_epochs,
+            "shaper": self.shaper.name,
+        }
+
+    def wait(self, seconds: float) -> None:
+        """Sleep while the controller runs; re-raise its error if it failed."""
+        self.finished.wait(seconds)
+        if self._error is not None:
+            raise self._error
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, poll: float = 0.05):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            self.wait(poll)
+        return predicate()
+
+    # -- teardown ----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the controller and remove everything this run created. Idempotent."""
+        if not self.started:
+            return
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self.shaper.stop()
+        for ipr in self._ipr.values():
+            ipr.close()
+        self._ipr.clear()
+        if self.net is not None:
+            for host in self.net.hosts:
+                if host.shell and host.shell.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(host.shell.pid, signal.SIGKILL)
+                    host.shell.wait()
+                for f in (host.stdin,):
+                    f.close()
+                os.close(host.slave)
+        netns.delete(netns.namespaces(addressing.netns_name(self.run_name, "")))
+        state = netns.STATE_DIR / f"{self.run_name}.json"
+        state.unlink(missing_ok=True)
+        if self._log is not None:
+            self._log.write(
+                json.dumps(
+                    {
+                        "end": True,
+                        "complete": self.finished.is_set() and self._error is None,
+                        "events": len(self.events),
+                    }
+                )
+                + "\n"
+            )
+            self._log.close()
+            self._log = None
+        self.started = False
+
+
+def _already_there(intf, node) -> None:
+    """Mininet moves new interfaces into the host's namespace; ours are created there."""
+
+
+__all__ = ["Emulation", "preflight"]

@@ -1,0 +1,137 @@
+"""Network namespaces: the thin adapter between netemu and the kernel.
+
+Everything netemu creates lives in network namespaces named
+``netemu-<run>-<node>`` (see :mod:`netemu.addressing`): the veth pairs, their
+addresses, qdiscs and iptables rules, and every process a node runs. Deleting
+a run's namespaces, after killing the processes inside them, removes all of
+it; :func:`clean` does that by name prefix and touches nothing else.
+
+Commands are batched: one ``ip -batch`` for the whole run in the root
+namespace, one script per namespace run in parallel, and a persistent netlink
+socket per namespace (pyroute2) for routes during the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from netemu.addressing import NETNS_PREFIX
+
+STATE_DIR = Path("/run/netemu")
+
+
+class CommandError(RuntimeError):
+    pass
+
+
+def run(cmd: list[str], stdin: str | None = None) -> str:
+    p = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise CommandError(f"{' '.join(cmd[:4])}...: {p.stderr.strip() or p.stdout.strip()}")
+    return p.stdout
+
+
+def ip_batch(lines: list[str]) -> None:
+    """Run ip commands (one per line) in one process, in the root namespace."""
+    if lines:
+        run(["ip", "-force", "-batch", "-"], "\n".join(lines) + "\n")
+
+
+def in_namespaces(scripts: dict[str, str]) -> None:
+    """Run one shell script in each namespace, all at once; raise on any failure."""
+    procs = [
+        (
+            ns,
+            subprocess.Popen(
+                ["ip", "netns", "exec", ns, "sh", "-ec", script],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+        )
+        for ns, script in scripts.items()
+    ]
+    errors = []
+    for ns, p in procs:
+        out, _ = p.communicate()
+        if p.returncode != 0:
+            errors.append(f"{ns}: {out.strip()[-300:]}")
+    if errors:
+        raise CommandError("namespace set-up failed: " + "; ".join(errors[:3]))
+
+
+def interfaces(ns: str) -> dict[str, int]:
+    """Interface name -> index inside a namespace."""
+    links = json.loads(run(["ip", "-n", ns, "-j", "link", "show"]))
+    return {link["ifname"]: link["ifindex"] for link in links}
+
+
+def namespaces(prefix: str = NETNS_PREFIX) -> list[str]:
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def pids_in(ns: str) -> list[int]:
+    p = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    return [int(x) for x in p.stdout.split()]
+
+
+def kill_processes(names: list[str]) -> None:
+    """SIGKILL every process inside the given namespaces."""
+    for ns in names:
+        for pid in pids_in(ns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def delete(names: list[str]) -> None:
+    """Kill what runs inside, then delete the namespaces (their links go with them)."""
+    kill_processes(names)
+    ip_batch([f"netns del {n}" for n in names])
+
+
+def clean(run_name: str | None = None) -> list[str]:
+    """Remove what netemu runs left behind (all runs, or one); return what was removed."""
+    prefix = NETNS_PREFIX + (f"{run_name}-" if run_name else "")
+    removed = []
+    for state in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []:
+        info = json.loads(state.read_text())
+        if run_name and info.get("run") != run_name:
+            continue
+        for key in ("controller_pid", "engine_pid"):
+            pid = info.get(key)
+            if pid and pid != os.getpid() and _is_netemu_process(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    removed.append(f"process {pid} ({key.split('_')[0]})")
+                except ProcessLookupError:
+                    pass
+        state.unlink()
+    names = namespaces(prefix)
+    delete(names)
+    removed += [f"namespace {n}" for n in names]
+    return removed
+
+
+def _is_netemu_process(pid: int) -> bool:
+    """Only kill a recorded pid if it still is a netemu process (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"netemu" in cmdline
+
+
+def write_state(run_name: str, info: dict) -> Path:
+    STATE_DIR.mkdir(mode=0o755, exist_ok=True)
+    path = STATE_DIR / f"{run_name}.json"
+    path.write_text(json.dumps({"run": run_name, **info}))
+    return path

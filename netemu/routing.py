@@ -1,0 +1,94 @@
+"""Routing: shortest-delay paths on each epoch's graph, and what changed.
+
+Pure computation. :class:`ShortestDelayRouter` turns the links that carry
+traffic (with their one-way delays) into a next-hop table for every node and
+reports only the entries that changed since the last call, which the
+emulation installs as /32 routes to each node's service address.
+
+A routing daemon (FRR or BIRD running OSPF in every node) would replace this
+class: the emulation only needs something that, given the current links,
+says which routes to install or remove, or (for a daemon) does nothing and
+lets the daemon react to the links itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+UNREACHABLE = -1
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    """In ``node``, traffic to ``dest`` now goes to neighbour ``via`` (None: no route)."""
+
+    node: int
+    dest: int
+    via: int | None
+
+
+def next_hops(n: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray) -> np.ndarray:
+    """Next hop from every node to every other along a shortest-delay path.
+
+    Returns an (n, n) int array: ``hops[s, d]`` is the neighbour of ``s`` on a
+    shortest path to ``d``, ``s`` itself when ``s == d``, UNREACHABLE when
+    there is no path. Ties go to the lowest-numbered neighbour.
+    """
+    hops = np.full((n, n), UNREACHABLE, dtype=int)
+    np.fill_diagonal(hops, np.arange(n))
+    if n == 0 or len(a) == 0:
+        return hops
+    # Zero weights would vanish from a sparse matrix: keep a tiny floor.
+    w = np.maximum(np.asarray(delay_ms, dtype=float), 1e-9)
+    graph = csr_matrix(
+        (np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)
+    )
+    dist = dijkstra(graph, directed=True)
+    # The next hop from s to d is the neighbour v minimising w(s, v) + dist(v, d).
+    indptr, nbr, weight = graph.indptr, graph.indices, graph.data
+    for s in range(n):
+        lo, hi = indptr[s], indptr[s + 1]
+        if lo == hi:
+            continue
+        order = np.argsort(nbr[lo:hi], kind="stable")
+        vs, ws = nbr[lo:hi][order], weight[lo:hi][order]
+        total = ws[:, None] + dist[vs]  # (degree, n)
+        best = np.argmin(total, axis=0)
+        reach = np.isfinite(dist[s])
+        row = np.where(reach, vs[best], UNREACHABLE)
+        row[s] = s
+        hops[s] = row
+    return hops
+
+
+def path(hops: np.ndarray, src: int, dst: int) -> list[int] | None:
+    """The node sequence from ``src`` to ``dst`` following ``hops``, or None."""
+    route = [src]
+    while route[-1] != dst:
+        nxt = int(hops[route[-1], dst])
+        if nxt == UNREACHABLE or len(route) > len(hops):
+            return None
+        route.append(nxt)
+    return route
+
+
+class ShortestDelayRouter:
+    """Keeps the current next-hop table and reports changes."""
+
+    def __init__(self, n_nodes: int):
+        self.n = n_nodes
+        self.hops = np.full((n_nodes, n_nodes), UNREACHABLE, dtype=int)
+        np.fill_diagonal(self.hops, np.arange(n_nodes))
+
+    def update(self, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray) -> list[RouteChange]:
+        new = next_hops(self.n, a, b, delay_ms)
+        changed = np.argwhere(new != self.hops)
+        self.hops = new
+        return [
+            RouteChange(int(s), int(d), None if new[s, d] == UNREACHABLE else int(new[s, d]))
+            for s, d in changed
+        ]

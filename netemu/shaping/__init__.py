@@ -1,0 +1,152 @@
+"""Shaping: making each link direction delay, lose and rate-limit packets.
+
+One interface, two backends:
+
+- :mod:`netemu.shaping.netem` drives ``tc netem`` (under an HTB rate limiter)
+  on every normal distribution kernel;
+- :mod:`netemu.shaping.nfqueue` holds packets in a user-space engine through
+  NFQUEUE, for kernels built without ``sch_netem`` (this project's CI);
+
+and :func:`choose` picks one (``auto`` probes the kernel).
+
+A link between nodes a and b has two directions. Every direction has an HTB
+rate limiter on the sender's interface; netem adds delay and loss after it on
+the same interface, the NFQUEUE engine adds them at the receiver's ingress.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one direction of a link does to the packets it carries."""
+
+    delay_ms: float
+    rate_mbit: float
+    loss: float = 0.0  # probability, 0..1
+    jitter_ms: float = 0.0
+    blocked: bool = False  # acquiring, or down: carries nothing
+
+    def close_to(self, other: Shape | None, delay_tolerance_ms: float = 1e-3) -> bool:
+        """Same shape for all practical purposes (delay within a microsecond)."""
+        return (
+            other is not None
+            and abs(self.delay_ms - other.delay_ms) < delay_tolerance_ms
+            and self.rate_mbit == other.rate_mbit
+            and self.loss == other.loss
+            and self.jitter_ms == other.jitter_ms
+            and self.blocked == other.blocked
+        )
+
+
+BLOCKED = Shape(delay_ms=0.0, rate_mbit=1.0, blocked=True)
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One direction of a link: from ``src`` (sending interface) to ``dst``."""
+
+    link: tuple[int, int]
+    src_netns: str
+    src_ifname: str  # in src's namespace, toward dst
+    dst_netns: str
+    dst_ifname: str  # in dst's namespace, toward src
+
+
+class ShaperError(RuntimeError):
+    """The shaper failed: traffic is stopped and the run must end."""
+
+
+class Shaper(ABC):
+    name: str
+
+    def namespace_commands(self) -> list[str]:
+        """Shell commands run once in every node's namespace at bring-up."""
+        return []
+
+    @abstractmethod
+    def interface_commands(self, directions_out: list[Direction]) -> list[str]:
+        """Shell commands that prepare new sending interfaces in one namespace."""
+
+    def start(self, namespaces: list[str]) -> None:
+        """Called once the namespaces are prepared, before the first :meth:`apply`."""
+        return None
+
+    def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
+        """Learn the (namespace, interface) -> index of new interfaces."""
+        return None
+
+    @abstractmethod
+    def apply(self, changes: dict[Direction, Shape]) -> None:
+        """Change the given directions in place (no qdisc is torn down)."""
+
+    def check(self) -> None:
+        """Raise :class:`ShaperError` if the shaper can no longer shape."""
+        return None
+
+    def stop(self) -> None:
+        """Release what the shaper holds outside the namespaces."""
+        return None
+
+
+def htb_commands(ifname: str, rate_mbit: float) -> list[str]:
+    """tc batch lines: an HTB root on ``ifname`` whose default class has ``rate_mbit``."""
+    return [
+        f"qdisc replace dev {ifname} root handle 1: htb default 10",
+        f"class replace dev {ifname} parent 1: classid 1:10 htb {htb_rate(rate_mbit)}",
+    ]
+
+
+def htb_rate(rate_mbit: float) -> str:
+    """HTB rate, ceiling and bursts for a rate in Mbit/s.
+
+    ``mbit`` is megabits per second (``mbps`` would be megabytes: a classic
+    trap). The burst holds 4 ms at that rate (at least 2 full frames) so the
+    limiter reaches its rate whatever the kernel's timer resolution.
+    """
+    burst = max(int(rate_mbit * 1e6 / 8 * 0.004), 3028)
+    return f"rate {rate_mbit:.6g}mbit ceil {rate_mbit:.6g}mbit burst {burst} cburst {burst}"
+
+
+def tc_batches(lines_by_netns: dict[str, list[str]]) -> None:
+    """Run one ``tc -batch`` per namespace, all at once; raise on any failure."""
+    procs = []
+    for ns, lines in lines_by_netns.items():
+        p = subprocess.Popen(
+            ["tc", "-n", ns, "-force", "-batch", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append((ns, p, "\n".join(lines) + "\n"))
+    errors = []
+    for ns, p, text in procs:
+        _, err = p.communicate(text)
+        if p.returncode != 0:
+            errors.append(f"{ns}: {err.strip()}")
+    if errors:
+        raise ShaperError("tc failed: " + "; ".join(errors))
+
+
+def tc_script(lines: list[str]) -> list[str]:
+    """A shell command running ``lines`` through one ``tc -batch`` (none if empty)."""
+    return ["tc -force -batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"] if lines else []
+
+
+def choose(kind: str) -> Shaper:
+    """The shaper for ``kind``: ``netem``, ``nfqueue`` or ``auto``."""
+    from netemu.shaping.netem import NetemShaper, netem_available
+    from netemu.shaping.nfqueue import NfqueueShaper
+
+    if kind == "auto":
+        kind = "netem" if netem_available() else "nfqueue"
+    if kind == "netem":
+        return NetemShaper()
+    if kind == "nfqueue":
+        return NfqueueShaper()
+    raise ValueError(f"unknown shaper {kind!r}")

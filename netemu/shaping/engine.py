@@ -1,0 +1,247 @@
+"""The NFQUEUE delay engine: holds packets and releases them at their due time.
+
+For kernels without ``sch_netem``. Every emulated namespace sends the packets
+it *receives* on link interfaces to NFQUEUE 0 (``iptables -t mangle -A
+PREROUTING -i to-+ -j NFQUEUE``). This process binds that queue in each
+namespace (a netfilter queue socket belongs to the namespace it was opened
+in), and for each packet looks up the link by (namespace, ingress interface):
+
+- unknown interface or blocked link: drop (fail closed);
+- loss: drop with the link's probability, or by its Gilbert-Elliott burst state;
+- otherwise hold it until ``receive time + delay (+ jitter)``, keeping each
+  link's packets in order, then accept it.
+
+Packets never flow undelayed: with no engine listening the kernel drops them
+(the rule has no ``--queue-bypass``), and a full queue drops too.
+
+It runs as its own process (``python -m netemu.shaping.engine``), started and
+supervised by the controller, which sends JSON lines on stdin::
+
+    {"cmd": "bind", "ns": 3, "path": "/run/netns/NAME"}    -> {"ok": "bind", "ns": 3}
+    {"cmd": "set", "ns": 3, "ifindex": 7, "delay_us": 14352.4, "jitter_us": 0,
+     "loss": 0.0, "blocked": false}
+    {"cmd": "stats"}                                       -> {"ok": "stats", ...}
+    {"cmd": "quit"}
+
+It dies with its parent (PR_SET_PDEATHSIG), so a killed controller never leaves
+it behind. Measured facts behind the choices here are in shared/notes/machine.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import json
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from netfilterqueue import COPY_META, NetfilterQueue
+
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+PR_SET_TIMERSLACK = 29
+SO_TIMESTAMP = 29
+#: Packets a queue may hold: >= packets/s x the longest delay (notes).
+QUEUE_MAX_LEN = 100_000
+#: Below this much time to go, spin instead of sleeping (sleep wakes up late).
+SPIN_S = 150e-6
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@dataclass
+class LinkState:
+    """One receiving interface: what happens to the packets arriving on it."""
+
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    loss: float = 0.0
+    blocked: bool = True  # until told otherwise: fail closed
+    # Gilbert-Elliott burst loss: P(good->bad), P(bad->good), loss in bad state.
+    ge_p: float = 0.0
+    ge_r: float = 1.0
+    ge_loss_bad: float = 1.0
+    ge_bad: bool = False
+    last_due: float = 0.0
+    counts: dict = field(default_factory=lambda: {"in": 0, "out": 0, "lost": 0, "blocked": 0})
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.links: dict[tuple[int, int], LinkState] = {}
+        self.queues: dict[int, NetfilterQueue] = {}  # fd -> queue
+        self.heap: list[tuple[float, int, object]] = []
+        self.seq = 0
+        self.unknown = 0
+        self.rng = random.Random(int.from_bytes(os.urandom(8), "little"))
+        self.own_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+    # -- control ----------------------------------------------------------------
+    def bind(self, ns: int, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            setns(fd)
+            queue = NetfilterQueue()
+            queue.bind(0, self._callback(ns), max_len=QUEUE_MAX_LEN, mode=COPY_META)
+        finally:
+            setns(self.own_ns)
+            os.close(fd)
+        self.queues[queue.get_fd()] = queue
+
+    def set(self, msg: dict) -> None:
+        key = (msg["ns"], msg["ifindex"])
+        link = self.links.get(key) or self.links.setdefault(key, LinkState())
+        link.delay_s = msg.get("delay_us", 0.0) / 1e6
+        link.jitter_s = msg.get("jitter_us", 0.0) / 1e6
+        link.loss = msg.get("loss", 0.0)
+        link.blocked = bool(msg.get("blocked", False))
+        link.ge_p = msg.get("ge_p", 0.0)
+        link.ge_r = msg.get("ge_r", 1.0)
+        link.ge_loss_bad = msg.get("ge_loss_bad", 1.0)
+
+    def stats(self) -> dict:
+        return {
+            "held": len(self.heap),
+            "unknown": self.unknown,
+            "links": {f"{ns}/{ifi}": s.counts for (ns, ifi), s in self.links.items()},
+        }
+
+    # -- packets ------------------------------------------------------------------
+    def _callback(self, ns: int):
+        links, heap, rng = self.links, self.heap, self.rng
+
+        def on_packet(pkt) -> None:
+            link = links.get((ns, pkt.indev))
+            if link is None:
+                self.unknown += 1
+                pkt.drop()
+                return
+            link.counts["in"] += 1
+            if link.blocked:
+                link.counts["blocked"] += 1
+                pkt.drop()
+                return
+            if link.ge_p > 0.0:  # Gilbert-Elliott: move the chain one packet on
+                link.ge_bad = (
+                    (rng.random() >= link.ge_r) if link.ge_bad else (rng.random() < link.ge_p)
+                )
+                if link.ge_bad and rng.random() < link.ge_loss_bad:
+                    link.counts["lost"] += 1
+                    pkt.drop()
+                    return
+            if link.loss > 0.0 and rng.random() < link.loss:
+                link.counts["lost"] += 1
+                pkt.drop()
+                return
+            # The kernel's receive timestamp, when it stamps packets, excludes
+            # the time the packet waited to reach us.
+            arrived = pkt.get_timestamp() or time.time()
+            due = arrived + link.delay_s
+            if link.jitter_s > 0.0:
+                due += abs(rng.gauss(0.0, link.jitter_s))
+            due = max(due, link.last_due)  # a link never reorders
+            link.last_due = due
+            self.seq += 1
+            heapq.heappush(heap, (due, self.seq, pkt, link))
+
+        return on_packet
+
+    def release_due(self) -> float | None:
+        """Accept every packet that is due; return seconds until the next one."""
+        heap = self.heap
+        while heap:
+            due = heap[0][0]
+            now = time.time()
+            if due - now > SPIN_S:
+                return due - now - SPIN_S
+            while time.time() < due:  # spin out the last microseconds
+                pass
+            _, _, pkt, link = heapq.heappop(heap)
+            pkt.accept()
+            link.counts["out"] += 1
+        return None
+
+    def run(self) -> None:
+        control = sys.stdin.buffer.raw
+        buf = b""
+        while True:
+            timeout = self.release_due()
+            ready, _, _ = select.select([control, *self.queues], [], [], timeout)
+            for fd in ready:
+                if fd is control:
+                    data = os.read(control.fileno(), 65536)
+                    if not data:
+                        return  # the controller is gone: stop (queues drop)
+                    buf += data
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        if self.handle(json.loads(line)) is False:
+                            return
+                else:
+                    self.queues[fd].run(block=False)
+
+    def handle(self, msg: dict) -> bool:
+        cmd = msg["cmd"]
+        if cmd == "set":
+            self.set(msg)
+            return True
+        if cmd == "bind":
+            try:
+                self.bind(msg["ns"], msg["path"])
+                reply = {"ok": "bind", "ns": msg["ns"]}
+            except OSError as exc:
+                reply = {"error": f"bind {msg['path']}: {exc}"}
+        elif cmd == "stats":
+            reply = {"ok": "stats", **self.stats()}
+        elif cmd == "quit":
+            return False
+        else:
+            reply = {"error": f"unknown command {cmd!r}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        return True
+
+
+def _tune_process() -> list[str]:
+    """Die with the parent, sleep precisely, run at real-time priority if allowed."""
+    notes = []
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        sys.exit(1)
+    _libc.prctl(PR_SET_TIMERSLACK, 1)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+        notes.append("SCHED_FIFO 50")
+    except OSError as exc:  # without it tails grow to a few ms under load (notes)
+        notes.append(f"no real-time priority ({exc.strerror})")
+    # Any socket asking for receive timestamps makes the kernel stamp every
+    # packet on arrival; NFQUEUE then hands us that stamp.
+    stamp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stamp.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+    _tune_process.keep = stamp  # type: ignore[attr-defined]
+    return notes
+
+
+def main() -> int:
+    notes = _tune_process()
+    engine = Engine()
+    sys.stdout.write(json.dumps({"ok": "ready", "pid": os.getpid(), "notes": notes}) + "\n")
+    sys.stdout.flush()
+    engine.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The netem backend: ``tc netem`` under an HTB rate limiter, changed in place.
+
+On each sending interface: ``htb`` root (rate) -> class 1:10 -> ``netem``
+(delay, jitter, loss). Changes are ``tc qdisc change`` / ``tc class change``
+lines, one ``tc -batch`` per namespace that has changes, all namespaces in
+parallel: the qdiscs are never torn down and rebuilt.
+
+netem's queue ``limit`` (default 1000 packets) must hold everything in flight
+on the link, or a long fat link drops packets: it is sized to the
+bandwidth-delay product (see :func:`netem_limit`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from collections import defaultdict
+from functools import cache
+
+from netemu.shaping import (
+    BLOCKED,
+    Direction,
+    Shape,
+    Shaper,
+    htb_commands,
+    htb_rate,
+    tc_batches,
+)
+
+#: Smallest packet the limit is sized for: with 1,500-byte packets only, small
+#: packets (ACKs) would overflow a limit sized in full frames.
+_SIZING_PACKET_BYTES = 500
+
+
+def netem_limit(rate_mbit: float, delay_ms: float, jitter_ms: float = 0.0) -> int:
+    """netem queue length (packets) that holds a link's bandwidth-delay product.
+
+    The HTB limiter in front caps the arrival rate, so at most
+    ``rate x (delay + 4 jitter)`` bytes are inside netem; counted in 500-byte
+    packets, and never below netem's default of 1,000.
+    """
+    in_flight_bytes = rate_mbit * 1e6 / 8 * (delay_ms + 4 * jitter_ms) / 1000
+    return max(1000, math.ceil(in_flight_bytes / _SIZING_PACKET_BYTES))
+
+
+def netem_args(shape: Shape) -> str:
+    """netem parameters for a shape; ``us`` keeps sub-millisecond precision."""
+    limit = netem_limit(shape.rate_mbit, shape.delay_ms, shape.jitter_ms)
+    if shape.blocked:
+        return f"delay 0us loss 100% limit {limit}"
+    out = f"delay {shape.delay_ms * 1000:.1f}us"
+    if shape.jitter_ms > 0:
+        out += f" {shape.jitter_ms * 1000:.1f}us distribution normal"
+    if shape.loss > 0:
+        out += f" loss {shape.loss * 100:.6g}%"
+    return out + f" limit {limit}"
+
+
+@cache
+def netem_available() -> bool:
+    """Whether this kernel has sch_netem, probed in a throwaway namespace."""
+    ns = f"netemu-probe-{os.getpid()}"
+    script = [
+        ["ip", "netns", "add", ns],
+        ["ip", "-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1"],
+        ["tc", "-n", ns, "qdisc", "add", "dev", "p0", "root", "netem", "delay", "1ms"],
+    ]
+    try:
+        return all(subprocess.run(c, capture_output=True).returncode == 0 for c in script)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+class NetemShaper(Shaper):
+    name = "netem"
+
+    def __init__(self) -> None:
+        self.current: dict[Direction, Shape] = {}
+
+    def interface_commands(self, directions_out: list[Direction]) -> list[str]:
+        lines = []
+        for d in directions_out:
+            lines += htb_commands(d.src_ifname, BLOCKED.rate_mbit)
+            lines.append(
+                f"qdisc replace dev {d.src_ifname} parent 1:10 handle 10: netem "
+                + netem_args(BLOCKED)
+            )
+        return ["tc -force -batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"] if lines else []
+
+    def apply(self, changes: dict[Direction, Shape]) -> None:
+        by_ns: dict[str, list[str]] = defaultdict(list)
+        for d, shape in changes.items():
+            old = self.current.get(d, BLOCKED)
+            if shape.rate_mbit != old.rate_mbit:
+                by_ns[d.src_netns].append(
+                    f"class change dev {d.src_ifname} parent 1: classid 1:10 htb "
+                    + htb_rate(shape.rate_mbit)
+                )
+            by_ns[d.src_netns].append(
+                f"qdisc change dev {d.src_ifname} parent 1:10 handle 10: netem " + netem_args(shape)
+            )
+        tc_batches(by_ns)
+        self.current.update(changes)
