@@ -23,6 +23,7 @@ class Acquisition:
         self.durations = durations
         self.ready_at: dict[Hashable, float] = {}
         self.last_up: dict[Hashable, float] = {}
+        self.carrying: set = set()  # as last reported by update()
         self.started = False
 
     def update(self, now: float, up: Iterable[Hashable]) -> set:
@@ -43,12 +44,10 @@ class Acquisition:
         for link in up:
             self.last_up[link] = now
         self.started = True
-        return {link for link, t in self.ready_at.items() if t <= now}
+        self.carrying = {link for link, t in self.ready_at.items() if t <= now}
+        return self.carrying
 
-    def acquiring(self, now: float) -> dict:
-        """Links still acquiring, with the time each will be ready."""
-        return {link: t for link, t in self.ready_at.items() if t > now}
-
-    def next_ready(self, now: float) -> float | None:
-        pending = [t for t in self.ready_at.values() if t > now]
+    def next_ready(self) -> float | None:
+        """When the next link not yet reported as carrying is (or was) ready."""
+        pending = [t for link, t in self.ready_at.items() if link not in self.carrying]
         return min(pending) if pending else None

@@ -6,7 +6,10 @@
   172.16.0.1.
 - The link between nodes ``a < b`` (N nodes in all) is the /31 at
   ``10.0.0.0 + 2 (a N + b)``: ``a`` takes the even address, ``b`` the odd one.
-  A link keeps its addresses however often it comes and goes.
+  A link keeps its addresses however often it comes and goes. Its MACs are
+  ``02:00`` followed by the IPv4 address, and each end knows the other's
+  (permanent neighbour entries): no ARP crosses the links, and the first
+  packet of a flow is not delayed by address resolution.
 - In node ``a`` the interface toward ``b`` is named ``to-<b>`` (at most 15
   characters, since node names have at most 12); interface names only need
   to be unique inside a node's own network namespace.
@@ -47,6 +50,11 @@ def link_addresses(a: int, b: int, n_nodes: int) -> tuple[str, str]:
     a, b = min(a, b), max(a, b)
     base = LINK_BASE + 2 * (a * n_nodes + b)
     return str(ipaddress.IPv4Address(base)), str(ipaddress.IPv4Address(base + 1))
+
+
+def mac_address(ip: str) -> str:
+    """A link interface's MAC: locally administered, 02:00 + its IPv4 address."""
+    return "02:00:" + ":".join(f"{int(x):02x}" for x in ip.split("."))
 
 
 def interface_name(peer_name: str) -> str:

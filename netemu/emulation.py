@@ -23,6 +23,7 @@ Usage, as a context manager that always tears everything down::
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import json
@@ -91,6 +92,7 @@ class Emulation:
         shaper: str | Shaper = "auto",
         run_name: str | None = None,
         log_path: str | Path | None = None,
+        keep_history: bool = False,
     ):
         if not 0.1 <= step_s <= 3600:
             raise InputError(f"--step must be between 0.1 and 3600 s, got {step_s}")
@@ -107,6 +109,8 @@ class Emulation:
             raise InputError(f"run name {self.run_name!r}: use letters, digits, '_' or '.'")
         self.shaper = choose(shaper) if isinstance(shaper, str) else shaper
         self.log_path = Path(log_path) if log_path else None
+        #: With keep_history: (unix time, {link: delay_ms} carrying, next hops) per update.
+        self.history: list[tuple[float, dict, np.ndarray]] | None = [] if keep_history else None
 
         self.planner = Planner(topology)
         self.names = [n.name for n in topology.nodes]
@@ -298,14 +302,14 @@ class Emulation:
             # Sleep until the next epoch, waking when a link finishes acquiring.
             while not self._stop.is_set():
                 now = time.monotonic()
-                ready = self.acquisition.next_ready(now - self._wall0)
-                wake = due if ready is None else min(due, self._wall0 + ready)
                 if now >= due:
                     break
-                if now >= wake:
+                ready = self.acquisition.next_ready()
+                if ready is not None and now >= self._wall0 + ready:
                     with self._lock:
                         self._push(now)
                     continue
+                wake = due if ready is None else min(due, self._wall0 + ready)
                 self._stop.wait(wake - now)
             if self._stop.is_set():
                 break
@@ -386,6 +390,9 @@ class Emulation:
             np.array([delay_ms(lk.distance_km) for lk in live], dtype=float),
         )
         self._install_routes(route_changes)
+        if self.history is not None:
+            carrying = {(lk.a, lk.b): float(delay_ms(lk.distance_km)) for lk in live}
+            self.history.append((time.time(), carrying, self.router.hops.copy()))
         if route_changes and self.epoch_index > 0:
             events.append({"type": "routes", "changed": len(route_changes)})
         self.events += [{"time": iso_utc(self.epoch.time), **e} for e in events]
@@ -510,6 +517,24 @@ class Emulation:
                 float(delay_ms(self.links[(min(u, v), max(u, v))].distance_km))
                 for u, v in itertools.pairwise(idx)
             )
+
+    def delay_in_force_ms(self, src: str, dst: str, sent: float, received: float) -> float | None:
+        """Path delay that applied to a packet sent and received at these unix times.
+
+        Needs ``keep_history``. None when the network changed while the packet
+        was on its way (or within 2 ms of it), or when there was no path.
+        """
+        stamps = [h[0] for h in self.history]
+        i = bisect.bisect_right(stamps, sent) - 1
+        if i < 0 or sent - stamps[i] < 0.002:
+            return None
+        if i + 1 < len(stamps) and stamps[i + 1] < received + 0.002:
+            return None
+        _, carrying, hops = self.history[i]
+        p = path(hops, self.topology.by_name[src].index, self.topology.by_name[dst].index)
+        if p is None:
+            return None
+        return sum(carrying[(min(u, v), max(u, v))] for u, v in itertools.pairwise(p))
 
     def link_state(self, a: str, b: str) -> str:
         i, j = self.topology.by_name[a].index, self.topology.by_name[b].index

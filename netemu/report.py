@@ -101,7 +101,7 @@ class StatusView:
         self._last_line = 0.0
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, soft_wrap=True)
 
     def __enter__(self) -> StatusView:
         if self.console.is_terminal:
@@ -131,4 +131,4 @@ class StatusView:
             self.live.update(table)
         elif time.monotonic() - self._last_line >= 10:
             self._last_line = time.monotonic()
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)

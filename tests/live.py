@@ -1,0 +1,97 @@
+"""Helpers for tests that run a live emulation (root, real namespaces)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netemu.topology import load_topology
+
+from helpers import TOPOLOGIES
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+def train_topology(tmp_path: Path, extra: str = "", start: str | None = None):
+    """topologies/train.yaml with extra YAML appended (e.g. link_defaults)."""
+    text = (
+        (TOPOLOGIES / "train.yaml")
+        .read_text()
+        .replace("file: train.tle", f"file: {TOPOLOGIES / 'train.tle'}")
+    )
+    if start:
+        text = text.replace("start: 2026-06-21T03:05:00Z", f"start: {start}")
+    path = tmp_path / "train.yaml"
+    path.write_text(text + "\n" + extra)
+    return load_topology(path)
+
+
+def start_receiver(emu, node: str, duration: float, port: int = 9000) -> subprocess.Popen:
+    proc = emu.host(node).popen(
+        [
+            sys.executable,
+            "-m",
+            "netemu.probe",
+            "recv",
+            "--bind",
+            emu.address(node),
+            "--port",
+            str(port),
+            "--duration",
+            str(duration),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "listening" in proc.stdout.readline()
+    return proc
+
+
+def send(emu, src: str, dst: str, count: int, interval: float, port: int = 9000):
+    return emu.host(src).popen(
+        [
+            sys.executable,
+            "-m",
+            "netemu.probe",
+            "send",
+            "--to",
+            emu.address(dst),
+            "--port",
+            str(port),
+            "--count",
+            str(count),
+            "--interval",
+            str(interval),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def received(proc: subprocess.Popen) -> list[dict]:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def leftovers(run: str) -> list[str]:
+    """Anything of this run's still on the machine: namespaces, processes."""
+    found = (
+        [n for n in os.listdir("/run/netns") if n.startswith(f"netemu-{run}-")]
+        if (os.path.isdir("/run/netns"))
+        else []
+    )
+    ps = subprocess.run(
+        ["pgrep", "-af", f"mininet:|netemu.shaping.engine|netemu run.*{run}"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    found += [line for line in ps.splitlines() if "pgrep" not in line]
+    return found

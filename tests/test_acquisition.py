@@ -1,0 +1,45 @@
+"""Acquisition: new links carry nothing until their terminals have locked on."""
+
+from netemu.acquisition import RECENT_S, Acquisition
+
+
+def make():
+    return Acquisition(lambda link: (10.0, 2.0))
+
+
+def test_the_first_links_are_established():
+    acq = make()
+    assert acq.update(0.0, {"ab", "bc"}) == {"ab", "bc"}
+
+
+def test_a_new_link_waits_for_its_acquisition_time():
+    acq = make()
+    acq.update(0.0, {"ab"})
+    assert acq.update(5.0, {"ab", "cd"}) == {"ab"}
+    assert acq.next_ready() == 15.0
+    assert acq.update(14.9, {"ab", "cd"}) == {"ab"}
+    assert acq.update(15.0, {"ab", "cd"}) == {"ab", "cd"}
+    assert acq.next_ready() is None
+
+
+def test_a_recent_partner_is_reacquired_faster():
+    acq = make()
+    acq.update(0.0, {"ab"})
+    acq.update(1.0, set())  # lost
+    acq.update(3.0, {"ab"})  # back: re-acquisition, 2 s
+    assert acq.update(4.9, {"ab"}) == set()
+    assert acq.update(5.0, {"ab"}) == {"ab"}
+    acq.update(6.0, set())
+    acq.update(6.0 + RECENT_S + 1, {"ab"})  # long gone: initial acquisition again
+    assert acq.next_ready() == 6.0 + RECENT_S + 11
+
+
+def test_pending_until_reported():
+    """A link whose time has passed stays 'next' until update() reports it."""
+    acq = make()
+    acq.update(0.0, set())
+    acq.update(1.0, {"ab"})
+    assert acq.next_ready() == 11.0
+    assert acq.next_ready() == 11.0  # still pending after its time
+    acq.update(12.0, {"ab"})
+    assert acq.next_ready() is None

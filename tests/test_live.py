@@ -1,0 +1,230 @@
+"""Live emulation with real packets: delays, handovers, loss, throughput, clean-up.
+
+Runs on this machine's kernel with the nfqueue shaper (no sch_netem here).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from live import leftovers, needs_root, received, send, start_receiver, train_topology
+
+from netemu.emulation import Emulation
+from netemu.errors import InputError
+
+from helpers import REPO, TOPOLOGIES
+
+pytestmark = needs_root
+
+
+def test_one_way_delay_follows_the_geometry_over_a_multi_hop_path(tmp_path):
+    """gs_south -> gs_north crosses 4-5 links whose delays change every epoch.
+
+    Each packet's one-way delay (application timestamps; all namespaces share
+    one clock) is compared with the sum of the link delays in force when it
+    flew. The emulated delay must match within 0.5 ms in every epoch; single
+    packets may also wait for the scheduler on this 2-core machine, so the
+    tail is bounded separately.
+    """
+    topo = train_topology(tmp_path)
+    with Emulation(
+        topo, shaper="nfqueue", speed=10, step_s=0.5, keep_history=True, run_name="tdelay"
+    ) as emu:
+        emu.start_controller()
+        rx = start_receiver(emu, "gs_north", duration=9)
+        tx = send(emu, "gs_south", "gs_north", count=400, interval=0.02)
+        got = received(rx)
+        tx.wait()
+        stamps = [h[0] for h in emu.history]
+        by_epoch: dict[int, list[float]] = {}
+        expected = set()
+        for pkt in got:
+            sent, recv = pkt["sent_ns"] / 1e9, pkt["recv_ns"] / 1e9
+            want = emu.delay_in_force_ms("gs_south", "gs_north", sent, recv)
+            if want is not None:
+                epoch = bisect.bisect_right(stamps, sent)
+                by_epoch.setdefault(epoch, []).append((recv - sent) * 1000 - want)
+                expected.add(round(want, 3))
+        route = emu.route("gs_south", "gs_north")
+    errors = sorted(e for errs in by_epoch.values() for e in errs)
+    assert len(got) >= 390  # no loss configured
+    assert len(errors) >= 250 and len(by_epoch) >= 8
+    assert max(expected) - min(expected) > 0.3  # the geometry did change
+    medians = {k: statistics.median(v) for k, v in by_epoch.items() if len(v) >= 5}
+    assert all(0 <= m <= 0.5 for m in medians.values()), medians
+    assert errors[0] >= -0.05, "a packet arrived before physics allows"
+    within = sum(e <= 0.5 for e in errors) / len(errors)
+    assert within >= 0.97, (
+        f"{within:.1%} within 0.5 ms; median {statistics.median(errors):.3f} ms, "
+        f"p95 {errors[int(0.95 * len(errors))]:.3f} ms, max {errors[-1]:.3f} ms"
+    )
+    assert route[0] == "gs_south" and route[-1] == "gs_north" and len(route) >= 4
+
+
+def test_handover_outage_matches_the_acquisition_time(tmp_path):
+    """gs_north hands over from t3 to t2; the new link carries nothing for 2 s."""
+    topo = train_topology(
+        tmp_path,
+        "link_defaults:\n  space_ground: {acquisition_s: 2, reacquisition_s: 1}\n",
+        start="2026-06-21T03:06:20Z",  # gs_north on t3; t3 sets at 03:07:42 (8.2 s wall)
+    )
+    step = 0.2
+    with Emulation(topo, shaper="nfqueue", speed=10, step_s=step, run_name="thand") as emu:
+        assert emu.route("gs_south", "gs_north")[-2] == "t3"
+        emu.start_controller()
+        rx = start_receiver(emu, "gs_north", duration=11.5)
+        tx = send(emu, "gs_south", "gs_north", count=2200, interval=0.005)
+        got = received(rx)
+        tx.wait()
+        after = emu.route("gs_south", "gs_north")
+        events = [e for e in emu.events if e["type"] in ("handover", "link-ready")]
+    arrivals = [p["recv_ns"] / 1e9 for p in got]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    outage = max(gaps)
+    assert any(e["type"] == "handover" and e["node"] == "gs_north" for e in events)
+    assert any(e["type"] == "link-ready" and {e["a"], e["b"]} == {"t2", "gs_north"} for e in events)
+    assert abs(outage - 2.0) <= step + 0.01, f"outage {outage:.3f} s, acquisition 2 s"
+    # Apart from the handover the stream flowed: one long gap, the rest short.
+    assert sorted(gaps)[-2] < 0.1
+    assert after[-2] == "t2"  # traffic now takes the new satellite
+
+
+def test_configured_loss_is_measured_within_statistical_bounds(tmp_path):
+    topo = train_topology(tmp_path, "link_defaults:\n  isl: {loss_percent: 5}\n")
+    count = 4000
+    with Emulation(topo, shaper="nfqueue", run_name="tloss") as emu:
+        emu.start_controller()
+        assert emu.route("t0", "t1") == ["t0", "t1"]
+        rx = start_receiver(emu, "t1", duration=7)
+        tx = send(emu, "t0", "t1", count=count, interval=0.001)
+        got = received(rx)
+        tx.wait()
+    loss = 1 - len({p["seq"] for p in got}) / count
+    sigma = math.sqrt(0.05 * 0.95 / count)
+    assert abs(loss - 0.05) <= 4.5 * sigma, f"measured {loss:.4f}, configured 0.05"
+
+
+def test_tcp_reaches_the_bottleneck_rate_across_hops(tmp_path):
+    topo = train_topology(
+        tmp_path,
+        "link_defaults:\n  isl: {data_rate_gbps: 0.02}\n  space_ground: {data_rate_gbps: 0.1}\n",
+    )
+    with Emulation(topo, shaper="nfqueue", run_name="ttcp") as emu:
+        emu.start_controller()
+        assert len(emu.route("gs_south", "gs_north")) >= 5  # >= 2 rate-limited ISLs
+        server = emu.host("gs_north").popen(
+            ["iperf3", "-s", "-1", "-B", emu.address("gs_north")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(0.5)
+        out = emu.host("gs_south").cmd(
+            f"iperf3 -c {emu.address('gs_north')} -B {emu.address('gs_south')} -t 6 -O 1 -J"
+        )
+        server.wait(timeout=20)
+    import json
+
+    result = json.loads(out)
+    mbit = result["end"]["sum_received"]["bits_per_second"] / 1e6
+    assert abs(mbit - 20) / 20 <= 0.15, f"{mbit:.2f} Mbit/s through a 20 Mbit/s bottleneck"
+
+
+def test_nothing_is_left_after_a_run(tmp_path):
+    topo = train_topology(tmp_path)
+    emu = Emulation(topo, shaper="nfqueue", run_name="tclean")
+    with emu:
+        assert leftovers("tclean")  # it did create namespaces and processes
+        engine = emu.shaper.engine.pid
+    assert leftovers("tclean") == []
+    assert not os.path.exists(f"/proc/{engine}")
+
+
+def test_an_error_during_the_run_still_cleans_up(tmp_path):
+    topo = train_topology(tmp_path)
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        Emulation(topo, shaper="nfqueue", run_name="tcrash"),
+    ):
+        raise RuntimeError("boom")
+    assert leftovers("tcrash") == []
+
+
+def _cli_run(run: str, *extra: str) -> subprocess.Popen:
+    Path(f"/tmp/{run}.jsonl").unlink(missing_ok=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "netemu.cli",
+            "run",
+            str(TOPOLOGIES / "train.yaml"),
+            "--name",
+            run,
+            "--shaper",
+            "nfqueue",
+            "--log",
+            f"/tmp/{run}.jsonl",
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_up(proc: subprocess.Popen, run: str) -> None:
+    log = Path(f"/tmp/{run}.jsonl")
+    for _ in range(200):
+        if log.exists() and '"epoch"' in log.read_text():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the run did not come up")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_run_stopped_by_a_signal_cleans_up(sig):
+    run = f"tsig{int(sig)}"
+    proc = _cli_run(run)
+    _wait_up(proc, run)
+    assert leftovers(run)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "everything removed" in err
+    assert leftovers(run) == []
+
+
+def test_sigkill_then_netemu_clean(tmp_path):
+    run = "tkill"
+    proc = _cli_run(run)
+    _wait_up(proc, run)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.3)
+    left = leftovers(run)
+    assert any(n.startswith(f"netemu-{run}-") for n in left)  # kill -9 leaves namespaces
+    # A new run with the same name refuses to start over them, and says how to clean.
+    with pytest.raises(InputError, match=f"netemu clean --run {run}"):
+        Emulation(train_topology(tmp_path), shaper="nfqueue", run_name=run).start()
+    result = subprocess.run(
+        [sys.executable, "-m", "netemu.cli", "clean", "--run", run],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "removed namespace" in result.stdout
+    assert leftovers(run) == []
