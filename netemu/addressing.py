@@ -11,8 +11,9 @@
   (permanent neighbour entries): no ARP crosses the links, and the first
   packet of a flow is not delayed by address resolution.
 - In node ``a`` the interface toward ``b`` is named ``to-<b>`` (at most 15
-  characters, since node names have at most 12); interface names only need
-  to be unique inside a node's own network namespace.
+  characters, since node names have at most 12) and has interface index
+  ``1000 + index of b``; names and indices only need to be unique inside a
+  node's own network namespace.
 - A run's namespaces are named ``netemu-<run>-<node>``; ``netemu clean``
   finds them by that prefix.
 
@@ -55,6 +56,10 @@ def link_addresses(a: int, b: int, n_nodes: int) -> tuple[str, str]:
 def mac_address(ip: str) -> str:
     """A link interface's MAC: locally administered, 02:00 + its IPv4 address."""
     return "02:00:" + ":".join(f"{int(x):02x}" for x in ip.split("."))
+
+
+def interface_index(peer_index: int) -> int:
+    return 1000 + peer_index
 
 
 def interface_name(peer_name: str) -> str:

@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from netemu.acquisition import Acquisition
 from netemu.errors import InputError
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
+from netemu.netlink import RouteBatch, socket_in
 from netemu.plan import EpochPlan, Planner, iso_utc
 from netemu.routing import ShortestDelayRouter, path
 from netemu.shaping import Direction, Shape, Shaper, choose
@@ -125,8 +127,7 @@ class Emulation:
         self.late_epochs = 0
         self.handovers = 0
         self.net = None
-        self._ipr: dict[str, object] = {}
-        self._ifindex: dict[tuple[str, str], int] = {}
+        self._nl: dict[str, socket.socket] = {}
         self._log = None
         self._wall0 = 0.0
         self._epochs = None
@@ -221,32 +222,40 @@ class Emulation:
         if not new:
             return
         n = len(self.names)
-        root, per_ns, sends = [], {}, {}
+        root, per_ns, sends, found = [], {}, {}, {}
         for (a, b), kind in new:
-            ia, ib = (
-                addressing.interface_name(self.names[b]),
-                addressing.interface_name(self.names[a]),
-            )
-            root.append(
-                f"link add name {ia} netns {self.netns[a]} type veth "
-                f"peer name {ib} netns {self.netns[b]}"
-            )
+            ia = addressing.interface_name(self.names[b])
+            ib = addressing.interface_name(self.names[a])
+            index_a, index_b = addressing.interface_index(b), addressing.interface_index(a)
             addr_a, addr_b = addressing.link_addresses(a, b, n)
-            per_ns.setdefault(self.netns[a], []).append((ia, addr_a))
-            per_ns.setdefault(self.netns[b], []).append((ib, addr_b))
+            mac_a, mac_b = addressing.mac_address(addr_a), addressing.mac_address(addr_b)
+            root.append(
+                f"link add name {ia} index {index_a} address {mac_a} netns {self.netns[a]} "
+                f"type veth peer name {ib} index {index_b} address {mac_b} netns {self.netns[b]}"
+            )
+            per_ns.setdefault(self.netns[a], []).append((ia, addr_a, addr_b, mac_b))
+            per_ns.setdefault(self.netns[b], []).append((ib, addr_b, addr_a, mac_a))
             fwd = Direction((a, b), self.netns[a], ia, self.netns[b], ib)
             bwd = Direction((a, b), self.netns[b], ib, self.netns[a], ia)
-            sends.setdefault(self.netns[a], []).append(fwd)
-            sends.setdefault(self.netns[b], []).append(bwd)
             params = self.topology.link_params(
                 KINDS[kind], self.topology.nodes[a], self.topology.nodes[b]
             )
+            rate = params.data_rate_gbps * 1000
+            sends.setdefault(self.netns[a], []).append((fwd, rate))
+            sends.setdefault(self.netns[b], []).append((bwd, rate))
             self.links[(a, b)] = Link(a, b, kind, params, fwd, bwd)
+            found[(self.netns[a], ia)] = index_a
+            found[(self.netns[b], ib)] = index_b
         netns.ip_batch(root)
         scripts = {}
         for ns, ifaces in per_ns.items():
-            lines = [f"addr add {addr}/31 dev {ifname}" for ifname, addr in ifaces]
-            lines += [f"link set {ifname} up" for ifname, _ in ifaces]
+            # Static neighbours: no ARP on the links, no first-packet resolution delay.
+            lines = [f"addr add {addr}/31 dev {ifname}" for ifname, addr, _, _ in ifaces]
+            lines += [f"link set {ifname} arp off up" for ifname, *_ in ifaces]
+            lines += [
+                f"neigh replace {peer} lladdr {mac} dev {ifname} nud permanent"
+                for ifname, _, peer, mac in ifaces
+            ]
             scripts[ns] = "\n".join(
                 [
                     "ip -batch - <<'EOF'",
@@ -256,11 +265,6 @@ class Emulation:
                 ]
             )
         netns.in_namespaces(scripts)
-        found = {}
-        for ns in per_ns:
-            for ifname, index in netns.interfaces(ns).items():
-                found[(ns, ifname)] = index
-        self._ifindex.update(found)
         self.shaper.add_interfaces(found)
         # Register the interfaces with the Mininet hosts (no commands run).
         from mininet.link import Intf
@@ -401,36 +405,31 @@ class Emulation:
         )
 
     def _socket(self, ns: str):
-        ipr = self._ipr.get(ns)
-        if ipr is None:
-            from pyroute2 import IPRoute
-
-            ipr = self._ipr[ns] = IPRoute(netns=ns)
-        return ipr
+        sock = self._nl.get(ns)
+        if sock is None:
+            sock = self._nl[ns] = socket_in(f"/run/netns/{ns}")
+        return sock
 
     def _install_routes(self, changes) -> None:
-        """Routes to service addresses, via the neighbour's link address, sourced from ours."""
-        from pyroute2.netlink.exceptions import NetlinkError
+        """Routes to service addresses, via the neighbour's link address, sourced from ours.
 
+        One batch of netlink messages per namespace that has changes.
+        """
         n = len(self.names)
+        batches: dict[int, RouteBatch] = {}
         for c in changes:
-            ns = self.netns[c.node]
-            ipr = self._socket(ns)
-            dst = f"{addressing.service_address(c.dest)}/32"
+            batch = batches.setdefault(c.node, RouteBatch())
+            dst = addressing.service_address(c.dest)
             if c.via is None:
-                with contextlib.suppress(NetlinkError):  # there may be none
-                    ipr.route("del", dst=dst)
+                batch.delete(dst)
                 continue
             a, b = min(c.node, c.via), max(c.node, c.via)
             gateway = addressing.link_addresses(a, b, n)[0 if c.via == a else 1]
-            oif = self._ifindex[(ns, addressing.interface_name(self.names[c.via]))]
-            ipr.route(
-                "replace",
-                dst=dst,
-                gateway=gateway,
-                oif=oif,
-                prefsrc=addressing.service_address(c.node),
+            batch.replace(
+                dst, gateway, addressing.interface_index(c.via), addressing.service_address(c.node)
             )
+        for node, batch in batches.items():
+            batch.send(self._socket(self.netns[node]))
 
     # -- results ---------------------------------------------------------------------
     def _open_log(self) -> None:
@@ -578,9 +577,9 @@ class Emulation:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
         self.shaper.stop()
-        for ipr in self._ipr.values():
-            ipr.close()
-        self._ipr.clear()
+        for sock in self._nl.values():
+            sock.close()
+        self._nl.clear()
         if self.net is not None:
             for host in self.net.hosts:
                 if host.shell and host.shell.poll() is None:

@@ -8,7 +8,7 @@ it; :func:`clean` does that by name prefix and touches nothing else.
 
 Commands are batched: one ``ip -batch`` for the whole run in the root
 namespace, one script per namespace run in parallel, and a persistent netlink
-socket per namespace (pyroute2) for routes during the run.
+socket per namespace (netemu.netlink) for routes during the run.
 """
 
 from __future__ import annotations
@@ -63,12 +63,6 @@ def in_namespaces(scripts: dict[str, str]) -> None:
             errors.append(f"{ns}: {out.strip()[-300:]}")
     if errors:
         raise CommandError("namespace set-up failed: " + "; ".join(errors[:3]))
-
-
-def interfaces(ns: str) -> dict[str, int]:
-    """Interface name -> index inside a namespace."""
-    links = json.loads(run(["ip", "-n", ns, "-j", "link", "show"]))
-    return {link["ifname"]: link["ifindex"] for link in links}
 
 
 def namespaces(prefix: str = NETNS_PREFIX) -> list[str]:

@@ -69,8 +69,11 @@ class Shaper(ABC):
         return []
 
     @abstractmethod
-    def interface_commands(self, directions_out: list[Direction]) -> list[str]:
-        """Shell commands that prepare new sending interfaces in one namespace."""
+    def interface_commands(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
+        """Shell commands that prepare new sending interfaces in one namespace.
+
+        Each direction comes with its rate (Mbit/s): the limiter starts at it.
+        """
 
     def start(self, namespaces: list[str]) -> None:
         """Called once the namespaces are prepared, before the first :meth:`apply`."""

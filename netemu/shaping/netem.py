@@ -78,13 +78,15 @@ class NetemShaper(Shaper):
     def __init__(self) -> None:
         self.current: dict[Direction, Shape] = {}
 
-    def interface_commands(self, directions_out: list[Direction]) -> list[str]:
+    def interface_commands(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
         lines = []
-        for d in directions_out:
-            lines += htb_commands(d.src_ifname, BLOCKED.rate_mbit)
+        for d, rate in directions_out:
+            blocked = Shape(delay_ms=0.0, rate_mbit=rate, blocked=True)
+            self.current[d] = blocked
+            lines += htb_commands(d.src_ifname, rate)
             lines.append(
                 f"qdisc replace dev {d.src_ifname} parent 1:10 handle 10: netem "
-                + netem_args(BLOCKED)
+                + netem_args(blocked)
             )
         return ["tc -force -batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"] if lines else []
 

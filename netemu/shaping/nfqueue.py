@@ -44,10 +44,11 @@ class NfqueueShaper(Shaper):
     def namespace_commands(self) -> list[str]:
         return [f"iptables {RULE}"]
 
-    def interface_commands(self, directions_out: list[Direction]) -> list[str]:
+    def interface_commands(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
         lines = []
-        for d in directions_out:
-            lines += htb_commands(d.src_ifname, BLOCKED.rate_mbit)
+        for d, rate in directions_out:
+            self.rates[d] = rate
+            lines += htb_commands(d.src_ifname, rate)
         return tc_script(lines)
 
     def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
