@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import numpy as np
+
 from netemu.errors import InputError
 
 SERVICE_BASE = int(ipaddress.IPv4Address("172.16.0.0"))
@@ -51,6 +53,18 @@ def link_addresses(a: int, b: int, n_nodes: int) -> tuple[str, str]:
     a, b = min(a, b), max(a, b)
     base = LINK_BASE + 2 * (a * n_nodes + b)
     return str(ipaddress.IPv4Address(base)), str(ipaddress.IPv4Address(base + 1))
+
+
+def service_address_u32(index):
+    """Service addresses as integers (vectorised)."""
+    return SERVICE_BASE + np.asarray(index) + 1
+
+
+def link_address_u32(node, peer, n_nodes: int):
+    """``node``'s address on its link to ``peer``, as integers (vectorised)."""
+    node, peer = np.asarray(node), np.asarray(peer)
+    lo, hi = np.minimum(node, peer), np.maximum(node, peer)
+    return LINK_BASE + 2 * (lo * n_nodes + hi) + (node == hi)
 
 
 def mac_address(ip: str) -> str:

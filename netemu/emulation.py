@@ -45,10 +45,11 @@ from netemu.acquisition import Acquisition
 from netemu.errors import InputError
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
-from netemu.netlink import RouteBatch, socket_in
+from netemu.netlink import encode_deletes, encode_replaces, send_all, socket_in
 from netemu.plan import EpochPlan, Planner, iso_utc
-from netemu.routing import ShortestDelayRouter, path
+from netemu.routing import UNREACHABLE, RouteChanges, ShortestDelayRouter, path
 from netemu.shaping import Direction, Shape, Shaper, choose
+from netemu.shaping.engine import raise_open_files_limit
 from netemu.topology import LinkParams, Topology
 
 #: Orbital time planned ahead at bring-up to create the links a run will need;
@@ -137,6 +138,8 @@ class Emulation:
         self._error: BaseException | None = None
         self.started = False
         self.finished = threading.Event()
+        #: Seconds spent in each bring-up phase (for benchmarks and the curious).
+        self.timings: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> Emulation:
@@ -167,6 +170,16 @@ class Emulation:
         from mininet.net import Mininet
         from mininet.node import Host
 
+        t0 = time.perf_counter()
+
+        def phase(name: str) -> None:
+            nonlocal t0
+            now = time.perf_counter()
+            self.timings[name] = round(now - t0, 3)
+            t0 = now
+
+        # Two pty descriptors per Mininet host and a netlink socket per namespace.
+        raise_open_files_limit()
         netns.write_state(self.run_name, {"controller_pid": os.getpid()})
         self._open_log()
         # Links the run will need: plan ahead (cheap: no namespaces touched).
@@ -175,6 +188,7 @@ class Emulation:
         for epoch in self.planner.run(self.start_time, ahead, self.step_s * self.speed):
             first_links.update(zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True))
 
+        phase("plan")
         # One Mininet host (a shell in its own namespace) per node; then name the
         # namespaces so they can be found, and cleaned, by name.
         self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
@@ -186,6 +200,7 @@ class Emulation:
                 for n, ns in zip(self.names, self.netns, strict=True)
             ]
         )
+        phase("hosts")
         in_ns = [
             "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1"
             " net.ipv6.conf.default.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0"
@@ -199,7 +214,9 @@ class Emulation:
                 for i, ns in enumerate(self.netns)
             }
         )
+        phase("namespaces")
         self.shaper.start(self.netns)
+        phase("shaper")
         netns.write_state(
             self.run_name,
             {
@@ -208,6 +225,7 @@ class Emulation:
             },
         )
         self._create_links(sorted(first_links))
+        phase("links")
         self._epochs = self.planner.run(
             self.start_time,
             self.duration_s if self.duration_s is not None else 1e12,
@@ -215,6 +233,7 @@ class Emulation:
         )
         self._wall0 = time.monotonic()
         self._advance()
+        phase("first_epoch")
 
     def _create_links(self, keys_kinds: list[tuple[tuple[int, int], int]]) -> None:
         """veth pairs straight into both namespaces, addressed, up, with rate limiters."""
@@ -410,26 +429,28 @@ class Emulation:
             sock = self._nl[ns] = socket_in(f"/run/netns/{ns}")
         return sock
 
-    def _install_routes(self, changes) -> None:
+    def _install_routes(self, changes: RouteChanges) -> None:
         """Routes to service addresses, via the neighbour's link address, sourced from ours.
 
-        One batch of netlink messages per namespace that has changes.
+        All changes of a namespace go out as one batch of netlink messages.
         """
+        if not len(changes):
+            return
         n = len(self.names)
-        batches: dict[int, RouteBatch] = {}
-        for c in changes:
-            batch = batches.setdefault(c.node, RouteBatch())
-            dst = addressing.service_address(c.dest)
-            if c.via is None:
-                batch.delete(dst)
-                continue
-            a, b = min(c.node, c.via), max(c.node, c.via)
-            gateway = addressing.link_addresses(a, b, n)[0 if c.via == a else 1]
-            batch.replace(
-                dst, gateway, addressing.interface_index(c.via), addressing.service_address(c.node)
+        node, dest, via = changes.node, changes.dest, changes.via
+        bounds = np.flatnonzero(np.diff(node)) + 1  # changes come sorted by node
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(node)], strict=True):
+            d, v = dest[lo:hi], via[lo:hi]
+            gone = v == UNREACHABLE
+            s = np.full(hi - lo, node[lo])
+            replaces = encode_replaces(
+                addressing.service_address_u32(d[~gone]),
+                addressing.link_address_u32(v[~gone], s[~gone], n),
+                addressing.interface_index(v[~gone]),
+                addressing.service_address_u32(s[~gone]),
             )
-        for node, batch in batches.items():
-            batch.send(self._socket(self.netns[node]))
+            deletes = encode_deletes(addressing.service_address_u32(d[gone]))
+            send_all(self._socket(self.netns[node[lo]]), [deletes, replaces])
 
     # -- results ---------------------------------------------------------------------
     def _open_log(self) -> None:

@@ -2,10 +2,11 @@
 
 One request per route (what ``ip route`` or pyroute2's ``route()`` do) costs a
 round trip each; a mega-constellation needs millions of routes at bring-up and
-thousands per epoch. Here route messages are encoded up front (pure
-functions, see :func:`route_message`) and written back to back on a netlink
-socket opened inside the node's namespace; only the last asks for an
-acknowledgement, and errors come back as they happen.
+thousands per epoch. Here route messages are encoded up front, many at a
+time as numpy structured arrays (:func:`encode_replaces`,
+:func:`encode_deletes`; :func:`route_message` builds one), and written back
+to back on a netlink socket opened inside the node's namespace; only the last
+asks for an acknowledgement, and errors come back as they happen.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import socket
 import struct
 from collections.abc import Iterable
+
+import numpy as np
 
 NETLINK_ROUTE = 0
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
@@ -90,6 +93,92 @@ def errors_in(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
+# Fixed-layout messages, encoded many at a time with numpy ('=' is host byte
+# order, as netlink wants; addresses are big-endian, as on the wire).
+_HDR = [
+    ("len", "=u4"),
+    ("type", "=u2"),
+    ("flags", "=u2"),
+    ("seq", "=u4"),
+    ("pid", "=u4"),
+    ("family", "u1"),
+    ("dst_len", "u1"),
+    ("src_len", "u1"),
+    ("tos", "u1"),
+    ("table", "u1"),
+    ("protocol", "u1"),
+    ("scope", "u1"),
+    ("rtype", "u1"),
+    ("rflags", "=u4"),
+    ("dst_rta", "=u2", (2,)),
+    ("dst", ">u4"),
+]
+_ROUTE_ATTRS = [
+    ("oif_rta", "=u2", (2,)),
+    ("oif", "=u4"),
+    ("gw_rta", "=u2", (2,)),
+    ("gw", ">u4"),
+    ("src_rta", "=u2", (2,)),
+    ("src", ">u4"),
+]
+_REPLACE = np.dtype(_HDR + _ROUTE_ATTRS)
+_DELETE = np.dtype(_HDR)
+
+
+def _fill_header(msgs: np.ndarray, kind: int, flags: int, dst: np.ndarray) -> None:
+    msgs["len"], msgs["type"], msgs["flags"] = msgs.dtype.itemsize, kind, flags
+    msgs["seq"] = np.arange(1, len(msgs) + 1)
+    msgs["family"], msgs["dst_len"], msgs["table"] = socket.AF_INET, 32, RT_TABLE_MAIN
+    msgs["protocol"], msgs["scope"], msgs["rtype"] = RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST
+    msgs["dst_rta"] = (8, RTA_DST)
+    msgs["dst"] = dst
+
+
+def encode_replaces(dst, gateway, oif, prefsrc) -> np.ndarray:
+    """RTM_NEWROUTE (replace/create) messages for /32s, all fields as integer arrays."""
+    msgs = np.zeros(len(dst), _REPLACE)
+    _fill_header(msgs, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_REPLACE | NLM_F_CREATE, dst)
+    msgs["oif_rta"], msgs["oif"] = (8, RTA_OIF), oif
+    msgs["gw_rta"], msgs["gw"] = (8, RTA_GATEWAY), gateway
+    msgs["src_rta"], msgs["src"] = (8, RTA_PREFSRC), prefsrc
+    return msgs
+
+
+def encode_deletes(dst) -> np.ndarray:
+    msgs = np.zeros(len(dst), _DELETE)
+    _fill_header(msgs, RTM_DELROUTE, NLM_F_REQUEST, dst)
+    return msgs
+
+
+def send_all(
+    sock: socket.socket, batches: list[np.ndarray], ignore: Iterable[int] = (errno.ESRCH,)
+) -> None:
+    """Send encoded message arrays on one socket; the very last asks for an ack.
+
+    Sequence numbers continue across the arrays. Raises on unexpected errors.
+    """
+    batches = [b for b in batches if len(b)]
+    if not batches:
+        return
+    seq = 0
+    for b in batches:
+        b["seq"] = np.arange(seq + 1, seq + len(b) + 1)
+        seq += len(b)
+    batches[-1]["flags"][-1] |= NLM_F_ACK
+    failures: list[tuple[int, int]] = []
+    for b in batches:
+        per_chunk = max(1, _CHUNK // b.dtype.itemsize)
+        for start in range(0, len(b), per_chunk):
+            sock.send(b[start : start + per_chunk].tobytes())
+            failures += _drain(sock, block=False)
+    while not any(s == seq for s, _ in failures):
+        failures += _drain(sock, block=True)
+    bad = [(s, e) for s, e in failures if e and e not in set(ignore)]
+    if bad:
+        s, err = bad[0]
+        raise OSError(err, f"route change {s} of {seq}: {os.strerror(err)}")
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -115,44 +204,6 @@ def socket_in(netns_path: str) -> socket.socket:
         os.close(own)
         os.close(target)
     return sock
-
-
-class RouteBatch:
-    """Collects route changes for one namespace, then sends them all at once."""
-
-    def __init__(self) -> None:
-        self.changes: list[dict] = []
-
-    def __len__(self) -> int:
-        return len(self.changes)
-
-    def replace(self, dst: str, gateway: str, oif: int, prefsrc: str | None = None) -> None:
-        self.changes.append(dict(dst=dst, gateway=gateway, oif=oif, prefsrc=prefsrc))
-
-    def delete(self, dst: str) -> None:
-        self.changes.append(dict(dst=dst, delete=True))
-
-    def send(self, sock: socket.socket, ignore: Iterable[int] = (errno.ESRCH,)) -> None:
-        """Write every change; wait for the last one's ack; raise on unexpected errors."""
-        last = len(self.changes)
-        if not last:
-            return
-        failures: list[tuple[int, int]] = []
-        chunk, size = [], 0
-        for seq, change in enumerate(self.changes, start=1):
-            chunk.append(route_message(seq, **change, ack=seq == last))
-            size += len(chunk[-1])
-            if size >= _CHUNK or seq == last:
-                sock.send(b"".join(chunk))
-                chunk, size = [], 0
-                failures += _drain(sock, block=seq == last)
-        while not any(seq == last for seq, _ in failures):
-            failures += _drain(sock, block=True)
-        self.changes.clear()
-        bad = [(s, e) for s, e in failures if e and e not in set(ignore)]
-        if bad:
-            seq, err = bad[0]
-            raise OSError(err, f"route change {seq} of {last}: {os.strerror(err)}")
 
 
 def _drain(sock: socket.socket, block: bool) -> list[tuple[int, int]]:

@@ -23,12 +23,22 @@ UNREACHABLE = -1
 
 
 @dataclass(frozen=True)
-class RouteChange:
-    """In ``node``, traffic to ``dest`` now goes to neighbour ``via`` (None: no route)."""
+class RouteChanges:
+    """Changed routes as parallel arrays: in ``node[i]``, traffic to ``dest[i]`` now
+    goes to neighbour ``via[i]`` (UNREACHABLE: no route any more)."""
 
-    node: int
-    dest: int
-    via: int | None
+    node: np.ndarray
+    dest: np.ndarray
+    via: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.node)
+
+    def as_tuples(self) -> set[tuple[int, int, int | None]]:
+        return {
+            (int(n), int(d), None if v == UNREACHABLE else int(v))
+            for n, d, v in zip(self.node, self.dest, self.via, strict=True)
+        }
 
 
 def next_hops(n: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray) -> np.ndarray:
@@ -84,11 +94,8 @@ class ShortestDelayRouter:
         self.hops = np.full((n_nodes, n_nodes), UNREACHABLE, dtype=int)
         np.fill_diagonal(self.hops, np.arange(n_nodes))
 
-    def update(self, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray) -> list[RouteChange]:
+    def update(self, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray) -> RouteChanges:
         new = next_hops(self.n, a, b, delay_ms)
-        changed = np.argwhere(new != self.hops)
+        node, dest = np.nonzero(new != self.hops)  # sorted by node
         self.hops = new
-        return [
-            RouteChange(int(s), int(d), None if new[s, d] == UNREACHABLE else int(new[s, d]))
-            for s, d in changed
-        ]
+        return RouteChanges(node, dest, new[node, dest])

@@ -49,3 +49,25 @@ def test_errors_in_replies(code):
 
     err = struct.pack("=IHHII", 36, 2, 0, 5, 0) + struct.pack("=i", code) + b"\0" * 16
     assert errors_in(err + err) == [(5, -code), (5, -code)]
+
+
+def test_vectorised_encoding_matches_the_single_message_encoder():
+    import ipaddress
+
+    import numpy as np
+
+    from netemu.netlink import encode_deletes, encode_replaces
+
+    def ip(text):
+        return int(ipaddress.IPv4Address(text))
+
+    many = encode_replaces(
+        np.array([ip("172.16.0.12"), ip("172.16.0.13")]),
+        np.array([ip("10.0.0.3"), ip("10.0.0.5")]),
+        np.array([1005, 1007]),
+        np.array([ip("172.16.0.3"), ip("172.16.0.3")]),
+    )
+    assert many[0].tobytes() == route_message(1, "172.16.0.12", "10.0.0.3", 1005, "172.16.0.3")
+    assert many[1].tobytes() == route_message(2, "172.16.0.13", "10.0.0.5", 1007, "172.16.0.3")
+    gone = encode_deletes(np.array([ip("172.16.0.9")]))
+    assert gone[0].tobytes() == route_message(1, "172.16.0.9", delete=True)

@@ -29,12 +29,14 @@ it behind. Measured facts behind the choices here are in shared/notes/machine.md
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import heapq
 import json
 import os
 import random
-import select
+import resource
+import selectors
 import signal
 import socket
 import sys
@@ -53,6 +55,42 @@ QUEUE_MAX_LEN = 100_000
 SPIN_S = 150e-6
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Timer:
+    """A timerfd on CLOCK_REALTIME: a nanosecond-precise wake-up that epoll can wait on.
+
+    epoll's own timeout counts whole milliseconds, far too coarse for delays.
+    """
+
+    class _Spec(ctypes.Structure):
+        _fields_ = [
+            ("interval_s", ctypes.c_long),
+            ("interval_ns", ctypes.c_long),
+            ("value_s", ctypes.c_long),
+            ("value_ns", ctypes.c_long),
+        ]
+
+    CLOCK_REALTIME, TFD_TIMER_ABSTIME = 0, 1
+    TFD_NONBLOCK, TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+
+    def __init__(self) -> None:
+        self.fd = _libc.timerfd_create(self.CLOCK_REALTIME, self.TFD_NONBLOCK | self.TFD_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create")
+
+    def at(self, when: float | None) -> None:
+        """Fire at unix time ``when`` (None: disarm)."""
+        spec = self._Spec()
+        if when is not None:
+            whole = int(when)
+            spec.value_s, spec.value_ns = whole, max(1, int((when - whole) * 1e9))
+        if _libc.timerfd_settime(self.fd, self.TFD_TIMER_ABSTIME, ctypes.byref(spec), None):
+            raise OSError(ctypes.get_errno(), "timerfd_settime")
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.fd, 8)
 
 
 def setns(fd: int) -> None:
@@ -87,6 +125,9 @@ class Engine:
         self.unknown = 0
         self.rng = random.Random(int.from_bytes(os.urandom(8), "little"))
         self.own_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+        self.selector = selectors.DefaultSelector()  # epoll: no 1,024-descriptor limit
+        self.timer = Timer()
+        self.selector.register(self.timer.fd, selectors.EVENT_READ)
 
     # -- control ----------------------------------------------------------------
     def bind(self, ns: int, path: str) -> None:
@@ -99,6 +140,7 @@ class Engine:
             setns(self.own_ns)
             os.close(fd)
         self.queues[queue.get_fd()] = queue
+        self.selector.register(queue.get_fd(), selectors.EVENT_READ)
 
     def set(self, msg: dict) -> None:
         key = (msg["ns"], msg["ifindex"])
@@ -174,14 +216,17 @@ class Engine:
         return None
 
     def run(self) -> None:
-        control = sys.stdin.buffer.raw
+        control = sys.stdin.fileno()
+        self.selector.register(control, selectors.EVENT_READ)
         buf = b""
         while True:
-            timeout = self.release_due()
-            ready, _, _ = select.select([control, *self.queues], [], [], timeout)
-            for fd in ready:
-                if fd is control:
-                    data = os.read(control.fileno(), 65536)
+            wait = self.release_due()
+            self.timer.at(None if wait is None else time.time() + wait)
+            for key, _ in self.selector.select():
+                if key.fd == self.timer.fd:
+                    self.timer.clear()
+                elif key.fd == control:
+                    data = os.read(control, 65536)
                     if not data:
                         return  # the controller is gone: stop (queues drop)
                     buf += data
@@ -190,7 +235,7 @@ class Engine:
                         if self.handle(json.loads(line)) is False:
                             return
                 else:
-                    self.queues[fd].run(block=False)
+                    self.queues[key.fd].run(block=False)
 
     def handle(self, msg: dict) -> bool:
         cmd = msg["cmd"]
@@ -214,9 +259,16 @@ class Engine:
         return True
 
 
+def raise_open_files_limit() -> None:
+    """One queue socket per namespace: lift this process's soft limit to the hard one."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _tune_process() -> list[str]:
     """Die with the parent, sleep precisely, run at real-time priority if allowed."""
     notes = []
+    raise_open_files_limit()
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before prctl took effect
         sys.exit(1)
