@@ -168,7 +168,6 @@ class Emulation:
 
     def _bring_up(self) -> None:
         from mininet.net import Mininet
-        from mininet.node import Host
 
         t0 = time.perf_counter()
 
@@ -189,17 +188,11 @@ class Emulation:
             first_links.update(zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True))
 
         phase("plan")
-        # One Mininet host (a shell in its own namespace) per node; then name the
-        # namespaces so they can be found, and cleaned, by name.
+        # A named network namespace per node, all in one batch. The node's
+        # Mininet host (a shell inside it) is made when first asked for.
+
         self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
-        for name in self.names:
-            self.net.addHost(name, cls=Host)
-        netns.ip_batch(
-            [
-                f"netns attach {ns} {self.net[n].pid}"
-                for n, ns in zip(self.names, self.netns, strict=True)
-            ]
-        )
+        netns.ip_batch([f"netns add {ns}" for ns in self.netns])
         phase("hosts")
         in_ns = [
             "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1"
@@ -285,18 +278,25 @@ class Emulation:
             )
         netns.in_namespaces(scripts)
         self.shaper.add_interfaces(found)
-        # Register the interfaces with the Mininet hosts (no commands run).
+        for (a, b), _kind in new:
+            self._register_interface(a, b)
+            self._register_interface(b, a)
+
+    def _register_interface(self, node: int, peer: int) -> None:
+        """Tell node's Mininet host (if made yet) about its interface toward peer."""
         from mininet.link import Intf
 
-        for (a, b), _kind in new:
-            for x, y in ((a, b), (b, a)):
-                intf = Intf(
-                    addressing.interface_name(self.names[y]),
-                    node=self.net[self.names[x]],
-                    up=None,
-                    moveIntfFn=_already_there,
-                )
-                intf.ip, intf.prefixLen = addressing.link_addresses(a, b, n)[x != a], 31
+        host = self.net.nameToNode.get(self.names[node])
+        if host is None:
+            return
+        intf = Intf(
+            addressing.interface_name(self.names[peer]),
+            node=host,
+            up=None,
+            moveIntfFn=_already_there,
+        )
+        intf.ip = addressing.link_addresses(node, peer, len(self.names))[node > peer]
+        intf.prefixLen = 31
 
     # -- the controller ----------------------------------------------------------------
     def start_controller(self) -> threading.Thread:
@@ -507,8 +507,16 @@ class Emulation:
 
     # -- what users and tests ask ------------------------------------------------------
     def host(self, name: str):
-        """The Mininet host of a node."""
-        return self.net[name]
+        """The Mininet host of a node (made on first use: a shell in its namespace)."""
+        with self._lock:
+            host = self.net.nameToNode.get(name)
+            if host is None:
+                index = self.topology.by_name[name].index
+                host = self.net.addHost(name, cls=_netns_host_class(), netns=self.netns[index])
+                for a, b in self.links:
+                    if index in (a, b):
+                        self._register_interface(index, b if index == a else a)
+            return host
 
     def address(self, name: str) -> str:
         """A node's service address (on its loopback; routes lead here)."""
@@ -627,6 +635,24 @@ class Emulation:
             self._log.close()
             self._log = None
         self.started = False
+
+
+def _netns_host_class():
+    from mininet.node import Host
+
+    class NetnsHost(Host):
+        """A Mininet host whose shell enters an existing named network namespace."""
+
+        def __init__(self, name: str, netns: str, **params):
+            self.netns_name = netns
+            super().__init__(name, inNamespace=False, **params)
+
+        def _popen(self, cmd, **params):
+            if getattr(self, "shell", None) is None and cmd[:1] == ["mnexec"]:
+                cmd = [*cmd[:2], "ip", "netns", "exec", self.netns_name, *cmd[2:]]
+            return super()._popen(cmd, **params)
+
+    return NetnsHost
 
 
 def _already_there(intf, node) -> None:
