@@ -46,7 +46,7 @@ def next_hops(n: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray) -> np.
 
     Returns an (n, n) int array: ``hops[s, d]`` is the neighbour of ``s`` on a
     shortest path to ``d``, ``s`` itself when ``s == d``, UNREACHABLE when
-    there is no path. Ties go to the lowest-numbered neighbour.
+    there is no path. Among equal-delay paths the choice is deterministic.
     """
     hops = np.full((n, n), UNREACHABLE, dtype=int)
     np.fill_diagonal(hops, np.arange(n))
@@ -54,24 +54,13 @@ def next_hops(n: int, a: np.ndarray, b: np.ndarray, delay_ms: np.ndarray) -> np.
         return hops
     # Zero weights would vanish from a sparse matrix: keep a tiny floor.
     w = np.maximum(np.asarray(delay_ms, dtype=float), 1e-9)
-    graph = csr_matrix(
-        (np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)
-    )
-    dist = dijkstra(graph, directed=True)
-    # The next hop from s to d is the neighbour v minimising w(s, v) + dist(v, d).
-    indptr, nbr, weight = graph.indptr, graph.indices, graph.data
-    for s in range(n):
-        lo, hi = indptr[s], indptr[s + 1]
-        if lo == hi:
-            continue
-        order = np.argsort(nbr[lo:hi], kind="stable")
-        vs, ws = nbr[lo:hi][order], weight[lo:hi][order]
-        total = ws[:, None] + dist[vs]  # (degree, n)
-        best = np.argmin(total, axis=0)
-        reach = np.isfinite(dist[s])
-        row = np.where(reach, vs[best], UNREACHABLE)
-        row[s] = s
-        hops[s] = row
+    graph = csr_matrix((w, (a, b)), shape=(n, n))
+    # Links are symmetric, so the next hop from s toward d is s's predecessor
+    # in d's shortest-path tree: one Dijkstra from every node, transposed.
+    _, pred = dijkstra(graph, directed=False, return_predecessors=True)
+    hops = pred.T.astype(int)
+    hops[hops < 0] = UNREACHABLE  # scipy marks "no path" with -9999
+    np.fill_diagonal(hops, np.arange(n))
     return hops
 
 

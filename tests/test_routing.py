@@ -1,6 +1,7 @@
 """Shortest-delay routing: next hops, unreachable nodes, and only-what-changed diffs."""
 
 import numpy as np
+import pytest
 
 from netemu.routing import UNREACHABLE, ShortestDelayRouter, next_hops, path
 
@@ -19,9 +20,26 @@ def test_next_hops_follow_the_least_delay():
     assert hops[3, 3] == 3
 
 
-def test_ties_go_to_the_lowest_numbered_neighbour():
-    hops = next_hops(4, *graph((0, 2, 1.0), (2, 3, 1.0), (0, 1, 1.0), (1, 3, 1.0)))
-    assert hops[0, 3] == 1
+def test_next_hops_are_consistent_paths_on_a_grid():
+    """On a 6x6 grid with random delays every route is a true shortest path."""
+    import itertools
+
+    rng = np.random.default_rng(1)
+    k = 6
+    edges = [(r * k + c, r * k + c + 1) for r in range(k) for c in range(k - 1)]
+    edges += [(r * k + c, (r + 1) * k + c) for r in range(k - 1) for c in range(k)]
+    a, b = np.array(edges).T
+    w = rng.uniform(1, 5, len(a))
+    hops = next_hops(k * k, a, b, w)
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    dist = dijkstra(csr_matrix((w, (a, b)), shape=(k * k,) * 2), directed=False)
+    weight = {(x, y): v for x, y, v in zip(a, b, w, strict=True)}
+    weight |= {(y, x): v for (x, y), v in list(weight.items())}
+    for s, d in itertools.permutations(range(k * k), 2):
+        p = path(hops, s, d)
+        assert sum(weight[u, v] for u, v in itertools.pairwise(p)) == pytest.approx(dist[s, d])
 
 
 def test_router_reports_only_changes():
