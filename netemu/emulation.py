@@ -52,9 +52,11 @@ from netemu.shaping import Direction, Shape, Shaper, choose
 from netemu.shaping.engine import raise_open_files_limit
 from netemu.topology import LinkParams, Topology
 
-#: Orbital time planned ahead at bring-up to create the links a run will need;
-#: later links are created when they first appear (they then acquire anyway).
-PLAN_AHEAD_S = 3600.0
+#: Orbital time planned ahead at bring-up (sampled every PLAN_AHEAD_STEP_S at
+#: least) to create the links a run will need; links the sampling misses or
+#: that come later are created when they first appear (they acquire anyway).
+PLAN_AHEAD_S = 600.0
+PLAN_AHEAD_STEP_S = 10.0
 REQUIRED_TOOLS = ("mnexec", "ip", "tc", "iptables")
 
 
@@ -140,6 +142,7 @@ class Emulation:
         self.finished = threading.Event()
         #: Seconds spent in each bring-up phase (for benchmarks and the curious).
         self.timings: dict[str, float] = {}
+        self.last_update: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> Emulation:
@@ -184,7 +187,8 @@ class Emulation:
         # Links the run will need: plan ahead (cheap: no namespaces touched).
         ahead = min(self.duration_s if self.duration_s is not None else PLAN_AHEAD_S, PLAN_AHEAD_S)
         first_links = set()
-        for epoch in self.planner.run(self.start_time, ahead, self.step_s * self.speed):
+        ahead_step = max(self.step_s * self.speed, PLAN_AHEAD_STEP_S)
+        for epoch in self.planner.run(self.start_time, ahead, ahead_step):
             first_links.update(zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True))
 
         phase("plan")
@@ -405,6 +409,7 @@ class Emulation:
             self.shaper.apply(changes)
             self.shapes.update(changes)
         self.shaper.check()
+        t_links = time.perf_counter()
 
         live = [lk for lk in self.links.values() if lk.state == "up"]
         route_changes = self.router.update(
@@ -416,6 +421,14 @@ class Emulation:
         if self.history is not None:
             carrying = {(lk.a, lk.b): float(delay_ms(lk.distance_km)) for lk in live}
             self.history.append((time.time(), carrying, self.router.hops.copy()))
+        t_routes = time.perf_counter()
+        #: How long the last update took: link shaping, routing (ms).
+        self.last_update = {
+            "links_ms": (t_links - t0) * 1000,
+            "routes_ms": (t_routes - t_links) * 1000,
+            "shape_changes": len(changes),
+            "route_changes": len(route_changes),
+        }
         if route_changes and self.epoch_index > 0:
             events.append({"type": "routes", "changed": len(route_changes)})
         self.events += [{"time": iso_utc(self.epoch.time), **e} for e in events]
