@@ -40,10 +40,29 @@ def mem_available_mib() -> float:
     raise RuntimeError("no MemAvailable")
 
 
+def settled_mem_available_mib(timeout_s: float = 60.0) -> float:
+    """MemAvailable once it stops moving: the kernel frees namespaces asynchronously,
+    so memory of a run just torn down keeps coming back for a while."""
+    last = mem_available_mib()
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        time.sleep(1.0)
+        now = mem_available_mib()
+        if abs(now - last) < 4:
+            return now
+        last = now
+    return last
+
+
 def shell_topology(planes: int, tmp: Path):
+    """The first ``planes`` planes of Starlink shell 1, spaced as in the full shell."""
     text = (REPO / "topologies/starlink-shell1.yaml").read_text()
+    if planes < 72:
+        text = text.replace(
+            "planes: 72", f"planes: {planes}\n      raan_spread_deg: {360 * planes / 72}"
+        )
     path = tmp / f"shell-{planes}.yaml"
-    path.write_text(text.replace("planes: 72", f"planes: {planes}"))
+    path.write_text(text)
     return load_topology(path)
 
 
@@ -53,7 +72,7 @@ def ms(values) -> dict:
 
 
 def bench_netemu(topo, epochs: int) -> dict:
-    before = mem_available_mib()
+    before = settled_mem_available_mib()
     t0 = time.perf_counter()
     emu = Emulation(topo, shaper="nfqueue", duration_s=120, run_name="bench")
     try:
@@ -86,7 +105,7 @@ def bench_netemu(topo, epochs: int) -> dict:
 def bench_mininet(topo, link_pairs, sample: int) -> dict:
     from mininet.net import Mininet
 
-    before = mem_available_mib()
+    before = settled_mem_available_mib()
     t0 = time.perf_counter()
     net = Mininet(topo=None, controller=None, build=False)
     for node in topo.nodes:

@@ -1,0 +1,115 @@
+"""The netem backend on a kernel that has sch_netem.
+
+This machine's kernel has no netem: ``scripts/test`` runs this module inside a
+Debian kernel under QEMU (tests/vm/run), or natively where the kernel has it.
+Timing tolerances allow for QEMU's software emulation: round trips measured
+there run 1.3-1.9 ms above the geometric delay whatever the hop count (timer
+emulation), so +3 ms is allowed; a unit or direction mistake is off by far more.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+
+import pytest
+from live import leftovers, needs_root, received, send, start_receiver, train_topology
+
+from netemu.emulation import Emulation
+from netemu.shaping import Shape
+from netemu.shaping.netem import netem_available, netem_limit
+
+pytestmark = [
+    needs_root,
+    pytest.mark.netem,
+    pytest.mark.skipif(
+        not netem_available(),
+        reason="this kernel has no sch_netem: scripts/test runs these in the QEMU lane",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    topo = train_topology(
+        tmp_path_factory.mktemp("netem"), "link_defaults:\n  isl: {data_rate_gbps: 0.02}\n"
+    )
+    emulation = Emulation(topo, shaper="netem", run_name="tnetem")
+    emulation.start()  # no controller: epoch 0 stays in force, shapes are ours to change
+    yield emulation
+    emulation.stop()
+
+
+def rtt_ms(emu, src: str, dst: str, count: int = 10) -> float:
+    out = emu.host(src).cmd(f"ping -U -q -c {count} -i 0.2 {emu.address(dst)}")
+    return float(re.search(r"= [\d.]+/([\d.]+)/", out).group(1))
+
+
+def netem_line(emu, node: str, ifname: str) -> str:
+    out = emu.host(node).cmd(f"tc -s qdisc show dev {ifname}")
+    return next(line for line in out.split("qdisc ") if line.startswith("netem"))
+
+
+def test_netem_applies_the_geometric_delay_and_rate(emu):
+    assert emu.shaper.name == "netem"
+    geometric = 2 * emu.path_delay_ms("gs_south", "gs_north")
+    measured = rtt_ms(emu, "gs_south", "gs_north")
+    assert geometric - 0.2 <= measured <= geometric + 3.0, (measured, geometric)
+    # TCP through a 20 Mbit/s inter-satellite bottleneck.
+    server = emu.host("gs_north").popen(
+        ["iperf3", "-s", "-1", "-B", emu.address("gs_north")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    out = emu.host("gs_south").cmd(
+        f"sleep 1; iperf3 -c {emu.address('gs_north')} -B {emu.address('gs_south')} -t 5 -O 1"
+        " | tail -4"
+    )
+    server.wait(timeout=60)
+    mbit = float(re.search(r"([\d.]+) Mbits/sec.*receiver", out).group(1))
+    assert abs(mbit - 20) / 20 <= 0.15, out
+
+
+def test_netem_loss(emu):
+    t0_t1 = emu.links[(0, 1)].forward
+    base = emu.shapes[t0_t1]
+    emu.shaper.apply({t0_t1: Shape(base.delay_ms, base.rate_mbit, loss=0.2)})
+    try:
+        count = 600
+        rx = start_receiver(emu, "t1", duration=12)
+        tx = send(emu, "t0", "t1", count=count, interval=0.01)
+        got = received(rx)
+        tx.wait()
+    finally:
+        emu.shaper.apply({t0_t1: base})
+    loss = 1 - len({p["seq"] for p in got}) / count
+    assert abs(loss - 0.2) <= 4.5 * math.sqrt(0.2 * 0.8 / count), loss
+
+
+def test_delay_changes_in_place_and_limit_follows_the_bdp(emu):
+    t0_t1 = emu.links[(0, 1)].forward
+    base = emu.shapes[t0_t1]
+    before_rtt = rtt_ms(emu, "t0", "t1", count=5)
+    before = netem_line(emu, "t0", t0_t1.src_ifname)
+    sent_before = int(re.search(r"Sent (\d+) bytes", before).group(1))
+    assert f"limit {netem_limit(base.rate_mbit, base.delay_ms)}" in before
+    emu.shaper.apply({t0_t1: Shape(base.delay_ms + 20, 2500)})
+    try:
+        after_rtt = rtt_ms(emu, "t0", "t1", count=5)
+        after = netem_line(emu, "t0", t0_t1.src_ifname)
+    finally:
+        emu.shaper.apply({t0_t1: base})
+    assert after.startswith("netem 10: parent 1:10")  # the same qdisc, changed in place
+    assert int(re.search(r"Sent (\d+) bytes", after).group(1)) > sent_before  # not reset
+    # 2.5 Gbit/s x (3.2 + 20) ms in flight, in 500-byte packets.
+    assert f"limit {netem_limit(2500, base.delay_ms + 20)}" in after
+    assert netem_limit(2500, base.delay_ms + 20) > 10_000
+    assert 19.8 <= after_rtt - before_rtt <= 21.5, (before_rtt, after_rtt)
+
+
+def test_teardown_leaves_nothing(emu):
+    emu.stop()
+    assert leftovers("tnetem") == []
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "netemu-" not in out
