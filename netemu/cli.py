@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--name", help="run name (default: the topology's name)")
     run.add_argument(
+        "--cli",
+        action="store_true",
+        help="open Mininet's CLI while the controller runs (exit it to stop)",
+    )
+    run.add_argument(
         "--log",
         type=Path,
         metavar="FILE",
@@ -158,9 +163,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         emu.start()
         view.message(f"netemu: up; shaper {emu.shaper.name}; log {log}")
-        with view:
-            view.update(emu.status())
-            emu.run(on_epoch=lambda e: view.update(e.status()))
+        if args.cli:
+            from mininet.cli import CLI
+
+            emu.start_controller()
+            CLI(emu.mininet())
+        else:
+            with view:
+                view.update(emu.status())
+                emu.run(on_epoch=lambda e: view.update(e.status()))
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -198,20 +198,8 @@ class Emulation:
         self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
         netns.ip_batch([f"netns add {ns}" for ns in self.netns])
         phase("hosts")
-        in_ns = [
-            "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1"
-            " net.ipv6.conf.default.disable_ipv6=1 net.ipv4.conf.all.rp_filter=0"
-            " net.ipv4.conf.default.rp_filter=0",
-            "ip link set lo up",
-            *self.shaper.namespace_commands(),
-        ]
-        netns.in_namespaces(
-            {
-                ns: "\n".join([*in_ns, f"ip addr add {addressing.service_address(i)}/32 dev lo"])
-                for i, ns in enumerate(self.netns)
-            }
-        )
-        phase("namespaces")
+        self._create_links(sorted(first_links), new_namespaces=self.netns)
+        phase("namespaces_and_links")
         self.shaper.start(self.netns)
         phase("shaper")
         netns.write_state(
@@ -221,8 +209,6 @@ class Emulation:
                 "engine_pid": getattr(getattr(self.shaper, "engine", None), "pid", None),
             },
         )
-        self._create_links(sorted(first_links))
-        phase("links")
         self._epochs = self.planner.run(
             self.start_time,
             self.duration_s if self.duration_s is not None else 1e12,
@@ -232,10 +218,33 @@ class Emulation:
         self._advance()
         phase("first_epoch")
 
-    def _create_links(self, keys_kinds: list[tuple[tuple[int, int], int]]) -> None:
-        """veth pairs straight into both namespaces, addressed, up, with rate limiters."""
+    def _namespace_commands(self, ns: str) -> list[str]:
+        """A node's own set-up: a router without IPv6, loopback with its service address."""
+        sysctl = {
+            "net/ipv4/ip_forward": 1,
+            "net/ipv4/conf/all/rp_filter": 0,  # paths need not be symmetric
+            "net/ipv4/conf/default/rp_filter": 0,
+            "net/ipv6/conf/all/disable_ipv6": 1,  # no IPv6 chatter on the links
+            "net/ipv6/conf/default/disable_ipv6": 1,
+        }
+        index = self.netns.index(ns)
+        return [
+            *(f"echo {v} > /proc/sys/{k}" for k, v in sysctl.items()),
+            "ip link set lo up",
+            f"ip addr add {addressing.service_address(index)}/32 dev lo",
+            *self.shaper.namespace_commands(),
+        ]
+
+    def _create_links(
+        self, keys_kinds: list[tuple[tuple[int, int], int]], new_namespaces: list[str] = ()
+    ) -> None:
+        """veth pairs straight into both namespaces, addressed, up, with rate limiters.
+
+        Namespaces in ``new_namespaces`` get their own set-up in the same script,
+        so each namespace costs one round of programs.
+        """
         new = [(k, kind) for k, kind in keys_kinds if k not in self.links]
-        if not new:
+        if not new and not new_namespaces:
             return
         n = len(self.names)
         root, per_ns, sends, found = [], {}, {}, {}
@@ -263,7 +272,7 @@ class Emulation:
             found[(self.netns[a], ia)] = index_a
             found[(self.netns[b], ib)] = index_b
         netns.ip_batch(root)
-        scripts = {}
+        scripts = {ns: "\n".join(self._namespace_commands(ns)) for ns in new_namespaces}
         for ns, ifaces in per_ns.items():
             # Static neighbours: no ARP on the links, no first-packet resolution delay.
             lines = [f"addr add {addr}/31 dev {ifname}" for ifname, addr, _, _ in ifaces]
@@ -274,6 +283,7 @@ class Emulation:
             ]
             scripts[ns] = "\n".join(
                 [
+                    *([scripts[ns]] if ns in scripts else []),
                     "ip -batch - <<'EOF'",
                     *lines,
                     "EOF",
@@ -530,6 +540,12 @@ class Emulation:
                     if index in (a, b):
                         self._register_interface(index, b if index == a else a)
             return host
+
+    def mininet(self):
+        """The Mininet network with a host for every node (made now if not yet)."""
+        for name in self.names:
+            self.host(name)
+        return self.net
 
     def address(self, name: str) -> str:
         """A node's service address (on its loopback; routes lead here)."""
