@@ -44,6 +44,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _time_arguments(parser, duration: float | None, duration_help: str, step_help: str) -> None:
+    """TOPOLOGY --start --duration --step, shared by plan and run."""
+    parser.add_argument("topology", type=Path, help="topology YAML file")
+    parser.add_argument("--start", type=_utc_time, help="ISO 8601 UTC (default: the file's start)")
+    parser.add_argument(
+        "--duration", type=_positive_seconds, default=duration, metavar="S", help=duration_help
+    )
+    parser.add_argument("--step", type=_positive_seconds, default=1.0, metavar="S", help=step_help)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="netemu", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -53,21 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Compute which links are up, their delays and the handovers over a "
         "period, from orbital geometry. No root needed, no network is touched.",
     )
-    plan.add_argument("topology", type=Path, help="topology YAML file")
-    plan.add_argument("--start", type=_utc_time, help="ISO 8601 UTC (default: the file's start)")
-    plan.add_argument(
-        "--duration",
-        type=_positive_seconds,
-        default=600.0,
-        metavar="S",
-        help="seconds to plan (default 600)",
-    )
-    plan.add_argument(
-        "--step",
-        type=_positive_seconds,
-        default=1.0,
-        metavar="S",
-        help="seconds between epochs (default 1)",
+    _time_arguments(
+        plan,
+        duration=600.0,
+        duration_help="seconds to plan (default 600)",
+        step_help="seconds between epochs (default 1)",
     )
     plan.add_argument(
         "--json", action="store_true", help="one JSON object per epoch and line (stable format)"
@@ -78,20 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Build the network (one Mininet host per node, one link per feasible "
         "link) and drive it from orbital geometry until the duration is over or Ctrl-C.",
     )
-    run.add_argument("topology", type=Path, help="topology YAML file")
-    run.add_argument("--start", type=_utc_time, help="ISO 8601 UTC (default: the file's start)")
-    run.add_argument(
-        "--duration",
-        type=_positive_seconds,
-        metavar="S",
-        help="orbital seconds to run (default: until Ctrl-C)",
-    )
-    run.add_argument(
-        "--step",
-        type=_positive_seconds,
-        default=1.0,
-        metavar="S",
-        help="wall-clock seconds between epochs, 0.1 to 3600 (default 1)",
+    _time_arguments(
+        run,
+        duration=None,
+        duration_help="orbital seconds to run (default: until Ctrl-C)",
+        step_help="wall-clock seconds between epochs, 0.1 to 3600 (default 1)",
     )
     run.add_argument(
         "--speed",

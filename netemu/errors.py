@@ -32,3 +32,13 @@ class InputError(Exception):
 
 
 EXIT_BAD_INPUT = 2
+
+
+def read_text(path: Path, what: str = "file", encoding: str = "utf-8") -> str:
+    """A user's file as text, or an :class:`InputError` saying why not."""
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what}: {exc}", path) from None

@@ -53,39 +53,20 @@ class Strict(BaseModel):
 
 
 #: Built-in parameters per link kind, used where the file gives none.
+#: SDA Tranche-1 optical terminal standard: 2.5 Gbps, 5,500 km reference
+#: range; acquisition <= 100 s required, < 10 s goal [link-physics.md, PAT].
+_SDA_TERMINAL = dict(
+    data_rate_gbps=2.5, max_range_km=5500, acquisition_s=10, loss_percent=0.0, jitter_ms=0.0
+)
+#: Built-in parameters per link kind, used where the file gives none.
 BUILTIN_LINK_DEFAULTS: dict[str, dict[str, float]] = {
-    # SDA Tranche-1 optical terminal standard: 2.5 Gbps, 5,500 km reference
-    # range; acquisition <= 100 s required, < 10 s goal; re-acquisition of a
-    # recently held partner assumed 1-10 s [link-physics.md, PAT].
-    "isl": dict(
-        data_rate_gbps=2.5,
-        max_range_km=5500,
-        acquisition_s=10,
-        reacquisition_s=2,
-        loss_percent=0.0,
-        jitter_ms=0.0,
-    ),
+    # Re-acquisition of a recently held partner: assumed 1-10 s (notes).
+    "isl": {**_SDA_TERMINAL, "reacquisition_s": 2},
     # GA-EMS airborne terminal: 2.5 Gbps rated at 5,500 km (Kepler demo, 2025).
     # Aircraft at ~10 km fly above most weather: a low 15 deg mask.
-    "space_air": dict(
-        data_rate_gbps=2.5,
-        max_range_km=5500,
-        acquisition_s=10,
-        reacquisition_s=3,
-        min_elevation_deg=15,
-        loss_percent=0.0,
-        jitter_ms=0.0,
-    ),
+    "space_air": {**_SDA_TERMINAL, "reacquisition_s": 3, "min_elevation_deg": 15},
     # Hypatia's Starlink ground links use a 25 deg minimum elevation.
-    "space_ground": dict(
-        data_rate_gbps=2.5,
-        max_range_km=5500,
-        acquisition_s=10,
-        reacquisition_s=3,
-        min_elevation_deg=25,
-        loss_percent=0.0,
-        jitter_ms=0.0,
-    ),
+    "space_ground": {**_SDA_TERMINAL, "reacquisition_s": 3, "min_elevation_deg": 25},
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sgp4.api import Satrec
 
-from netemu.errors import InputError
+from netemu.errors import InputError, read_text
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,4 @@ def parse_tle(text: str, file: str = "<tle>") -> list[ElementSet]:
 
 def read_tle_file(path: str | Path) -> list[ElementSet]:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise InputError("TLE file not found", path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read TLE file: {exc}", path) from None
-    return parse_tle(text, str(path))
+    return parse_tle(read_text(path, "TLE file", encoding="ascii"), str(path))

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from netemu.errors import InputError
+from netemu.errors import InputError, read_text
 
 KeyPath = tuple[str | int, ...]
 
@@ -53,12 +53,7 @@ class LocatedDocument:
 def load_yaml(file: str | Path) -> LocatedDocument:
     """Parse ``file`` as one YAML document, raising :class:`InputError` on any problem."""
     file = Path(file)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("file not found", file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}", file) from None
+    text = read_text(file)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
