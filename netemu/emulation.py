@@ -72,6 +72,7 @@ class Link:
     backward: Direction  # b -> a
     distance_km: float = 0.0
     state: str = "down"  # "up" (carrying), "acquiring" or "down"
+    budget_loss: tuple[float, float] = (0.0, 0.0)  # link-budget packet loss a->b, b->a
 
 
 def preflight() -> None:
@@ -376,8 +377,16 @@ class Emulation:
             )
             for link in self.links.values():
                 link.distance_km = 0.0
-            for key, dist in zip(epoch.up.keys(), epoch.up.distance_km.tolist(), strict=True):
+            rows = zip(
+                epoch.up.keys(),
+                epoch.up.distance_km.tolist(),
+                epoch.budget["loss_ab"].tolist(),
+                epoch.budget["loss_ba"].tolist(),
+                strict=True,
+            )
+            for key, dist, loss_ab, loss_ba in rows:
                 self.links[key].distance_km = dist
+                self.links[key].budget_loss = (loss_ab, loss_ba)
             self.handovers += sum(1 for e in epoch.events if e["type"] == "handover")
             self._push(time.monotonic(), epoch.events)
         return True
@@ -405,14 +414,16 @@ class Emulation:
                     }
                 )
             link.state = state
-            shape = Shape(
-                delay_ms=float(delay_ms(link.distance_km)),
-                rate_mbit=link.params.data_rate_gbps * 1000,
-                loss=link.params.loss_percent / 100,
-                jitter_ms=link.params.jitter_ms,
-                blocked=state != "up",
-            )
-            for d in (link.forward, link.backward):
+            static = link.params.loss_percent / 100
+            for d, budget_loss in zip((link.forward, link.backward), link.budget_loss, strict=True):
+                # Configured loss and the link budget's loss, independent.
+                shape = Shape(
+                    delay_ms=float(delay_ms(link.distance_km)),
+                    rate_mbit=link.params.data_rate_gbps * 1000,
+                    loss=1 - (1 - static) * (1 - budget_loss),
+                    jitter_ms=link.params.jitter_ms,
+                    blocked=state != "up",
+                )
                 if not shape.close_to(self.shapes.get(d)):
                     changes[d] = shape
         if changes:

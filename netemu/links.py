@@ -49,11 +49,12 @@ class LinkSet:
     b: np.ndarray
     kind: np.ndarray  # index into KINDS
     distance_km: np.ndarray
+    elevation_deg: np.ndarray  # at the ground station or aircraft; NaN for ISLs
 
     @classmethod
     def empty(cls) -> LinkSet:
         z = np.zeros(0, dtype=int)
-        return cls(z, z.copy(), z.copy(), np.zeros(0))
+        return cls(z, z.copy(), z.copy(), np.zeros(0), np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.a)
@@ -66,7 +67,8 @@ class LinkSet:
         return list(zip(self.a.tolist(), self.b.tolist(), strict=True))
 
 
-def _concat(parts: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]) -> LinkSet:
+def _concat(parts: list[tuple]) -> LinkSet:
+    """(a, b, kind, distance[, elevation]) parts -> one LinkSet."""
     parts = [p for p in parts if len(p[0])]
     if not parts:
         return LinkSet.empty()
@@ -74,7 +76,8 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]) -> Link
     b = np.concatenate([np.maximum(p[0], p[1]) for p in parts])
     kind = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
     dist = np.concatenate([p[3] for p in parts])
-    return LinkSet(a.astype(int), b.astype(int), kind.astype(int), dist)
+    elev = np.concatenate([p[4] if len(p) > 4 else np.full(len(p[0]), np.nan) for p in parts])
+    return LinkSet(a.astype(int), b.astype(int), kind.astype(int), dist, elev)
 
 
 def plus_grid_pairs(topology: Topology) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -263,7 +266,9 @@ class LinkModel:
                     free[s] -= 1
             if chosen:
                 c = np.array(chosen, dtype=int)
-                out.append((c, np.full(len(c), node), int(self.access_kind[m]), rng[m, c]))
+                out.append(
+                    (c, np.full(len(c), node), int(self.access_kind[m]), rng[m, c], elev[m, c])
+                )
         return out
 
     # -- explanations -------------------------------------------------------------

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from netemu import physics
 from netemu.geometry import Geometry, delay_ms, epochs
 from netemu.links import KINDS, LinkModel, LinkSet
 from netemu.topology import Topology
@@ -40,11 +41,14 @@ class EpochPlan:
     up: LinkSet
     went_down: list[tuple[int, int, int, float, str]]  # a, b, kind, distance_km, reason
     events: list[dict] = field(default_factory=list)
+    #: Link budgets of the links up, aligned with ``up``: rx_power_dbm and ber
+    #: of the weaker direction, loss_ab / loss_ba per direction, loss the worse.
+    budget: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_json(self, topology: Topology) -> dict:
         names = [n.name for n in topology.nodes]
 
-        def link(a: int, b: int, kind: int, dist: float, up: bool) -> dict:
+        def link(a, b, kind, dist, up, power=None, ber=None, loss=None) -> dict:
             return {
                 "a": names[a],
                 "b": names[b],
@@ -52,17 +56,24 @@ class EpochPlan:
                 "distance_km": round(dist, 6),
                 "delay_ms": round(float(delay_ms(dist)), 6),
                 "up": up,
+                "rx_power_dbm": None if power is None else round(power, 3),
+                "ber": None if ber is None else float(f"{ber:.4g}"),
+                "loss": None if loss is None else float(f"{loss:.4g}"),
             }
 
+        b = self.budget
         up = zip(
             self.up.a.tolist(),
             self.up.b.tolist(),
             self.up.kind.tolist(),
             self.up.distance_km.tolist(),
+            b["rx_power_dbm"].tolist(),
+            b["ber"].tolist(),
+            b["loss"].tolist(),
             strict=True,
         )
-        links = [link(*row, True) for row in up]
-        links += [link(a, b, k, d, False) for a, b, k, d, _reason in self.went_down]
+        links = [link(a, b_, k, d, True, p, e, lo) for a, b_, k, d, p, e, lo in up]
+        links += [link(a, b_, k, d, False) for a, b_, k, d, _reason in self.went_down]
         return {"time": iso_utc(self.time), "links": links, "events": self.events}
 
 
@@ -77,6 +88,46 @@ class Planner:
         self.topology = topology
         self.geometry = Geometry(topology)
         self.links = LinkModel(topology)
+        self._groups: dict[tuple, tuple] = {}
+
+    def budgets(self, up: LinkSet) -> dict[str, np.ndarray]:
+        """Link budgets of the links in ``up``, both directions.
+
+        Links are grouped by kind and the terminals at their ends, so each
+        group is one vectorised computation (a shell's ISLs are one group).
+        """
+        n = len(up)
+        out = {k: np.zeros(n) for k in ("rx_power_dbm", "ber", "loss_ab", "loss_ba")}
+        nodes = self.topology.nodes
+        groups: dict[tuple, list[int]] = {}
+        for i, (a, b, k) in enumerate(
+            zip(up.a.tolist(), up.b.tolist(), up.kind.tolist(), strict=True)
+        ):
+            groups.setdefault((k, nodes[a].terminals, nodes[b].terminals), []).append(i)
+        for key, idx in groups.items():
+            idx = np.array(idx)
+            k, a, b = key[0], nodes[up.a[idx[0]]], nodes[up.b[idx[0]]]
+            if key not in self._groups:
+                params = self.topology.link_params(KINDS[k], a, b)
+                self._groups[key] = (
+                    params,
+                    self.topology.terminal(KINDS[k], a),
+                    self.topology.terminal(KINDS[k], b),
+                )
+            params, term_a, term_b = self._groups[key]
+            rng = up.distance_km[idx]
+            l_atm = 1.0
+            if params.zenith_transmittance < 1.0:
+                l_atm = physics.atmosphere_transmittance(
+                    params.zenith_transmittance, up.elevation_deg[idx]
+                )
+            ab = physics.link_budget(term_a, term_b, rng, params.data_rate_gbps, l_atm)
+            ba = physics.link_budget(term_b, term_a, rng, params.data_rate_gbps, l_atm)
+            out["rx_power_dbm"][idx] = np.minimum(ab.rx_power_dbm, ba.rx_power_dbm)
+            out["ber"][idx] = np.maximum(ab.ber, ba.ber)
+            out["loss_ab"][idx], out["loss_ba"][idx] = ab.loss, ba.loss
+        out["loss"] = np.maximum(out["loss_ab"], out["loss_ba"])
+        return out
 
     def epoch_count(self, duration_s: float, step_s: float) -> int:
         return int(np.floor(duration_s / step_s + 1e-9)) + 1
@@ -102,7 +153,7 @@ class Planner:
         self, time: datetime, positions: np.ndarray, before: LinkSet | None, now: LinkSet
     ) -> EpochPlan:
         """Events between the previous epoch's links and this one's."""
-        plan = EpochPlan(time, now, [])
+        plan = EpochPlan(time, now, [], budget=self.budgets(now))
         if before is None:  # the first epoch sets the scene: no events
             return plan
         names = [n.name for n in self.topology.nodes]

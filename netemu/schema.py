@@ -53,10 +53,25 @@ class Strict(BaseModel):
 
 
 #: Built-in parameters per link kind, used where the file gives none.
-#: SDA Tranche-1 optical terminal standard: 2.5 Gbps, 5,500 km reference
-#: range; acquisition <= 100 s required, < 10 s goal [link-physics.md, PAT].
+#: SDA Tranche-1 optical terminal standard: 2.5 Gbps OOK-NRZ at 1553.33 nm,
+#: 5,500 km reference range, 2.5 W, 15 urad divergence (1/e² half-angle),
+#: LDPC FEC; an 80 mm telescope (Tesat SCOT80); acquisition <= 100 s
+#: required, < 10 s goal [link-physics.md]. Pointing jitter 1.5 urad rms per
+#: axis keeps it under ~7% of the beamwidth [P].
 _SDA_TERMINAL = dict(
-    data_rate_gbps=2.5, max_range_km=5500, acquisition_s=10, loss_percent=0.0, jitter_ms=0.0
+    data_rate_gbps=2.5,
+    max_range_km=5500,
+    acquisition_s=10,
+    loss_percent=0.0,
+    jitter_ms=0.0,
+    tx_power_w=2.5,
+    divergence_urad=15.0,
+    aperture_m=0.08,
+    wavelength_nm=1553.33,
+    pointing_jitter_urad=1.5,
+    modulation="ook",
+    sensitivity_ppb=38.4,
+    fec=True,
 )
 #: Built-in parameters per link kind, used where the file gives none.
 BUILTIN_LINK_DEFAULTS: dict[str, dict[str, float]] = {
@@ -64,9 +79,21 @@ BUILTIN_LINK_DEFAULTS: dict[str, dict[str, float]] = {
     "isl": {**_SDA_TERMINAL, "reacquisition_s": 2},
     # GA-EMS airborne terminal: 2.5 Gbps rated at 5,500 km (Kepler demo, 2025).
     # Aircraft at ~10 km fly above most weather: a low 15 deg mask.
-    "space_air": {**_SDA_TERMINAL, "reacquisition_s": 3, "min_elevation_deg": 15},
-    # Hypatia's Starlink ground links use a 25 deg minimum elevation.
-    "space_ground": {**_SDA_TERMINAL, "reacquisition_s": 3, "min_elevation_deg": 25},
+    # Above ~10 km the air is thin and dry: ~99% clear-sky zenith transmittance [?].
+    "space_air": {
+        **_SDA_TERMINAL,
+        "reacquisition_s": 3,
+        "min_elevation_deg": 15,
+        "zenith_transmittance": 0.99,
+    },
+    # Hypatia's Starlink ground links use a 25 deg minimum elevation; clear-sky
+    # zenith transmittance at 1550 nm ~0.9 at sea level [?].
+    "space_ground": {
+        **_SDA_TERMINAL,
+        "reacquisition_s": 3,
+        "min_elevation_deg": 25,
+        "zenith_transmittance": 0.9,
+    },
 }
 
 
@@ -84,6 +111,17 @@ class LinkKindSettings(Strict):
     loss_percent: float | None = Field(None, ge=0, le=100)
     #: Random extra delay (one standard deviation), milliseconds.
     jitter_ms: float | None = Field(None, ge=0, le=1000)
+    #: Access kinds: clear-sky transmittance straight up (slant paths: T^(1/sin e)).
+    zenith_transmittance: float | None = Field(None, gt=0, le=1)
+    # The terminals at both ends, unless a node's `terminals` say otherwise.
+    tx_power_w: float | None = Field(None, gt=0, le=1000)
+    divergence_urad: float | None = Field(None, gt=0, le=10_000)
+    aperture_m: float | None = Field(None, gt=0, le=10)
+    wavelength_nm: float | None = Field(None, ge=300, le=12_000)
+    pointing_jitter_urad: float | None = Field(None, gt=0, le=10_000)
+    modulation: Literal["ook", "dpsk", "bpsk"] | None = None
+    sensitivity_ppb: float | None = Field(None, gt=0, le=100_000)
+    fec: bool | None = None
 
 
 class LinkDefaults(Strict):
@@ -100,6 +138,11 @@ class Terminals(Strict):
     data_rate_gbps: float | None = Field(None, gt=0, le=10_000)
     acquisition_s: float | None = Field(None, ge=0, le=3600)
     reacquisition_s: float | None = Field(None, ge=0, le=3600)
+    #: This node's terminal hardware, where it differs from the link kind's.
+    tx_power_w: float | None = Field(None, gt=0, le=1000)
+    divergence_urad: float | None = Field(None, gt=0, le=10_000)
+    aperture_m: float | None = Field(None, gt=0, le=10)
+    pointing_jitter_urad: float | None = Field(None, gt=0, le=10_000)
 
 
 class Compute(Strict):

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sgp4.api import Satrec
 
-from netemu import schema
+from netemu import physics, schema
 from netemu.errors import InputError
 from netemu.flight import FlightPath
 from netemu.orbits import (
@@ -59,6 +59,15 @@ class LinkParams:
     min_elevation_deg: float | None = None
     loss_percent: float = 0.0
     jitter_ms: float = 0.0
+    zenith_transmittance: float = 1.0
+    tx_power_w: float = 2.5
+    divergence_urad: float = 15.0
+    aperture_m: float = 0.08
+    wavelength_nm: float = 1553.33
+    pointing_jitter_urad: float = 1.5
+    modulation: str = "ook"
+    sensitivity_ppb: float = 38.4
+    fec: bool = True
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,27 @@ class Topology:
             min_elevation_deg=base.min_elevation_deg,
             loss_percent=base.loss_percent,
             jitter_ms=base.jitter_ms,
+            zenith_transmittance=base.zenith_transmittance,
+        )
+
+    def terminal(self, kind: LinkKind, node: Node) -> physics.Terminal:
+        """The optical terminal ``node`` uses on links of ``kind``."""
+        base = self.link_defaults[kind]
+        own = node.terminals
+
+        def pick(attr: str):
+            value = getattr(own, attr, None)
+            return getattr(base, attr) if value is None else value
+
+        return physics.Terminal(
+            tx_power_w=pick("tx_power_w"),
+            divergence_urad=pick("divergence_urad"),
+            aperture_m=pick("aperture_m"),
+            wavelength_nm=base.wavelength_nm,
+            pointing_jitter_urad=pick("pointing_jitter_urad"),
+            modulation=base.modulation,
+            sensitivity_ppb=base.sensitivity_ppb,
+            fec=base.fec,
         )
 
 
@@ -274,6 +304,7 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
         params = {**schema.BUILTIN_LINK_DEFAULTS[kind.settings_key], **given}
         if kind is LinkKind.ISL:
             params.pop("min_elevation_deg", None)
+            params.pop("zenith_transmittance", None)
         link_defaults[kind] = LinkParams(**params)
 
     return Topology(

@@ -228,3 +228,35 @@ def test_sigkill_then_netemu_clean(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "removed namespace" in result.stdout
     assert leftovers(run) == []
+
+
+def test_link_budget_loss_is_what_the_shaper_applies(tmp_path):
+    """A weak ISL transmitter (uncoded OOK) loses ~10% of packets: planned, then measured."""
+    from netemu import physics
+    from netemu.plan import Planner
+
+    # Photons per bit at 1 W over the t0-t1 ISL; then the power for a 10% PER.
+    base = train_topology(tmp_path)
+    first = next(Planner(base).run(duration_s=0, step_s=1))
+    dist = float(first.up.distance_km[first.up.keys().index((0, 1))])
+    one_watt = physics.Terminal(tx_power_w=1.0, divergence_urad=15, aperture_m=0.08)
+    n_1w = physics.link_budget(one_watt, one_watt, dist, 2.5).photons_per_bit
+    q = 4.3  # BER 8.5e-6: 1 - (1 - BER)^12000 ~ 10%
+    power = float(38.4 * (q / 6) ** 2 / n_1w)
+    topo = train_topology(
+        tmp_path, f"link_defaults:\n  isl: {{tx_power_w: {power:.6g}, fec: false}}\n"
+    )
+    epoch = next(Planner(topo).run(duration_s=0, step_s=1))
+    planned = float(epoch.budget["loss_ab"][epoch.up.keys().index((0, 1))])
+    assert 0.05 < planned < 0.2
+    count = 3000
+    with Emulation(topo, shaper="nfqueue", run_name="tbudget") as emu:
+        emu.start_controller()
+        assert emu.shapes[emu.links[(0, 1)].forward].loss == pytest.approx(planned)
+        rx = start_receiver(emu, "t1", duration=6)
+        tx = send(emu, "t0", "t1", count=count, interval=0.001)
+        got = received(rx)
+        tx.wait()
+    loss = 1 - len({p["seq"] for p in got}) / count
+    sigma = math.sqrt(planned * (1 - planned) / count)
+    assert abs(loss - planned) <= 4.5 * sigma, f"measured {loss:.4f}, planned {planned:.4f}"

@@ -33,7 +33,17 @@ def test_kepler_plan_json_lines():
     for epoch in epochs:
         assert set(epoch) == {"time", "links", "events"}
         for link in epoch["links"]:
-            assert set(link) == {"a", "b", "kind", "distance_km", "delay_ms", "up"}
+            assert set(link) == {
+                "a",
+                "b",
+                "kind",
+                "distance_km",
+                "delay_ms",
+                "up",
+                "rx_power_dbm",
+                "ber",
+                "loss",
+            }
             assert link["kind"] in {"isl", "space-air", "space-ground"}
             want = link["distance_km"] / SPEED_OF_LIGHT_KM_S * 1000
             assert link["delay_ms"] == pytest.approx(want, abs=1e-6)  # 1 ns

@@ -37,7 +37,7 @@ class Shape:
             other is not None
             and abs(self.delay_ms - other.delay_ms) < delay_tolerance_ms
             and self.rate_mbit == other.rate_mbit
-            and self.loss == other.loss
+            and abs(self.loss - other.loss) < 1e-6
             and self.jitter_ms == other.jitter_ms
             and self.blocked == other.blocked
         )
