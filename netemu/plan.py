@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from netemu import physics
+from netemu.acquisition import Acquisition
 from netemu.geometry import Geometry, delay_ms, epochs
 from netemu.links import KINDS, LinkModel, LinkSet
 from netemu.topology import Topology
@@ -44,11 +45,13 @@ class EpochPlan:
     #: Link budgets of the links up, aligned with ``up``: rx_power_dbm and ber
     #: of the weaker direction, loss_ab / loss_ba per direction, loss the worse.
     budget: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Links up but still acquiring (carrying nothing yet), aligned with ``up``.
+    acquiring: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def to_json(self, topology: Topology) -> dict:
         names = [n.name for n in topology.nodes]
 
-        def link(a, b, kind, dist, up, power=None, ber=None, loss=None) -> dict:
+        def link(a, b, kind, dist, up, power=None, ber=None, loss=None, acq=False) -> dict:
             return {
                 "a": names[a],
                 "b": names[b],
@@ -56,6 +59,7 @@ class EpochPlan:
                 "distance_km": round(dist, 6),
                 "delay_ms": round(float(delay_ms(dist)), 6),
                 "up": up,
+                "acquiring": bool(acq),
                 "rx_power_dbm": None if power is None else round(power, 3),
                 "ber": None if ber is None else float(f"{ber:.4g}"),
                 "loss": None if loss is None else float(f"{loss:.4g}"),
@@ -70,9 +74,10 @@ class EpochPlan:
             b["rx_power_dbm"].tolist(),
             b["ber"].tolist(),
             b["loss"].tolist(),
+            self.acquiring.tolist(),
             strict=True,
         )
-        links = [link(a, b_, k, d, True, p, e, lo) for a, b_, k, d, p, e, lo in up]
+        links = [link(a, b_, k, d, True, p, e, lo, q) for a, b_, k, d, p, e, lo, q in up]
         links += [link(a, b_, k, d, False) for a, b_, k, d, _reason in self.went_down]
         return {"time": iso_utc(self.time), "links": links, "events": self.events}
 
@@ -89,6 +94,13 @@ class Planner:
         self.geometry = Geometry(topology)
         self.links = LinkModel(topology)
         self._groups: dict[tuple, tuple] = {}
+        self._kinds: dict[tuple[int, int], int] = {}
+
+    def _acquisition_times(self, key: tuple[int, int]) -> tuple[float, float]:
+        a, b = (self.topology.nodes[i] for i in key)
+        kind = self._kinds.get(key)
+        params = self.topology.link_params(KINDS[kind], a, b)
+        return params.acquisition_s, params.reacquisition_s
 
     def budgets(self, up: LinkSet) -> dict[str, np.ndarray]:
         """Link budgets of the links in ``up``, both directions.
@@ -139,6 +151,10 @@ class Planner:
         start = start or self.topology.start
         count = self.epoch_count(duration_s, step_s)
         held: LinkSet | None = None
+        # Acquisition in orbital time (a live run tracks it on the wall clock).
+        self._start = start
+        self.acquisition = Acquisition(self._acquisition_times)
+        self._carrying_before: set = set()
         for first in range(0, count, _CHUNK):
             n = min(_CHUNK, count - first)
             chunk_start = start + timedelta(seconds=first * step_s)
@@ -146,6 +162,7 @@ class Planner:
             for i in range(n):
                 time = chunk_start + timedelta(seconds=i * step_s)
                 up = self.links.evaluate(positions[i], held)
+                self._kinds.update(zip(up.keys(), up.kind.tolist(), strict=True))
                 yield self._compare(time, positions[i], held, up)
                 held = up
 
@@ -154,7 +171,13 @@ class Planner:
     ) -> EpochPlan:
         """Events between the previous epoch's links and this one's."""
         plan = EpochPlan(time, now, [], budget=self.budgets(now))
-        if before is None:  # the first epoch sets the scene: no events
+        seconds = (time - self._start).total_seconds()
+        first = before is None
+        keys = now.keys()
+        carrying = self.acquisition.update(seconds, keys)
+        plan.acquiring = np.array([k not in carrying for k in keys], dtype=bool)
+        if first:  # the first epoch sets the scene: no events
+            self._carrying_before = carrying
             return plan
         names = [n.name for n in self.topology.nodes]
         old = dict(
@@ -167,9 +190,10 @@ class Planner:
         new = dict(zip(now.keys(), now.kind.tolist(), strict=True))
         gained = [key for key in new if key not in old]
         lost = [key for key in old if key not in new]
+        reasons = {}
         for a, b in lost:
             kind, _ = old[(a, b)]
-            reason = self.links.diagnose(positions, a, b, kind)
+            reason = reasons[(a, b)] = self.links.diagnose(positions, a, b, kind)
             dist = float(np.linalg.norm(positions[b] - positions[a]))
             plan.went_down.append((a, b, kind, dist, reason))
             plan.events.append(
@@ -185,25 +209,60 @@ class Planner:
             plan.events.append(
                 {"type": "link-up", "a": names[a], "b": names[b], "kind": KINDS[new[(a, b)]].value}
             )
-        plan.events += self._handovers(lost, gained, names)
+        for key in sorted(carrying - self._carrying_before - set(gained) - set(lost)):
+            plan.events.append(
+                {
+                    "type": "link-ready",
+                    "a": names[key[0]],
+                    "b": names[key[1]],
+                    "kind": KINDS[new[key]].value,
+                }
+            )
+        plan.events += self._handovers(lost, gained, reasons, carrying, seconds, names)
+        self._carrying_before = carrying
         return plan
 
-    def _handovers(self, lost, gained, names) -> list[dict]:
-        """An access node that lost a satellite and gained another in one epoch handed over."""
+    def _handovers(self, lost, gained, reasons, carrying, seconds, names) -> list[dict]:
+        """Access nodes that lost a satellite and moved to another.
+
+        Break-before-make: the node gained a new satellite in the same epoch;
+        traffic stops for the new link's acquisition time. Make-before-break:
+        the node still holds another satellite that carries traffic; no gap.
+        """
         n_sat = self.links.n_sat
-        lost_by = {}
-        for a, b in lost:
-            if b >= n_sat:
-                lost_by.setdefault(b, []).append(a)
-        events = []
+        gained_by: dict[int, list[int]] = {}
         for a, b in gained:
-            if b >= n_sat and lost_by.get(b):
+            if b >= n_sat:
+                gained_by.setdefault(b, []).append(a)
+        events = []
+        for sat, node in lost:
+            if node < n_sat:
+                continue
+            event = {
+                "type": "handover",
+                "node": names[node],
+                "from": names[sat],
+                "reason": reasons[(sat, node)],
+            }
+            held = sorted(s for s, n in carrying if n == node)
+            if held:
                 events.append(
                     {
-                        "type": "handover",
-                        "node": names[b],
-                        "from": names[lost_by[b].pop(0)],
-                        "to": names[a],
+                        **event,
+                        "to": names[held[0]],
+                        "mode": "make-before-break",
+                        "interruption_s": 0.0,
+                    }
+                )
+            elif gained_by.get(node):
+                new = gained_by[node].pop(0)
+                ready = self.acquisition.ready_at.get((new, node), seconds)
+                events.append(
+                    {
+                        **event,
+                        "to": names[new],
+                        "mode": "break-before-make",
+                        "interruption_s": round(ready - seconds, 3),
                     }
                 )
         return events

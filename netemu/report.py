@@ -81,7 +81,10 @@ def print_schedule(
         table.add_column(col)
     for t, e in events[:_MAX_ROWS]:
         if e["type"] == "handover":
-            detail = f"{e['node']}: {e['from']} -> {e['to']}"
+            detail = (
+                f"{e['node']}: {e['from']} -> {e['to']} ({e['reason']}; {e['mode']}, "
+                f"{e['interruption_s']:g} s without traffic)"
+            )
         else:
             detail = f"{e['a']}-{e['b']} ({e['kind']})" + (
                 f": {e['reason']}" if "reason" in e else ""

@@ -11,7 +11,7 @@ from netemu.constants import SPEED_OF_LIGHT_KM_S
 from netemu.plan import Planner
 from netemu.topology import load_topology
 
-from helpers import run_netemu
+from helpers import REPO, run_netemu
 
 
 def plan_json(*args):
@@ -40,6 +40,7 @@ def test_kepler_plan_json_lines():
                 "distance_km",
                 "delay_ms",
                 "up",
+                "acquiring",
                 "rx_power_dbm",
                 "ber",
                 "loss",
@@ -78,7 +79,9 @@ def test_events_and_down_links_agree():
             if e["type"] == "link-down":
                 assert e["reason"] in {"below-elevation", "out-of-range", "earth-blocked"}
             if e["type"] == "handover":
-                assert (e["from"], e["node"]) in gone and (e["to"], e["node"]) in came
+                assert (e["from"], e["node"]) in gone
+                assert e["mode"] == "break-before-make"  # one terminal per ground node
+                assert (e["to"], e["node"]) in came
         previous = up
 
 
@@ -114,3 +117,73 @@ def test_plan_in_chunks_matches_one_pass():
     finally:
         plan_module._CHUNK = old
     assert a == b
+
+
+def test_aircraft_handover_sequence_and_interruptions():
+    """jet1 flies under the train: t2, then the trailing t1, then t0 take over.
+
+    Hand check: the train flies north-east with t3 leading, so satellites rise
+    over the aircraft in the order t3, t2, t1, t0; at the start t2 is highest.
+    Each handover happens when the held satellite sinks below the 15 deg mask
+    (checked with Skyfield from the aircraft's position), and traffic stops
+    for the new link's acquisition time (10 s, never held before).
+    """
+    from skyfield.api import EarthSatellite, wgs84
+
+    from netemu.skydata import timescale
+
+    epochs = plan_json("topologies/train.yaml", "--duration", "900", "--step", "5")
+    handovers = [
+        (parse_time(ep["time"]), e)
+        for ep in epochs
+        for e in ep["events"]
+        if e["type"] == "handover" and e["node"] == "jet1"
+    ]
+    assert [(e["from"], e["to"]) for _, e in handovers] == [("t2", "t1"), ("t1", "t0")]
+    assert all(
+        e["reason"] == "below-elevation" and e["interruption_s"] == 10.0 for _, e in handovers
+    )
+    topo = load_topology("topologies/train.yaml")
+    flight = topo.flights[0]
+    ts = timescale()
+    lines = (REPO / "topologies/train.tle").read_text().splitlines()
+    sats = {f"t{i}": EarthSatellite(lines[3 * i + 1], lines[3 * i + 2], ts=ts) for i in range(4)}
+    for when, e in handovers:
+        lat, lon, alt = flight.position((when - flight.departure).total_seconds())
+        here = wgs84.latlon(lat[0], lon[0], elevation_m=alt[0] * 1000)
+        t = ts.from_datetime(when)
+        old = (sats[e["from"]] - here).at(t).altaz()[0].degrees
+        new = (sats[e["to"]] - here).at(t).altaz()[0].degrees
+        before = (sats[e["from"]] - here).at(ts.from_datetime(when - timedelta(seconds=5)))
+        assert old < 15 <= before.altaz()[0].degrees  # it just set
+        assert new >= 15
+
+
+def test_acquisition_window_in_the_plan():
+    epochs = plan_json("topologies/train.yaml", "--duration", "900", "--step", "5")
+    state = {parse_time(ep["time"]): {(x["a"], x["b"]): x for x in ep["links"]} for ep in epochs}
+    up_at = next(t for t, links in sorted(state.items()) if ("t2", "gs_north") in links)
+    for dt, acquiring in ((0, True), (5, True), (10, False)):
+        assert state[up_at + timedelta(seconds=dt)][("t2", "gs_north")]["acquiring"] is acquiring
+
+
+def test_make_before_break_with_two_terminals(write_topology):
+    text = (
+        (REPO / "topologies/train.yaml")
+        .read_text()
+        .replace("file: train.tle", f"file: {REPO / 'topologies/train.tle'}")
+        .replace(
+            "{name: gs_north, lat_deg: 12.1, lon_deg: 71.9, altitude_km: 0.0}",
+            "{name: gs_north, lat_deg: 12.1, lon_deg: 71.9, altitude_km: 0.0,"
+            " terminals: {count: 2}}",
+        )
+    )
+    topo = load_topology(write_topology(text))
+    events = [
+        e
+        for ep in Planner(topo).run(duration_s=900, step_s=5)
+        for e in ep.events
+        if e["type"] == "handover" and e["node"] == "gs_north"
+    ]
+    assert events and all(e["mode"] == "make-before-break" for e in events)
+    assert all(e["interruption_s"] == 0.0 for e in events)
