@@ -144,6 +144,10 @@ class LinkModel:
             [topology.link_defaults[KINDS[k]].min_elevation_deg or 0.0 for k in self.access_kind]
         )
         self.isl_policy = topology.isl.policy
+        self._since: dict[tuple[int, int], float] = {}  # when each held link formed
+        #: For the longest-visibility rule: (access node, satellites, positions)
+        #: -> seconds each satellite stays visible. Set by the planner.
+        self.visibility = None
         self.grid_a, self.grid_b, self.grid_cross = plus_grid_pairs(topology)
 
     # -- limits ---------------------------------------------------------------
@@ -153,14 +157,24 @@ class LinkModel:
         return np.minimum(defaults[kind], np.minimum(self._range_limit[a], self._range_limit[b]))
 
     # -- one epoch --------------------------------------------------------------
-    def evaluate(self, positions_km: np.ndarray, held: LinkSet | None = None) -> LinkSet:
-        """Links up at an epoch with node ``positions_km`` (N, 3), given those ``held`` before."""
+    def evaluate(
+        self, positions_km: np.ndarray, held: LinkSet | None = None, time_s: float = 0.0
+    ) -> LinkSet:
+        """Links up at an epoch with node ``positions_km`` (N, 3), given those ``held`` before.
+
+        ``time_s`` (seconds on any monotonic scale) only matters for the access
+        policy's minimum dwell time.
+        """
         held_keys = set(held.keys()) if held is not None else set()
+        self._since = {k: t for k, t in self._since.items() if k in held_keys}
         free = self.terminals.copy()
         access = self._access_geometry(positions_km)
-        kept = self._keep_access(access, held_keys, free)
+        kept = self._keep_access(access, held_keys, free, time_s)
         isl = self._isl(positions_km, held_keys, free)
-        return _concat([isl, *self._fill_access(access, kept, free)])
+        up = _concat([isl, *self._fill_access(access, kept, free, positions_km)])
+        for key in up.keys():  # noqa: SIM118  (LinkSet.keys() lists node pairs)
+            self._since.setdefault(key, time_s)
+        return up
 
     def _isl(self, pos, held_keys, free):
         if self.isl_policy == "plus-grid":
@@ -233,33 +247,51 @@ class LinkModel:
             ok = (elev >= self.access_mask_deg[:, None]) & (rng <= limit)
         return elev, rng, ok
 
-    def _keep_access(self, access, held_keys, free) -> list[list[int]]:
-        """Access links held before and still feasible keep their terminals."""
+    def _keep_access(self, access, held_keys, free, time_s: float) -> list[list[int]]:
+        """Access links held before and still feasible keep their terminals.
+
+        With a hysteresis margin, a held satellite is let go when another one
+        with a free terminal stands higher by more than the margin and the
+        link has been held for the minimum dwell time.
+        """
         kept: list[list[int]] = [[] for _ in self.access_nodes]
         if access is None:
             return kept
-        _elev, _rng, ok = access
+        elev, _rng, ok = access
+        policy = self.topology.access
         for m, node in enumerate(self.access_nodes.tolist()):
             for s in np.flatnonzero(ok[m]).tolist():
-                if (s, node) in held_keys and free[node] > 0 and free[s] > 0:
-                    kept[m].append(s)
-                    free[node] -= 1
-                    free[s] -= 1
+                if not ((s, node) in held_keys and free[node] > 0 and free[s] > 0):
+                    continue
+                if policy.hysteresis_deg is not None:
+                    dwell = time_s - self._since.get((s, node), time_s)
+                    others = ok[m] & (free[: self.n_sat] > 0)
+                    others[s] = False
+                    best = elev[m][others].max(initial=-90.0)
+                    if best > elev[m, s] + policy.hysteresis_deg and dwell >= policy.min_dwell_s:
+                        continue  # hand over to the better satellite
+                kept[m].append(s)
+                free[node] -= 1
+                free[s] -= 1
         return kept
 
-    def _fill_access(self, access, kept, free):
+    def _fill_access(self, access, kept, free, positions_km):
         """New access links for free terminals, by the access policy's rule."""
         if access is None:
             return []
         elev, rng, ok = access
-        by_elevation = self.topology.access.selection == "highest-elevation"
+        rule = self.topology.access.selection
+        by_elevation = rule != "nearest"  # longest-visibility breaks ties by elevation
         out = []
         for m, node in enumerate(self.access_nodes.tolist()):
             chosen = list(kept[m])
             if free[node] > 0:
                 cand = np.flatnonzero(ok[m] & (free[: self.n_sat] > 0))
                 cand = cand[~np.isin(cand, chosen)]
-                score = -elev[m, cand] if by_elevation else rng[m, cand]
+                if rule == "longest-visibility" and self.visibility is not None and len(cand):
+                    score = -self.visibility(node, cand, positions_km)
+                else:
+                    score = -elev[m, cand] if by_elevation else rng[m, cand]
                 for s in cand[np.argsort(score, kind="stable")][: free[node]].tolist():
                     chosen.append(s)
                     free[node] -= 1

@@ -26,12 +26,15 @@ import numpy as np
 
 from netemu import physics
 from netemu.acquisition import Acquisition
-from netemu.geometry import Geometry, delay_ms, epochs
+from netemu.geometry import Geometry, delay_ms, elevation_deg, ellipsoid_normal, epochs
 from netemu.links import KINDS, LinkModel, LinkSet
 from netemu.topology import Topology
 
 #: Epochs whose positions are computed together (vectorised over time).
 _CHUNK = 256
+#: Look-ahead of the longest-visibility access rule.
+VISIBILITY_HORIZON_S = 1800.0
+VISIBILITY_STEP_S = 10.0
 
 
 @dataclass
@@ -95,6 +98,27 @@ class Planner:
         self.links = LinkModel(topology)
         self._groups: dict[tuple, tuple] = {}
         self._kinds: dict[tuple[int, int], int] = {}
+        self._now: datetime | None = None
+        self._lookahead: tuple | None = None  # (time, positions over the horizon)
+        if topology.access.selection == "longest-visibility":
+            self.links.visibility = self.visibility_s
+
+    def visibility_s(self, node: int, sats: np.ndarray, _positions=None) -> np.ndarray:
+        """Seconds each of ``sats`` stays above ``node``'s elevation mask from now.
+
+        Looks ahead VISIBILITY_HORIZON_S on a VISIBILITY_STEP_S grid (one
+        position computation per epoch in which some node must choose).
+        """
+        if self._lookahead is None or self._lookahead[0] != self._now:
+            times = epochs(self._now, VISIBILITY_HORIZON_S, VISIBILITY_STEP_S)
+            self._lookahead = (self._now, self.geometry.positions_km(times))
+        pos = self._lookahead[1]
+        obs = pos[:, node]
+        elev = elevation_deg(obs[:, None], ellipsoid_normal(obs)[:, None], pos[:, sats])
+        m = int(np.flatnonzero(self.links.access_nodes == node)[0])
+        below = elev < self.links.access_mask_deg[m]
+        first = np.where(below.any(axis=0), below.argmax(axis=0), len(elev))
+        return first * VISIBILITY_STEP_S
 
     def _acquisition_times(self, key: tuple[int, int]) -> tuple[float, float]:
         a, b = (self.topology.nodes[i] for i in key)
@@ -161,7 +185,8 @@ class Planner:
             positions = self.geometry.positions_km(epochs(chunk_start, (n - 1) * step_s, step_s))
             for i in range(n):
                 time = chunk_start + timedelta(seconds=i * step_s)
-                up = self.links.evaluate(positions[i], held)
+                self._now = time
+                up = self.links.evaluate(positions[i], held, (time - start).total_seconds())
                 self._kinds.update(zip(up.keys(), up.kind.tolist(), strict=True))
                 yield self._compare(time, positions[i], held, up)
                 held = up

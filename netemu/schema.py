@@ -252,7 +252,12 @@ class IslPolicy(Strict):
 class AccessPolicy(Strict):
     """How an aircraft or ground station picks the satellite it links to."""
 
-    selection: Literal["highest-elevation", "nearest"] = "highest-elevation"
+    selection: Literal["highest-elevation", "nearest", "longest-visibility"] = "highest-elevation"
+    #: Voluntary handovers: leave a held satellite for one higher in the sky by
+    #: more than this margin (degrees). Unset: keep a satellite until it is lost.
+    hysteresis_deg: float | None = Field(None, ge=0, le=90)
+    #: ... and only after holding it this long (orbital seconds).
+    min_dwell_s: float = Field(0.0, ge=0, le=86_400)
     #: Ground stations and aircraft served first when satellite terminals are
     #: scarce; the others follow in file order (ground stations, then aircraft).
     priority: list[str] = []
