@@ -35,6 +35,7 @@ from netemu.geometry import (
     min_radius_along_km,
 )
 from netemu.topology import LinkKind, NodeKind, Topology
+from netemu.weather import CloudSeries
 
 #: Link kinds in the order of the integer codes used in arrays.
 KINDS: tuple[LinkKind, ...] = (LinkKind.ISL, LinkKind.SPACE_AIR, LinkKind.SPACE_GROUND)
@@ -144,6 +145,7 @@ class LinkModel:
             [topology.link_defaults[KINDS[k]].min_elevation_deg or 0.0 for k in self.access_kind]
         )
         self.isl_policy = topology.isl.policy
+        self.clouds = cloud_series(topology, self.access_nodes)
         self._since: dict[tuple[int, int], float] = {}  # when each held link formed
         #: For the longest-visibility rule: (access node, satellites, positions)
         #: -> seconds each satellite stays visible. Set by the planner.
@@ -169,6 +171,9 @@ class LinkModel:
         self._since = {k: t for k, t in self._since.items() if k in held_keys}
         free = self.terminals.copy()
         access = self._access_geometry(positions_km)
+        if access is not None and self.clouds:
+            clouded = self.clouded(time_s)
+            access[2][clouded] = False  # no optical link through clouds
         kept = self._keep_access(access, held_keys, free, time_s)
         isl = self._isl(positions_km, held_keys, free)
         up = _concat([isl, *self._fill_access(access, kept, free, positions_km)])
@@ -303,8 +308,23 @@ class LinkModel:
                 )
         return out
 
+    def clouded(self, time_s: float) -> np.ndarray:
+        """Which access nodes (in access order) are under cloud at ``time_s``
+        (orbital seconds since the topology's start)."""
+        out = np.zeros(len(self.access_nodes), dtype=bool)
+        top = self.topology.weather.cloud_top_km if self.topology.weather else 0.0
+        for m, (series, flight) in self.clouds.items():
+            if flight is not None:
+                since = time_s - (flight.departure - self.topology.start).total_seconds()
+                if flight.position(since)[2][0] >= top:
+                    continue  # above the weather right now
+            out[m] = series.cloudy(time_s)
+        return out
+
     # -- explanations -------------------------------------------------------------
-    def diagnose(self, positions_km: np.ndarray, a: int, b: int, kind: int) -> str:
+    def diagnose(
+        self, positions_km: np.ndarray, a: int, b: int, kind: int, time_s: float = 0.0
+    ) -> str:
         """Why the link a-b of ``kind`` is not up at these positions."""
         pa, pb = positions_km[a], positions_km[b]
         if np.isnan(pa).any() or np.isnan(pb).any():
@@ -332,9 +352,34 @@ class LinkModel:
         )
         if elev < self.access_mask_deg[m]:
             return "below-elevation"
+        if self.clouds and self.clouded(time_s)[m]:
+            return "clouds"
         if dist > self.max_range_km(kind, sat, ground):
             return "out-of-range"
         return "not-selected"
+
+
+def cloud_series(topology: Topology, access_nodes: np.ndarray) -> dict[int, tuple]:
+    """(cloud series, flight path or None) per access node (index into
+    ``access_nodes``) that can be under cloud."""
+    weather = topology.weather
+    if weather is None:
+        return {}
+    sites = {g.name: g for g in topology.ground_sites}
+    out = {}
+    for m, index in enumerate(access_nodes.tolist()):
+        node, flight = topology.nodes[index], None
+        if node.kind is NodeKind.AIRCRAFT:
+            flight = topology.flights[[n.index for n in topology.aircraft].index(index)]
+            if flight.altitude_km.min() >= weather.cloud_top_km:
+                continue  # always above the weather
+            p = weather.cloud_free_probability
+        else:
+            own = sites[node.name].cloud_free_probability
+            p = weather.cloud_free_probability if own is None else own
+        series = CloudSeries(node.name, p, weather.mean_cloudy_spell_s, weather.seed)
+        out[m] = (series, flight)
+    return out
 
 
 def _take_terminals(

@@ -29,6 +29,7 @@ from netemu.acquisition import Acquisition
 from netemu.geometry import Geometry, delay_ms, elevation_deg, ellipsoid_normal, epochs
 from netemu.links import KINDS, LinkModel, LinkSet
 from netemu.topology import Topology
+from netemu.weather import availability
 
 #: Epochs whose positions are computed together (vectorised over time).
 _CHUNK = 256
@@ -186,7 +187,9 @@ class Planner:
             for i in range(n):
                 time = chunk_start + timedelta(seconds=i * step_s)
                 self._now = time
-                up = self.links.evaluate(positions[i], held, (time - start).total_seconds())
+                # Orbital seconds since the topology's start: the weather's clock.
+                since = (time - self.topology.start).total_seconds()
+                up = self.links.evaluate(positions[i], held, since)
                 self._kinds.update(zip(up.keys(), up.kind.tolist(), strict=True))
                 yield self._compare(time, positions[i], held, up)
                 held = up
@@ -218,7 +221,9 @@ class Planner:
         reasons = {}
         for a, b in lost:
             kind, _ = old[(a, b)]
-            reason = reasons[(a, b)] = self.links.diagnose(positions, a, b, kind)
+            reason = reasons[(a, b)] = self.links.diagnose(
+                positions, a, b, kind, (time - self.topology.start).total_seconds()
+            )
             dist = float(np.linalg.norm(positions[b] - positions[a]))
             plan.went_down.append((a, b, kind, dist, reason))
             plan.events.append(
@@ -310,6 +315,10 @@ class Schedule:
 
     def __init__(self, topology: Topology):
         self.names = [n.name for n in topology.nodes]
+        self.access = [n.index for n in topology.nodes if n.kind.value != "satellite"]
+        self.ground = [n.index for n in topology.ground_stations]
+        #: Per epoch: which access nodes (in self.access order) had a carrying link.
+        self.connected: list[np.ndarray] = []
         self.links: dict[tuple[int, int], LinkHistory] = {}
         self.events: list[tuple[datetime, dict]] = []
         self.epochs = 0
@@ -332,3 +341,18 @@ class Schedule:
             h.max_delay_ms = max(h.max_delay_ms, d)
         self.events += [(epoch.time, e) for e in epoch.events]
         self._last = epoch.time
+        carrying = epoch.up.b[~epoch.acquiring] if len(epoch.acquiring) else epoch.up.b
+        self.connected.append(np.isin(self.access, carrying))
+
+    def availability(self) -> tuple[dict[str, float], float | None]:
+        """Share of epochs each aircraft and ground station had a carrying link,
+        and the share in which at least one ground station had (site diversity)."""
+        if not self.connected:
+            return {}, None
+        per_node, _ = availability(np.array(self.connected))
+        out = {self.names[i]: float(v) for i, v in zip(self.access, per_node, strict=True)}
+        ground = [self.access.index(i) for i in self.ground]
+        combined = None
+        if ground:
+            _, combined = availability(np.array(self.connected)[:, ground])
+        return out, combined

@@ -74,6 +74,17 @@ def print_schedule(
         table.add_row(f"{len(steady)} links", "mixed", "up throughout", f"{lo:.3f}-{hi:.3f}")
     console.print(table)
 
+    per_node, combined = schedule.availability()
+    if per_node:
+        table = Table(title="Availability (a link carrying traffic)", title_justify="left")
+        for col in ("node", "available"):
+            table.add_column(col)
+        for name, share in per_node.items():
+            table.add_row(name, f"{100 * share:.1f}%")
+        if combined is not None and len(topology.ground_stations) > 1:
+            table.add_row("any ground station", f"{100 * combined:.1f}%")
+        console.print(table)
+
     events = [(t, e) for t, e in schedule.events if e["type"] == "handover"] or schedule.events
     kind = "Handovers" if events and events[0][1]["type"] == "handover" else "Events"
     table = Table(title=f"{kind} ({len(events)})", title_justify="left")

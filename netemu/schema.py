@@ -214,6 +214,8 @@ class GroundStation(Strict):
     lon_deg: Longitude
     altitude_km: float = Field(0.0, ge=-0.5, le=9)
     terminals: Terminals = Terminals(count=1)
+    #: This site's share of cloud-free time (default: the weather's).
+    cloud_free_probability: float | None = Field(None, ge=0, le=1)
 
 
 class Waypoint(Strict):
@@ -263,6 +265,18 @@ class AccessPolicy(Strict):
     priority: list[str] = []
 
 
+class Weather(Strict):
+    """Clouds over ground stations and aircraft below the cloud tops (netemu.weather)."""
+
+    #: Single-site optical ground stations are cloud-free ~69% of the time (notes).
+    cloud_free_probability: float = Field(0.69, ge=0, le=1)
+    #: Mean length of a cloudy spell, orbital seconds.
+    mean_cloudy_spell_s: float = Field(3 * 3600, gt=0, le=30 * 86_400)
+    #: Aircraft above this altitude are above the weather (notes: ~10 km).
+    cloud_top_km: float = Field(10.0, ge=0, le=20)
+    seed: int = 0
+
+
 class TopologyFile(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -274,5 +288,7 @@ class TopologyFile(Strict):
     link_defaults: LinkDefaults = LinkDefaults()
     isl: IslPolicy = IslPolicy()
     access: AccessPolicy = AccessPolicy()
+    #: Clouds, if modelled: without this key the sky is always clear.
+    weather: Weather | None = None
     #: Role name -> node names, e.g. ``sensor: [kep3]``.
     roles: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], list[str]] = {}

@@ -118,6 +118,7 @@ class Topology:
     access: schema.AccessPolicy
     link_defaults: dict[LinkKind, LinkParams]
     description: str = ""
+    weather: schema.Weather | None = None
     by_name: dict[str, Node] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -320,6 +321,7 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
         access=spec.access,
         link_defaults=link_defaults,
         description=spec.description,
+        weather=spec.weather,
     )
 
 
