@@ -73,6 +73,7 @@ class Link:
     distance_km: float = 0.0
     state: str = "down"  # "up" (carrying), "acquiring" or "down"
     budget_loss: tuple[float, float] = (0.0, 0.0)  # link-budget packet loss a->b, b->a
+    fade: tuple[float, float] = (0.0, 0.0)  # share of time in turbulence fades a->b, b->a
 
 
 def preflight() -> None:
@@ -415,7 +416,10 @@ class Emulation:
                 )
             link.state = state
             static = link.params.loss_percent / 100
-            for d, budget_loss in zip((link.forward, link.backward), link.budget_loss, strict=True):
+            directions = zip(
+                (link.forward, link.backward), link.budget_loss, link.fade, strict=True
+            )
+            for d, budget_loss, fade in directions:
                 # Configured loss and the link budget's loss, independent.
                 shape = Shape(
                     delay_ms=float(delay_ms(link.distance_km)),
@@ -423,6 +427,8 @@ class Emulation:
                     loss=1 - (1 - static) * (1 - budget_loss),
                     jitter_ms=link.params.jitter_ms,
                     blocked=state != "up",
+                    fade_probability=fade,
+                    fade_ms=link.params.mean_fade_ms if fade > 0 else 0.0,
                 )
                 if not shape.close_to(self.shapes.get(d)):
                     changes[d] = shape

@@ -19,16 +19,24 @@ Pure computation, vectorised over links. Formulas and defaults are those of
   an LDPC-like code the frame error rate is the probability that the
   instantaneous photon count falls below the code's cliff, and
   ``PER = 1 - (1 - FER)^ceil(8N / 8416)``;
-- clear-sky atmosphere: transmittance ``T_zenith ** (1 / sin(elevation))``.
+- clear-sky atmosphere: transmittance ``T_zenith ** (1 / sin(elevation))``;
+- turbulence (Hufnagel-Valley 5/7): the downlink Rytov variance
+  ``σ_R² = 2.25 k^(7/6) sec^(11/6)(ζ) ∫ Cn²(h) (h − h0)^(5/6) dh`` gives the
+  scintillation index (weak turbulence: σ_I² ≈ σ_R²); irradiance is lognormal
+  with σ² = ln(1 + σ_I²), and the probability that it fades below the
+  receiver's threshold is the bad-state probability of a Gilbert-Elliott
+  burst-loss chain whose mean bad duration is the fade duration.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import erfc
+from scipy.integrate import quad
+from scipy.special import erfc, erfcinv
 
 PLANCK_J_S = 6.62607015e-34
 SPEED_OF_LIGHT_M_S = 299_792_458.0
@@ -95,12 +103,14 @@ def bit_error_rate(n_ppb, modulation: str, sensitivity_ppb: float = 38.4):
 
 def packet_error_rate_uncoded(ber, packet_bytes: int = REFERENCE_PACKET_BYTES):
     # log1p keeps tiny BERs exact: 1 - (1 - b)^k = -expm1(k log1p(-b)).
-    return -np.expm1(8 * packet_bytes * np.log1p(-np.asarray(ber, dtype=float)))
+    with np.errstate(divide="ignore"):  # b = 1: log1p(-1) = -inf, PER = 1
+        return -np.expm1(8 * packet_bytes * np.log1p(-np.asarray(ber, dtype=float)))
 
 
 def packet_error_rate_coded(fer, packet_bytes: int = REFERENCE_PACKET_BYTES):
     frames = math.ceil(8 * packet_bytes / LDPC_FRAME_BITS)
-    return -np.expm1(frames * np.log1p(-np.minimum(np.asarray(fer, dtype=float), 1.0)))
+    with np.errstate(divide="ignore"):  # FER = 1: PER = 1
+        return -np.expm1(frames * np.log1p(-np.minimum(np.asarray(fer, dtype=float), 1.0)))
 
 
 def pointing_fade_probability(tx: Terminal, below):
@@ -149,3 +159,69 @@ def link_budget(tx: Terminal, rx: Terminal, range_km, rate_gbps: float, l_atm=1.
     else:
         loss = packet_error_rate_uncoded(ber)
     return Budget(p_mean, n, ber, loss)
+
+
+# -- turbulence -------------------------------------------------------------------------
+
+
+def hufnagel_valley_cn2(h_m, wind_m_s: float = 21.0, ground_a: float = 1.7e-14):
+    """Refractive-index structure parameter Cn² (m^-2/3) at altitude h (HV 5/7)."""
+    h = np.asarray(h_m, dtype=float)
+    return (
+        0.00594 * (wind_m_s / 27) ** 2 * (1e-5 * h) ** 10 * np.exp(-h / 1000)
+        + 2.7e-16 * np.exp(-h / 1500)
+        + ground_a * np.exp(-h / 100)
+    )
+
+
+@functools.cache
+def _rytov_integral(h0_m: float, top_m: float = 30_000.0) -> float:
+    value, _ = quad(
+        lambda h: hufnagel_valley_cn2(h) * (h - h0_m) ** (5 / 6),
+        h0_m,
+        top_m,
+        limit=200,
+        points=[p for p in (100, 1000, 5000, 10_000) if p > h0_m],
+    )
+    return value
+
+
+def rytov_variance(wavelength_nm: float, zenith_deg, h0_km: float):
+    """Downlink (plane-wave) Rytov variance from a receiver at h0 (vectorised over zenith).
+
+    σ_R² = 2.25 k^(7/6) sec^(11/6)(ζ) ∫ Cn²(h) (h - h0)^(5/6) dh from h0 up.
+    """
+    k = 2 * math.pi / (wavelength_nm * 1e-9)
+    zen = np.radians(np.clip(np.asarray(zenith_deg, dtype=float), 0.0, 89.0))
+    integral = _rytov_integral(round(max(h0_km, 0.0) * 1000, -1))
+    return 2.25 * k ** (7 / 6) / np.cos(zen) ** (11 / 6) * integral
+
+
+def lognormal_fade_probability(scintillation_index, threshold):
+    """P(I < threshold) for unit-mean lognormal irradiance, σ² = ln(1 + σ_I²)."""
+    s2 = np.log1p(np.asarray(scintillation_index, dtype=float))
+    s = np.sqrt(np.maximum(s2, 1e-30))
+    with np.errstate(divide="ignore"):
+        z = (np.log(np.maximum(np.asarray(threshold, dtype=float), 1e-300)) + s2 / 2) / s
+    return 0.5 * erfc(-z / math.sqrt(2))
+
+
+def photons_for_ber(ber: float, modulation: str, sensitivity_ppb: float = 38.4) -> float:
+    """Photons per bit at which a receiver reaches ``ber`` (inverse of bit_error_rate)."""
+    if modulation == "dpsk":
+        return -math.log(2 * ber)
+    if modulation == "bpsk":
+        return float(erfcinv(2 * ber)) ** 2 / 2
+    q = math.sqrt(2) * float(erfcinv(2 * ber))
+    return sensitivity_ppb * (q / 6) ** 2
+
+
+#: Without FEC a fade "counts" once the BER passes this: the link is then useless.
+FADE_BER = 1e-3
+
+
+def fade_threshold_ppb(rx: Terminal) -> float:
+    """Photons per bit below which the receiver loses the packets of a fade."""
+    return (
+        rx.fec_cliff_ppb if rx.fec else photons_for_ber(FADE_BER, rx.modulation, rx.sensitivity_ppb)
+    )

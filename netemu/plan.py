@@ -55,7 +55,9 @@ class EpochPlan:
     def to_json(self, topology: Topology) -> dict:
         names = [n.name for n in topology.nodes]
 
-        def link(a, b, kind, dist, up, power=None, ber=None, loss=None, acq=False) -> dict:
+        def link(
+            a, b, kind, dist, up, power=None, ber=None, loss=None, acq=False, fade=None
+        ) -> dict:
             return {
                 "a": names[a],
                 "b": names[b],
@@ -67,6 +69,7 @@ class EpochPlan:
                 "rx_power_dbm": None if power is None else round(power, 3),
                 "ber": None if ber is None else float(f"{ber:.4g}"),
                 "loss": None if loss is None else float(f"{loss:.4g}"),
+                "fade_probability": None if fade is None else float(f"{fade:.4g}"),
             }
 
         b = self.budget
@@ -79,9 +82,10 @@ class EpochPlan:
             b["ber"].tolist(),
             b["loss"].tolist(),
             self.acquiring.tolist(),
+            b["fade_probability"].tolist(),
             strict=True,
         )
-        links = [link(a, b_, k, d, True, p, e, lo, q) for a, b_, k, d, p, e, lo, q in up]
+        links = [link(a, b_, k, d, True, p, e, lo, q, f) for a, b_, k, d, p, e, lo, q, f in up]
         links += [link(a, b_, k, d, False) for a, b_, k, d, _reason in self.went_down]
         return {"time": iso_utc(self.time), "links": links, "events": self.events}
 
@@ -127,19 +131,22 @@ class Planner:
         params = self.topology.link_params(KINDS[kind], a, b)
         return params.acquisition_s, params.reacquisition_s
 
-    def budgets(self, up: LinkSet) -> dict[str, np.ndarray]:
+    def budgets(self, up: LinkSet, time: datetime | None = None) -> dict[str, np.ndarray]:
         """Link budgets of the links in ``up``, both directions.
 
         Links are grouped by kind and the terminals at their ends, so each
         group is one vectorised computation (a shell's ISLs are one group).
+        Per direction: ``loss_*`` is the packet loss outside fades and
+        ``fade_*`` the probability of being in a turbulence fade (all lost);
+        ``loss`` and ``fade_probability`` are the worse direction's totals.
         """
         n = len(up)
-        out = {k: np.zeros(n) for k in ("rx_power_dbm", "ber", "loss_ab", "loss_ba")}
+        keys = ("rx_power_dbm", "ber", "loss_ab", "loss_ba", "fade_ab", "fade_ba")
+        out = {k: np.zeros(n) for k in keys}
         nodes = self.topology.nodes
         groups: dict[tuple, list[int]] = {}
-        for i, (a, b, k) in enumerate(
-            zip(up.a.tolist(), up.b.tolist(), up.kind.tolist(), strict=True)
-        ):
+        rows = zip(up.a.tolist(), up.b.tolist(), up.kind.tolist(), strict=True)
+        for i, (a, b, k) in enumerate(rows):
             groups.setdefault((k, nodes[a].terminals, nodes[b].terminals), []).append(i)
         for key, idx in groups.items():
             idx = np.array(idx)
@@ -152,19 +159,41 @@ class Planner:
                     self.topology.terminal(KINDS[k], b),
                 )
             params, term_a, term_b = self._groups[key]
-            rng = up.distance_km[idx]
+            rng, elev = up.distance_km[idx], up.elevation_deg[idx]
             l_atm = 1.0
             if params.zenith_transmittance < 1.0:
-                l_atm = physics.atmosphere_transmittance(
-                    params.zenith_transmittance, up.elevation_deg[idx]
-                )
+                l_atm = physics.atmosphere_transmittance(params.zenith_transmittance, elev)
             ab = physics.link_budget(term_a, term_b, rng, params.data_rate_gbps, l_atm)
             ba = physics.link_budget(term_b, term_a, rng, params.data_rate_gbps, l_atm)
             out["rx_power_dbm"][idx] = np.minimum(ab.rx_power_dbm, ba.rx_power_dbm)
             out["ber"][idx] = np.maximum(ab.ber, ba.ber)
             out["loss_ab"][idx], out["loss_ba"][idx] = ab.loss, ba.loss
-        out["loss"] = np.maximum(out["loss_ab"], out["loss_ba"])
+            if params.turbulence and time is not None:
+                h0 = np.array([self._altitude_km(int(x), time) for x in up.b[idx]])
+                sigma = np.array(
+                    [
+                        physics.rytov_variance(term_a.wavelength_nm, 90.0 - e, h)
+                        for e, h in zip(elev.tolist(), h0.tolist(), strict=True)
+                    ]
+                )
+                for budget, rx, name in ((ab, term_b, "fade_ab"), (ba, term_a, "fade_ba")):
+                    threshold = physics.fade_threshold_ppb(rx) / budget.photons_per_bit
+                    out[name][idx] = physics.lognormal_fade_probability(sigma, threshold)
+        total_ab = out["fade_ab"] + (1 - out["fade_ab"]) * out["loss_ab"]
+        total_ba = out["fade_ba"] + (1 - out["fade_ba"]) * out["loss_ba"]
+        out["loss"] = np.maximum(total_ab, total_ba)
+        out["fade_probability"] = np.maximum(out["fade_ab"], out["fade_ba"])
         return out
+
+    def _altitude_km(self, node: int, time: datetime) -> float:
+        """Altitude of a ground station or aircraft (the bottom of its air column)."""
+        topo = self.topology
+        if topo.nodes[node].kind.value == "ground":
+            return topo.ground_sites[
+                [n.index for n in topo.ground_stations].index(node)
+            ].altitude_km
+        flight = topo.flights[[n.index for n in topo.aircraft].index(node)]
+        return float(flight.position((time - flight.departure).total_seconds())[2][0])
 
     def epoch_count(self, duration_s: float, step_s: float) -> int:
         return int(np.floor(duration_s / step_s + 1e-9)) + 1
@@ -198,7 +227,7 @@ class Planner:
         self, time: datetime, positions: np.ndarray, before: LinkSet | None, now: LinkSet
     ) -> EpochPlan:
         """Events between the previous epoch's links and this one's."""
-        plan = EpochPlan(time, now, [], budget=self.budgets(now))
+        plan = EpochPlan(time, now, [], budget=self.budgets(now, time))
         seconds = (time - self._start).total_seconds()
         first = before is None
         keys = now.keys()

@@ -113,6 +113,9 @@ class LinkKindSettings(Strict):
     jitter_ms: float | None = Field(None, ge=0, le=1000)
     #: Access kinds: clear-sky transmittance straight up (slant paths: T^(1/sin e)).
     zenith_transmittance: float | None = Field(None, gt=0, le=1)
+    #: Access kinds: scintillation fades (Hufnagel-Valley 5/7) as burst loss.
+    turbulence: bool | None = None
+    mean_fade_ms: float | None = Field(None, gt=0, le=10_000)
     # The terminals at both ends, unless a node's `terminals` say otherwise.
     tx_power_w: float | None = Field(None, gt=0, le=1000)
     divergence_urad: float | None = Field(None, gt=0, le=10_000)

@@ -60,6 +60,8 @@ class LinkParams:
     loss_percent: float = 0.0
     jitter_ms: float = 0.0
     zenith_transmittance: float = 1.0
+    turbulence: bool = False
+    mean_fade_ms: float = 5.0
     tx_power_w: float = 2.5
     divergence_urad: float = 15.0
     aperture_m: float = 0.08
@@ -157,6 +159,8 @@ class Topology:
             loss_percent=base.loss_percent,
             jitter_ms=base.jitter_ms,
             zenith_transmittance=base.zenith_transmittance,
+            turbulence=base.turbulence,
+            mean_fade_ms=base.mean_fade_ms,
         )
 
     def terminal(self, kind: LinkKind, node: Node) -> physics.Terminal:
@@ -305,7 +309,8 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
         params = {**schema.BUILTIN_LINK_DEFAULTS[kind.settings_key], **given}
         if kind is LinkKind.ISL:
             params.pop("min_elevation_deg", None)
-            params.pop("zenith_transmittance", None)
+            for key in ("zenith_transmittance", "turbulence", "mean_fade_ms"):
+                params.pop(key, None)
         link_defaults[kind] = LinkParams(**params)
 
     return Topology(

@@ -87,3 +87,71 @@ def test_plan_reports_budgets(tmp_path):
     air = next(x for x in out if x["kind"] == "space-air")
     assert air["rx_power_dbm"] > isl["rx_power_dbm"]  # shorter, and a 30 cm aircraft telescope
     assert all(x["loss"] is not None and 0 <= x["loss"] <= 1 for x in out if x["up"])
+
+
+@pytest.mark.parametrize(
+    ("h0_km", "zenith_deg", "want"),
+    [(0, 0, 0.063), (0, 60, 0.224), (10, 0, 0.0069), (10, 60, 0.025)],  # notes [calc]
+)
+def test_rytov_variance_hufnagel_valley(h0_km, zenith_deg, want):
+    assert physics.rytov_variance(1550, zenith_deg, h0_km) == pytest.approx(want, rel=0.02)
+
+
+def test_lognormal_fades_match_a_monte_carlo():
+    rng = np.random.default_rng(3)
+    s2 = math.log1p(0.3)
+    irradiance = np.exp(rng.normal(-s2 / 2, math.sqrt(s2), 400_000))
+    assert irradiance.mean() == pytest.approx(1.0, abs=0.005)
+    for x in (0.3, 0.6, 1.0):
+        assert physics.lognormal_fade_probability(0.3, x) == pytest.approx(
+            (irradiance < x).mean(), abs=0.003
+        )
+
+
+def test_photons_for_ber_inverts_the_ber():
+    for modulation in ("ook", "dpsk", "bpsk"):
+        n = physics.photons_for_ber(1e-3, modulation)
+        assert physics.bit_error_rate(n, modulation) == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_fades_grow_toward_the_horizon_and_for_weak_receivers():
+    weak = Terminal(tx_power_w=0.002, divergence_urad=15, aperture_m=0.08)
+    budget = physics.link_budget(weak, weak, np.array([900.0, 2500.0]), 2.5)
+    sigma = physics.rytov_variance(1553.33, np.array([10.0, 70.0]), 0.0)  # high, then low sky
+    fade = physics.lognormal_fade_probability(
+        sigma, physics.fade_threshold_ppb(weak) / budget.photons_per_bit
+    )
+    assert 0 <= fade[0] < fade[1] <= 1
+
+
+def test_fade_chain_in_the_engine_has_the_configured_statistics():
+    import random
+
+    from netemu.shaping.engine import LinkState, in_fade
+
+    link = LinkState(fade_p=0.2, fade_s=0.005, blocked=False)
+    rng = random.Random(1)
+    t, states, times = 0.0, [], []
+    for _ in range(200_000):  # packets at random moments, ~0.5 ms apart
+        t += rng.expovariate(2000)
+        states.append(in_fade(link, t, rng))
+        times.append(t)
+    states = np.array(states)
+    assert states.mean() == pytest.approx(0.2, abs=0.02)
+    # Mean fade length: time from a fade's first packet to the next clear one.
+    starts = np.flatnonzero(np.diff(states.astype(int)) == 1) + 1
+    ends = np.flatnonzero(np.diff(states.astype(int)) == -1) + 1
+    ends = ends[ends > starts[0]][: len(starts) - 1]
+    lengths = np.array(times)[ends] - np.array(times)[starts[: len(ends)]]
+    assert lengths.mean() == pytest.approx(0.005, rel=0.15)
+
+
+def test_netem_gemodel_arguments():
+    from netemu.shaping import Shape
+    from netemu.shaping.netem import gilbert_elliott_per_packet, netem_args
+
+    shape = Shape(delay_ms=3, rate_mbit=120, loss=0.01, fade_probability=0.1, fade_ms=5)
+    p, r = gilbert_elliott_per_packet(shape)
+    assert r == pytest.approx(1 / 50)  # 5 ms at 10,000 packets/s of 1,500 bytes
+    assert p / (p + r) == pytest.approx(0.1)  # the chain's share of bad state
+    assert f"loss gemodel {p * 100:.6g}% {r * 100:.6g}% 100% 1%" in netem_args(shape)

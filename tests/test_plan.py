@@ -44,6 +44,7 @@ def test_kepler_plan_json_lines():
                 "rx_power_dbm",
                 "ber",
                 "loss",
+                "fade_probability",
             }
             assert link["kind"] in {"isl", "space-air", "space-ground"}
             want = link["distance_km"] / SPEED_OF_LIGHT_KM_S * 1000

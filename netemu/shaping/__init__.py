@@ -27,9 +27,12 @@ class Shape:
 
     delay_ms: float
     rate_mbit: float
-    loss: float = 0.0  # probability, 0..1
+    loss: float = 0.0  # probability, 0..1 (outside fades)
     jitter_ms: float = 0.0
     blocked: bool = False  # acquiring, or down: carries nothing
+    #: Turbulence fades: share of time in a fade (all packets lost), mean length.
+    fade_probability: float = 0.0
+    fade_ms: float = 0.0
 
     def close_to(self, other: Shape | None, delay_tolerance_ms: float = 1e-3) -> bool:
         """Same shape for all practical purposes (delay within a microsecond)."""
@@ -38,6 +41,8 @@ class Shape:
             and abs(self.delay_ms - other.delay_ms) < delay_tolerance_ms
             and self.rate_mbit == other.rate_mbit
             and abs(self.loss - other.loss) < 1e-6
+            and abs(self.fade_probability - other.fade_probability) < 1e-6
+            and self.fade_ms == other.fade_ms
             and self.jitter_ms == other.jitter_ms
             and self.blocked == other.blocked
         )

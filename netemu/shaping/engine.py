@@ -7,7 +7,9 @@ namespace (a netfilter queue socket belongs to the namespace it was opened
 in), and for each packet looks up the link by (namespace, ingress interface):
 
 - unknown interface or blocked link: drop (fail closed);
-- loss: drop with the link's probability, or by its Gilbert-Elliott burst state;
+- loss: drop with the link's probability, and everything while the link is in
+  a turbulence fade (a Gilbert-Elliott chain running on time, so fades last
+  milliseconds whatever the packet rate);
 - otherwise hold it until ``receive time + delay (+ jitter)``, keeping each
   link's packets in order, then accept it.
 
@@ -33,6 +35,7 @@ import contextlib
 import ctypes
 import heapq
 import json
+import math
 import os
 import random
 import resource
@@ -107,13 +110,34 @@ class LinkState:
     jitter_s: float = 0.0
     loss: float = 0.0
     blocked: bool = True  # until told otherwise: fail closed
-    # Gilbert-Elliott burst loss: P(good->bad), P(bad->good), loss in bad state.
-    ge_p: float = 0.0
-    ge_r: float = 1.0
-    ge_loss_bad: float = 1.0
-    ge_bad: bool = False
+    # Turbulence fades: share of time faded, mean fade length; the chain's state.
+    fade_p: float = 0.0
+    fade_s: float = 0.0
+    faded: bool = False
+    fade_clock: float = 0.0
     last_due: float = 0.0
     counts: dict = field(default_factory=lambda: {"in": 0, "out": 0, "lost": 0, "blocked": 0})
+
+
+def in_fade(link: LinkState, now: float, rng: random.Random) -> bool:
+    """Advance the link's two-state fade chain to ``now``; True while faded.
+
+    Continuous time: a fade ends at rate 1/fade_s, a clear spell at a rate
+    that makes the chain faded ``fade_p`` of the time. Over a gap dt the state
+    is kept with probability exp(-rate * dt) or else drawn from the chain's
+    transient distribution, which is exact for a two-state chain.
+    """
+    dt = max(now - link.fade_clock, 0.0)
+    link.fade_clock = now
+    p = min(link.fade_p, 0.999)
+    leave_fade = 1.0 / link.fade_s
+    enter_fade = leave_fade * p / (1.0 - p)
+    total = leave_fade + enter_fade
+    # P(faded at now | state then), two-state Markov chain.
+    decay = math.exp(-total * dt)
+    prob = p + (1 - p) * decay if link.faded else p - p * decay
+    link.faded = rng.random() < prob
+    return link.faded
 
 
 class Engine:
@@ -149,9 +173,8 @@ class Engine:
         link.jitter_s = msg.get("jitter_us", 0.0) / 1e6
         link.loss = msg.get("loss", 0.0)
         link.blocked = bool(msg.get("blocked", False))
-        link.ge_p = msg.get("ge_p", 0.0)
-        link.ge_r = msg.get("ge_r", 1.0)
-        link.ge_loss_bad = msg.get("ge_loss_bad", 1.0)
+        link.fade_p = msg.get("fade_p", 0.0)
+        link.fade_s = msg.get("fade_ms", 0.0) / 1000
 
     def stats(self) -> dict:
         return {

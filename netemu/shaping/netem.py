@@ -52,9 +52,23 @@ def netem_args(shape: Shape) -> str:
     out = f"delay {shape.delay_ms * 1000:.1f}us"
     if shape.jitter_ms > 0:
         out += f" {shape.jitter_ms * 1000:.1f}us distribution normal"
-    if shape.loss > 0:
+    if shape.fade_probability > 0 and shape.fade_ms > 0:
+        p, r = gilbert_elliott_per_packet(shape)
+        # gemodel p r 1-h 1-k: all lost in a fade, the link's own loss outside.
+        out += f" loss gemodel {p * 100:.6g}% {r * 100:.6g}% 100% {shape.loss * 100:.6g}%"
+    elif shape.loss > 0:
         out += f" loss {shape.loss * 100:.6g}%"
     return out + f" limit {limit}"
+
+
+def gilbert_elliott_per_packet(shape: Shape) -> tuple[float, float]:
+    """netem's gemodel steps once per packet: (P(good->bad), P(bad->good)) per
+    packet for fades of ``fade_ms`` at the link's full rate of 1,500-byte packets
+    (the engine's chain runs on time instead, whatever the traffic)."""
+    packets_per_fade = max(shape.fade_ms / 1000 * shape.rate_mbit * 1e6 / (8 * 1500), 1.0)
+    r = 1.0 / packets_per_fade
+    pi = min(shape.fade_probability, 0.999)
+    return min(r * pi / (1 - pi), 1.0), r
 
 
 @cache

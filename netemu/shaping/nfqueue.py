@@ -99,6 +99,8 @@ class NfqueueShaper(Shaper):
                     "jitter_us": shape.jitter_ms * 1000,
                     "loss": shape.loss,
                     "blocked": shape.blocked,
+                    "fade_p": shape.fade_probability,
+                    "fade_ms": shape.fade_ms,
                 }
             )
             if self.rates.get(d, BLOCKED.rate_mbit) != shape.rate_mbit:
