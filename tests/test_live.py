@@ -260,3 +260,19 @@ def test_link_budget_loss_is_what_the_shaper_applies(tmp_path):
     loss = 1 - len({p["seq"] for p in got}) / count
     sigma = math.sqrt(planned * (1 - planned) / count)
     assert abs(loss - planned) <= 4.5 * sigma, f"measured {loss:.4f}, planned {planned:.4f}"
+
+
+def test_a_broken_engine_stops_traffic_and_the_run(tmp_path):
+    """Fail closed: an engine that dies (here: killed) stops traffic; the run says so."""
+    from netemu.shaping import ShaperError
+
+    topo = train_topology(tmp_path)
+    with Emulation(topo, shaper="nfqueue", run_name="tengine") as emu:
+        emu.start_controller()
+        dst = emu.address("t1")
+        assert "1 received" in emu.host("t0").cmd(f"ping -c1 -W1 {dst}")
+        emu.shaper.engine.kill()
+        assert "0 received" in emu.host("t0").cmd(f"ping -c1 -W1 {dst}")
+        with pytest.raises(ShaperError, match="engine exited"):
+            emu.wait(3)
+    assert leftovers("tengine") == []

@@ -155,3 +155,24 @@ def test_netem_gemodel_arguments():
     assert r == pytest.approx(1 / 50)  # 5 ms at 10,000 packets/s of 1,500 bytes
     assert p / (p + r) == pytest.approx(0.1)  # the chain's share of bad state
     assert f"loss gemodel {p * 100:.6g}% {r * 100:.6g}% 100% 1%" in netem_args(shape)
+
+
+def test_engine_callback_errors_are_fatal():
+    """An exception while handling a packet drops it and marks the engine broken."""
+    from netemu.shaping.engine import Engine
+
+    class Packet:
+        indev = 7
+        dropped = False
+
+        def drop(self):
+            self.dropped = True
+
+        def get_timestamp(self):
+            raise RuntimeError("boom")
+
+    engine = Engine()
+    engine.set({"ns": 0, "ifindex": 7, "delay_us": 1000, "blocked": False})
+    pkt = Packet()
+    engine._callback(0)(pkt)
+    assert pkt.dropped and "boom" in engine.fatal

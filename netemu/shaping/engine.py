@@ -44,6 +44,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 
 from netfilterqueue import COPY_META, NetfilterQueue
@@ -147,6 +148,7 @@ class Engine:
         self.heap: list[tuple[float, int, object]] = []
         self.seq = 0
         self.unknown = 0
+        self.fatal: str | None = None
         self.rng = random.Random(int.from_bytes(os.urandom(8), "little"))
         self.own_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
         self.selector = selectors.DefaultSelector()  # epoll: no 1,024-descriptor limit
@@ -188,6 +190,13 @@ class Engine:
         links, heap, rng = self.links, self.heap, self.rng
 
         def on_packet(pkt) -> None:
+            try:
+                handle(pkt)
+            except Exception:  # a broken engine must stop, not limp on
+                pkt.drop()
+                self.fatal = traceback.format_exc()
+
+        def handle(pkt) -> None:
             link = links.get((ns, pkt.indev))
             if link is None:
                 self.unknown += 1
@@ -198,14 +207,10 @@ class Engine:
                 link.counts["blocked"] += 1
                 pkt.drop()
                 return
-            if link.ge_p > 0.0:  # Gilbert-Elliott: move the chain one packet on
-                link.ge_bad = (
-                    (rng.random() >= link.ge_r) if link.ge_bad else (rng.random() < link.ge_p)
-                )
-                if link.ge_bad and rng.random() < link.ge_loss_bad:
-                    link.counts["lost"] += 1
-                    pkt.drop()
-                    return
+            if link.fade_p > 0.0 and link.fade_s > 0.0 and in_fade(link, time.time(), rng):
+                link.counts["lost"] += 1
+                pkt.drop()
+                return
             if link.loss > 0.0 and rng.random() < link.loss:
                 link.counts["lost"] += 1
                 pkt.drop()
@@ -259,6 +264,9 @@ class Engine:
                             return
                 else:
                     self.queues[key.fd].run(block=False)
+                    if self.fatal:
+                        sys.stderr.write(f"netemu engine: internal error\n{self.fatal}")
+                        sys.exit(3)
 
     def handle(self, msg: dict) -> bool:
         cmd = msg["cmd"]
