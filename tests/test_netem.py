@@ -89,6 +89,25 @@ def test_netem_loss(emu):
     assert abs(loss - 0.2) <= 4.5 * math.sqrt(0.2 * 0.8 / count), loss
 
 
+def test_netem_turbulence_fades(emu):
+    """Fades as netem's Gilbert-Elliott model: ~30% of packets lost, in bursts."""
+    t0_t1 = emu.links[(0, 1)].forward
+    base = emu.shapes[t0_t1]
+    faded = Shape(base.delay_ms, base.rate_mbit, fade_probability=0.3, fade_ms=1.0)
+    emu.shaper.apply({t0_t1: faded})
+    try:
+        assert "loss gemodel" in netem_line(emu, "t0", t0_t1.src_ifname)
+        count = 800
+        rx = start_receiver(emu, "t1", duration=14)
+        tx = send(emu, "t0", "t1", count=count, interval=0.01)
+        got = received(rx)
+        tx.wait()
+    finally:
+        emu.shaper.apply({t0_t1: base})
+    loss = 1 - len({p["seq"] for p in got}) / count
+    assert abs(loss - 0.3) <= 0.08, loss
+
+
 def test_delay_changes_in_place_and_limit_follows_the_bdp(emu):
     t0_t1 = emu.links[(0, 1)].forward
     base = emu.shapes[t0_t1]
