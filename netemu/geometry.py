@@ -79,6 +79,14 @@ def min_radius_along_km(a_km, b_km) -> np.ndarray:
     return np.linalg.norm(closest, axis=-1)
 
 
+def angular_rate_deg_s(a_km, b_km, va_km_s, vb_km_s) -> np.ndarray:
+    """How fast the line of sight a-b turns: |r x v| / |r|^2 (vectorised)."""
+    r = np.asarray(b_km) - np.asarray(a_km)
+    v = np.asarray(vb_km_s) - np.asarray(va_km_s)
+    cross = np.linalg.norm(np.cross(r, v), axis=-1)
+    return np.degrees(cross / np.sum(r * r, axis=-1))
+
+
 def line_of_sight(a_km, b_km, grazing_altitude_km: float) -> np.ndarray:
     """True where the straight line a-b stays above the grazing altitude."""
     return min_radius_along_km(a_km, b_km) > EARTH_RADIUS_KM + grazing_altitude_km

@@ -28,6 +28,7 @@ import numpy as np
 
 from netemu.constants import EARTH_RADIUS_KM
 from netemu.geometry import (
+    angular_rate_deg_s,
     delay_ms,
     elevation_deg,
     ellipsoid_normal,
@@ -130,6 +131,10 @@ class LinkModel:
         self._range_limit = np.array(
             [n.terminals.max_range_km or np.inf for n in nodes], dtype=float
         )
+        self._slew_limit = np.array(
+            [n.terminals.max_slew_deg_s or np.inf for n in nodes], dtype=float
+        )
+        self._velocities: np.ndarray | None = None
         # Access nodes in service order: the policy's priority list, then file order.
         first = [topology.by_name[name].index for name in topology.access.priority]
         rest = [n.index for n in nodes if n.kind is not NodeKind.SATELLITE and n.index not in first]
@@ -160,7 +165,11 @@ class LinkModel:
 
     # -- one epoch --------------------------------------------------------------
     def evaluate(
-        self, positions_km: np.ndarray, held: LinkSet | None = None, time_s: float = 0.0
+        self,
+        positions_km: np.ndarray,
+        held: LinkSet | None = None,
+        time_s: float = 0.0,
+        velocities_km_s: np.ndarray | None = None,
     ) -> LinkSet:
         """Links up at an epoch with node ``positions_km`` (N, 3), given those ``held`` before.
 
@@ -169,6 +178,7 @@ class LinkModel:
         """
         held_keys = set(held.keys()) if held is not None else set()
         self._since = {k: t for k, t in self._since.items() if k in held_keys}
+        self._velocities = velocities_km_s
         free = self.terminals.copy()
         access = self._access_geometry(positions_km)
         if access is not None and self.clouds:
@@ -208,7 +218,25 @@ class LinkModel:
             ok = (min_radius_along_km(pa, pb) > EARTH_RADIUS_KM + self.grazing_km) & (
                 dist <= self.max_range_km(ISL, a, b)
             )
+            ok &= self._slew_ok(ISL, pos, a, b)
         return dist, ok
+
+    def _slew_ok(self, kind, pos, a, b) -> np.ndarray:
+        """Links whose line of sight turns no faster than their terminals can follow."""
+        limit = self.max_slew_deg_s(kind, a, b)
+        if self._velocities is None or not np.isfinite(limit).any():
+            return np.ones(np.broadcast(a, b).shape, dtype=bool)
+        v = self._velocities
+        rate = angular_rate_deg_s(pos[a], pos[b], v[a], v[b])
+        with np.errstate(invalid="ignore"):
+            return ~(rate > limit)
+
+    def max_slew_deg_s(self, kind, a, b) -> np.ndarray:
+        """Slew limit of links of ``kind`` between a and b (inf: none), vectorised."""
+        defaults = np.array(
+            [self.topology.link_defaults[k].max_slew_deg_s or np.inf for k in KINDS]
+        )
+        return np.minimum(defaults[kind], np.minimum(self._slew_limit[a], self._slew_limit[b]))
 
     def _nearest_k(self, pos, held_keys, free):
         k = self.topology.isl.k
@@ -250,6 +278,12 @@ class LinkModel:
         )
         with np.errstate(invalid="ignore"):
             ok = (elev >= self.access_mask_deg[:, None]) & (rng <= limit)
+        ok &= self._slew_ok(
+            self.access_kind[:, None],
+            pos,
+            np.arange(self.n_sat)[None, :],
+            self.access_nodes[:, None],
+        )
         return elev, rng, ok
 
     def _keep_access(self, access, held_keys, free, time_s: float) -> list[list[int]]:
@@ -335,6 +369,8 @@ class LinkModel:
                 return "earth-blocked"
             if dist > self.max_range_km(ISL, a, b):
                 return "out-of-range"
+            if not self._slew_ok(ISL, positions_km, np.array([a]), np.array([b]))[0]:
+                return "slew-rate"
             cutoff = self.topology.isl.cross_plane_cutoff_lat_deg
             if (
                 cutoff is not None
@@ -356,6 +392,8 @@ class LinkModel:
             return "clouds"
         if dist > self.max_range_km(kind, sat, ground):
             return "out-of-range"
+        if not self._slew_ok(kind, positions_km, np.array([sat]), np.array([ground]))[0]:
+            return "slew-rate"
         return "not-selected"
 
 

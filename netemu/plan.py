@@ -104,6 +104,9 @@ class Planner:
         self._groups: dict[tuple, tuple] = {}
         self._kinds: dict[tuple[int, int], int] = {}
         self._now: datetime | None = None
+        self._slew_limited = any(
+            p.max_slew_deg_s is not None for p in topology.link_defaults.values()
+        ) or any(n.terminals.max_slew_deg_s is not None for n in topology.nodes)
         self._lookahead: tuple | None = None  # (time, positions over the horizon)
         if topology.access.selection == "longest-visibility":
             self.links.visibility = self.visibility_s
@@ -212,13 +215,20 @@ class Planner:
         for first in range(0, count, _CHUNK):
             n = min(_CHUNK, count - first)
             chunk_start = start + timedelta(seconds=first * step_s)
-            positions = self.geometry.positions_km(epochs(chunk_start, (n - 1) * step_s, step_s))
+            times = epochs(chunk_start, (n - 1) * step_s, step_s)
+            positions = self.geometry.positions_km(times)
+            velocities = None
+            if self._slew_limited:  # line-of-sight rates need velocities: +1 s difference
+                later = epochs(chunk_start + timedelta(seconds=1), (n - 1) * step_s, step_s)
+                velocities = self.geometry.positions_km(later) - positions
             for i in range(n):
                 time = chunk_start + timedelta(seconds=i * step_s)
                 self._now = time
                 # Orbital seconds since the topology's start: the weather's clock.
                 since = (time - self.topology.start).total_seconds()
-                up = self.links.evaluate(positions[i], held, since)
+                up = self.links.evaluate(
+                    positions[i], held, since, None if velocities is None else velocities[i]
+                )
                 self._kinds.update(zip(up.keys(), up.kind.tolist(), strict=True))
                 yield self._compare(time, positions[i], held, up)
                 held = up

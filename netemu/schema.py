@@ -113,6 +113,9 @@ class LinkKindSettings(Strict):
     jitter_ms: float | None = Field(None, ge=0, le=1000)
     #: Access kinds: clear-sky transmittance straight up (slant paths: T^(1/sin e)).
     zenith_transmittance: float | None = Field(None, gt=0, le=1)
+    #: Fastest the terminals can turn (line-of-sight angular rate), deg/s;
+    #: a link that needs more cannot be held. Unset: no limit.
+    max_slew_deg_s: float | None = Field(None, gt=0, le=1000)
     #: Access kinds: scintillation fades (Hufnagel-Valley 5/7) as burst loss.
     turbulence: bool | None = None
     mean_fade_ms: float | None = Field(None, gt=0, le=10_000)
@@ -142,6 +145,7 @@ class Terminals(Strict):
     acquisition_s: float | None = Field(None, ge=0, le=3600)
     reacquisition_s: float | None = Field(None, ge=0, le=3600)
     #: This node's terminal hardware, where it differs from the link kind's.
+    max_slew_deg_s: float | None = Field(None, gt=0, le=1000)
     tx_power_w: float | None = Field(None, gt=0, le=1000)
     divergence_urad: float | None = Field(None, gt=0, le=10_000)
     aperture_m: float | None = Field(None, gt=0, le=10)

@@ -62,6 +62,7 @@ class LinkParams:
     zenith_transmittance: float = 1.0
     turbulence: bool = False
     mean_fade_ms: float = 5.0
+    max_slew_deg_s: float | None = None
     tx_power_w: float = 2.5
     divergence_urad: float = 15.0
     aperture_m: float = 0.08
@@ -161,6 +162,14 @@ class Topology:
             zenith_transmittance=base.zenith_transmittance,
             turbulence=base.turbulence,
             mean_fade_ms=base.mean_fade_ms,
+            max_slew_deg_s=min(
+                (
+                    v
+                    for v in (base.max_slew_deg_s, *(t.max_slew_deg_s for t in ends))
+                    if v is not None
+                ),
+                default=None,
+            ),
         )
 
     def terminal(self, kind: LinkKind, node: Node) -> physics.Terminal:
