@@ -11,6 +11,7 @@ be accelerated with ``--speed``, the terminals are not), orbital time in a plan.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Hashable, Iterable
 
 #: A partner held within this many seconds counts as "recently held".
@@ -18,9 +19,18 @@ RECENT_S = 600.0
 
 
 class Acquisition:
-    def __init__(self, durations: Callable[[Hashable], tuple[float, float]]):
-        """``durations(link)`` gives (initial, re-acquisition) seconds for a link."""
+    def __init__(
+        self,
+        durations: Callable[[Hashable], tuple[float, float]],
+        spread: Callable[[Hashable], float] | None = None,
+        seed: int = 0,
+    ):
+        """``durations(link)`` gives (initial, re-acquisition) seconds for a link;
+        ``spread(link)`` an extra delay of up to that many seconds, drawn
+        uniformly from a generator seeded with ``seed`` (reproducible)."""
         self.durations = durations
+        self.spread = spread
+        self.rng = random.Random(seed)
         self.ready_at: dict[Hashable, float] = {}
         self.last_up: dict[Hashable, float] = {}
         self.carrying: set = set()  # as last reported by update()
@@ -40,7 +50,8 @@ class Acquisition:
                 continue
             initial, again = self.durations(link)
             recent = now - self.last_up.get(link, -float("inf")) <= RECENT_S
-            self.ready_at[link] = now + (again if recent else initial)
+            extra = self.rng.uniform(0.0, self.spread(link)) if self.spread else 0.0
+            self.ready_at[link] = now + (again if recent else initial) + extra
         for link in up:
             self.last_up[link] = now
         self.started = True

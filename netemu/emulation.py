@@ -123,7 +123,11 @@ class Emulation:
         self.names = [n.name for n in topology.nodes]
         self.netns = [addressing.netns_name(self.run_name, n) for n in self.names]
         self.router = ShortestDelayRouter(len(self.names))
-        self.acquisition = Acquisition(self._acquisition_times)
+        self.acquisition = Acquisition(
+            self._acquisition_times,
+            lambda key: self.links[key].params.acquisition_spread_s,
+            topology.seed,
+        )
         self.links: dict[tuple[int, int], Link] = {}
         self.shapes: dict[Direction, Shape] = {}
         self.events: list[dict] = []

@@ -134,6 +134,10 @@ class Planner:
         params = self.topology.link_params(KINDS[kind], a, b)
         return params.acquisition_s, params.reacquisition_s
 
+    def _acquisition_spread(self, key: tuple[int, int]) -> float:
+        a, b = (self.topology.nodes[i] for i in key)
+        return self.topology.link_params(KINDS[self._kinds[key]], a, b).acquisition_spread_s
+
     def budgets(self, up: LinkSet, time: datetime | None = None) -> dict[str, np.ndarray]:
         """Link budgets of the links in ``up``, both directions.
 
@@ -210,7 +214,9 @@ class Planner:
         held: LinkSet | None = None
         # Acquisition in orbital time (a live run tracks it on the wall clock).
         self._start = start
-        self.acquisition = Acquisition(self._acquisition_times)
+        self.acquisition = Acquisition(
+            self._acquisition_times, self._acquisition_spread, self.topology.seed
+        )
         self._carrying_before: set = set()
         for first in range(0, count, _CHUNK):
             n = min(_CHUNK, count - first)

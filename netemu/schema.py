@@ -113,6 +113,8 @@ class LinkKindSettings(Strict):
     jitter_ms: float | None = Field(None, ge=0, le=1000)
     #: Access kinds: clear-sky transmittance straight up (slant paths: T^(1/sin e)).
     zenith_transmittance: float | None = Field(None, gt=0, le=1)
+    #: Each acquisition lasts up to this much longer, drawn uniformly (seeded).
+    acquisition_spread_s: float | None = Field(None, ge=0, le=3600)
     #: Fastest the terminals can turn (line-of-sight angular rate), deg/s;
     #: a link that needs more cannot be held. Unset: no limit.
     max_slew_deg_s: float | None = Field(None, gt=0, le=1000)
@@ -297,5 +299,7 @@ class TopologyFile(Strict):
     access: AccessPolicy = AccessPolicy()
     #: Clouds, if modelled: without this key the sky is always clear.
     weather: Weather | None = None
+    #: Seed for what else is random (acquisition spread).
+    seed: int = 0
     #: Role name -> node names, e.g. ``sensor: [kep3]``.
     roles: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], list[str]] = {}

@@ -63,6 +63,7 @@ class LinkParams:
     turbulence: bool = False
     mean_fade_ms: float = 5.0
     max_slew_deg_s: float | None = None
+    acquisition_spread_s: float = 0.0
     tx_power_w: float = 2.5
     divergence_urad: float = 15.0
     aperture_m: float = 0.08
@@ -122,6 +123,7 @@ class Topology:
     link_defaults: dict[LinkKind, LinkParams]
     description: str = ""
     weather: schema.Weather | None = None
+    seed: int = 0
     by_name: dict[str, Node] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -162,6 +164,7 @@ class Topology:
             zenith_transmittance=base.zenith_transmittance,
             turbulence=base.turbulence,
             mean_fade_ms=base.mean_fade_ms,
+            acquisition_spread_s=base.acquisition_spread_s,
             max_slew_deg_s=min(
                 (
                     v
@@ -336,6 +339,7 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
         link_defaults=link_defaults,
         description=spec.description,
         weather=spec.weather,
+        seed=spec.seed,
     )
 
 

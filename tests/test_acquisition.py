@@ -43,3 +43,16 @@ def test_pending_until_reported():
     assert acq.next_ready() == 11.0  # still pending after its time
     acq.update(12.0, {"ab"})
     assert acq.next_ready() is None
+
+
+def test_random_spread_is_bounded_and_reproducible():
+    def ready_times(seed):
+        acq = Acquisition(lambda link: (10.0, 2.0), lambda link: 5.0, seed)
+        acq.update(0.0, set())
+        acq.update(1.0, {f"l{i}" for i in range(200)})
+        return [acq.ready_at[f"l{i}"] for i in range(200)]
+
+    a, b, c = ready_times(1), ready_times(1), ready_times(2)
+    assert a == b and a != c
+    assert all(11.0 <= t <= 16.0 for t in a)
+    assert max(a) - min(a) > 4.0  # the spread is used

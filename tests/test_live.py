@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from live import leftovers, needs_root, received, send, start_receiver, train_topology
 
@@ -276,3 +277,28 @@ def test_a_broken_engine_stops_traffic_and_the_run(tmp_path):
         with pytest.raises(ShaperError, match="engine exited"):
             emu.wait(3)
     assert leftovers("tengine") == []
+
+
+def test_turbulence_fades_are_burst_loss(tmp_path):
+    """Fades (30% of the time, 20 ms each) drop whole runs of packets, not single ones."""
+    from netemu.shaping import Shape
+
+    topo = train_topology(tmp_path)
+    count, interval = 3000, 0.002
+    with Emulation(topo, shaper="nfqueue", run_name="tfade") as emu:
+        t0_t1 = emu.links[(0, 1)].forward
+        base = emu.shapes[t0_t1]
+        emu.shaper.apply(
+            {t0_t1: Shape(base.delay_ms, base.rate_mbit, fade_probability=0.3, fade_ms=20.0)}
+        )
+        rx = start_receiver(emu, "t1", duration=9)
+        tx = send(emu, "t0", "t1", count=count, interval=interval)
+        got = received(rx)
+        tx.wait()
+    lost = np.ones(count, dtype=bool)
+    lost[[p["seq"] for p in got]] = False
+    assert abs(lost.mean() - 0.3) <= 0.1, lost.mean()
+    # Runs of losses: a fade of 20 ms covers ~10 packets 2 ms apart.
+    edges = np.diff(np.r_[0, lost.astype(int), 0])
+    runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    assert runs.mean() >= 5, runs.mean()  # independent 30% loss would average 1.4
