@@ -49,7 +49,6 @@ from netemu.netlink import encode_deletes, encode_replaces, send_all, socket_in
 from netemu.plan import EpochPlan, Planner, iso_utc
 from netemu.routing import UNREACHABLE, RouteChanges, ShortestDelayRouter, path
 from netemu.shaping import Direction, Shape, Shaper, choose
-from netemu.shaping.engine import raise_open_files_limit
 from netemu.topology import LinkParams, Topology
 
 #: Orbital time planned ahead at bring-up (sampled every PLAN_AHEAD_STEP_S at
@@ -187,7 +186,7 @@ class Emulation:
             t0 = now
 
         # Two pty descriptors per Mininet host and a netlink socket per namespace.
-        raise_open_files_limit()
+        netns.raise_open_files_limit()
         netns.write_state(self.run_name, {"controller_pid": os.getpid()})
         self._open_log()
         # Links the run will need: plan ahead (cheap: no namespaces touched).
@@ -200,12 +199,12 @@ class Emulation:
         phase("plan")
         # A named network namespace per node, all in one batch. The node's
         # Mininet host (a shell inside it) is made when first asked for.
-
         self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
         netns.ip_batch([f"netns add {ns}" for ns in self.netns])
-        phase("hosts")
+        phase("namespaces")
+        # Links, addresses, neighbours, qdiscs, sysctls: one script per namespace.
         self._create_links(sorted(first_links), new_namespaces=self.netns)
-        phase("namespaces_and_links")
+        phase("configure")
         self.shaper.start(self.netns)
         phase("shaper")
         netns.write_state(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 from pathlib import Path
@@ -27,6 +28,13 @@ STATE_DIR = Path("/run/netemu")
 
 class CommandError(RuntimeError):
     pass
+
+
+def raise_open_files_limit() -> None:
+    """Lift this process's soft open-files limit to the hard one (a descriptor or
+    two per namespace: netlink and queue sockets, Mininet's ptys)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run(cmd: list[str], stdin: str | None = None) -> str:

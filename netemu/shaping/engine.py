@@ -38,7 +38,6 @@ import json
 import math
 import os
 import random
-import resource
 import selectors
 import signal
 import socket
@@ -48,6 +47,8 @@ import traceback
 from dataclasses import dataclass, field
 
 from netfilterqueue import COPY_META, NetfilterQueue
+
+from netemu.netns import raise_open_files_limit
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
@@ -288,12 +289,6 @@ class Engine:
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
         return True
-
-
-def raise_open_files_limit() -> None:
-    """One queue socket per namespace: lift this process's soft limit to the hard one."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _tune_process() -> list[str]:
