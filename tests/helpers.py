@@ -23,3 +23,17 @@ def run_netemu(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
         cwd=cwd or REPO,
         timeout=300,
     )
+
+
+def train_access_yaml(start: str) -> str:
+    """Topology text: the four-satellite train (no ISLs) over ground station gs_north."""
+    return f"""
+name: t
+start: {start}
+satellites:
+  - tle: {{file: {TOPOLOGIES / "train.tle"}}}
+    names: "t{{n}}"
+ground_stations:
+  - {{name: gs_north, lat_deg: 12.1, lon_deg: 71.9, altitude_km: 0.0}}
+isl: {{policy: none}}
+"""

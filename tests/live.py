@@ -81,6 +81,16 @@ def received(proc: subprocess.Popen) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def stream(emu, src: str, dst: str, count: int, interval: float) -> list[dict]:
+    """Send ``count`` timestamped datagrams from src to dst; return those that arrived."""
+    # Listen long enough for a slow sender (Python under QEMU runs ~10x slower).
+    rx = start_receiver(emu, dst, duration=1.5 * count * interval + 2.0)
+    tx = send(emu, src, dst, count=count, interval=interval)
+    got = received(rx)
+    tx.wait()
+    return got
+
+
 def leftovers(run: str) -> list[str]:
     """Anything of this run's still on the machine: namespaces, processes."""
     found = (

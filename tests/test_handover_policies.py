@@ -11,18 +11,9 @@ from netemu.links import LinkModel
 from netemu.plan import Planner
 from netemu.topology import load_topology
 
-from helpers import TOPOLOGIES
+from helpers import TOPOLOGIES, train_access_yaml
 
-TRAIN = f"""
-name: t
-start: 2026-06-21T03:06:00Z
-satellites:
-  - tle: {{file: {TOPOLOGIES / "train.tle"}}}
-    names: "t{{n}}"
-ground_stations:
-  - {{name: gs_north, lat_deg: 12.1, lon_deg: 71.9, altitude_km: 0.0}}
-isl: {{policy: none}}
-"""
+TRAIN = train_access_yaml("2026-06-21T03:06:00Z")
 
 
 def choice(write_topology, access: str) -> str:

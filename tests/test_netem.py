@@ -15,7 +15,7 @@ import re
 import subprocess
 
 import pytest
-from live import leftovers, needs_root, received, send, start_receiver, train_topology
+from live import leftovers, needs_root, stream, train_topology
 
 from netemu.emulation import Emulation
 from netemu.shaping import Shape
@@ -79,10 +79,7 @@ def test_netem_loss(emu):
     emu.shaper.apply({t0_t1: Shape(base.delay_ms, base.rate_mbit, loss=0.2)})
     try:
         count = 600
-        rx = start_receiver(emu, "t1", duration=12)
-        tx = send(emu, "t0", "t1", count=count, interval=0.01)
-        got = received(rx)
-        tx.wait()
+        got = stream(emu, "t0", "t1", count=count, interval=0.01)
     finally:
         emu.shaper.apply({t0_t1: base})
     loss = 1 - len({p["seq"] for p in got}) / count
@@ -98,10 +95,7 @@ def test_netem_turbulence_fades(emu):
     try:
         assert "loss gemodel" in netem_line(emu, "t0", t0_t1.src_ifname)
         count = 800
-        rx = start_receiver(emu, "t1", duration=14)
-        tx = send(emu, "t0", "t1", count=count, interval=0.01)
-        got = received(rx)
-        tx.wait()
+        got = stream(emu, "t0", "t1", count=count, interval=0.01)
     finally:
         emu.shaper.apply({t0_t1: base})
     loss = 1 - len({p["seq"] for p in got}) / count

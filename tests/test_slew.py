@@ -9,7 +9,7 @@ from netemu.geometry import angular_rate_deg_s
 from netemu.plan import Planner
 from netemu.topology import load_topology
 
-from helpers import TOPOLOGIES
+from helpers import train_access_yaml
 
 
 def test_zenith_pass_rate_is_v_over_h():
@@ -23,16 +23,7 @@ def test_zenith_pass_rate_is_v_over_h():
     assert rate == pytest.approx(0.79, abs=0.01)
 
 
-TRAIN = f"""
-name: t
-start: 2026-06-21T03:05:00Z
-satellites:
-  - tle: {{file: {TOPOLOGIES / "train.tle"}}}
-    names: "t{{n}}"
-ground_stations:
-  - {{name: gs_north, lat_deg: 12.1, lon_deg: 71.9, altitude_km: 0.0}}
-isl: {{policy: none}}
-"""
+TRAIN = train_access_yaml("2026-06-21T03:05:00Z")
 
 
 def reasons(write_topology, limit: float) -> list[str]:
