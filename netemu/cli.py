@@ -207,12 +207,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from netemu.geometry import epoch_count
     from netemu.plan import Planner, Schedule
     from netemu.topology import load_topology
 
     topology = load_topology(args.topology)
     planner = Planner(topology)
-    count = planner.epoch_count(args.duration, args.step)
+    count = epoch_count(args.duration, args.step)
     if count > MAX_EPOCHS:
         raise InputError(f"--duration/--step give {count:,} epochs, more than {MAX_EPOCHS:,}")
     start = args.start or topology.start

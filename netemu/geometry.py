@@ -35,9 +35,14 @@ _WGS84_B_KM = _WGS84_A_KM * (1 - 1 / 298.257223563)
 _INV_AXES_SQUARED = np.array([_WGS84_A_KM**-2, _WGS84_A_KM**-2, _WGS84_B_KM**-2])
 
 
+def epoch_count(duration_s: float, step_s: float) -> int:
+    """Epochs from a start to start + duration inclusive, every step."""
+    return int(np.floor(duration_s / step_s + 1e-9)) + 1
+
+
 def epochs(start: datetime, duration_s: float, step_s: float) -> Time:
     """Skyfield times from ``start`` to ``start + duration_s`` inclusive, every ``step_s``."""
-    count = int(np.floor(duration_s / step_s + 1e-9)) + 1
+    count = epoch_count(duration_s, step_s)
     offsets = np.arange(count) * step_s
     return timescale().from_datetimes([start + timedelta(seconds=float(s)) for s in offsets])
 
@@ -159,12 +164,6 @@ class Geometry:
             lat, lon, alt = flight.position((tt - dep) * DAY_S)
             cols.append(wgs84.latlon(lat, lon, elevation_m=alt * 1000.0).itrs_xyz.km.T)
         return np.stack(cols, axis=1)
-
-    def zenith(self, positions_km: np.ndarray) -> np.ndarray:
-        """Local zenith of every ground station and aircraft; NaN rows for satellites."""
-        up = ellipsoid_normal(positions_km)
-        up[..., : self.n_sat, :] = np.nan
-        return up
 
 
 def geocentric_lat_deg(p_km) -> np.ndarray:

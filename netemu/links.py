@@ -26,14 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netemu.constants import EARTH_RADIUS_KM
 from netemu.geometry import (
     angular_rate_deg_s,
     delay_ms,
     elevation_deg,
     ellipsoid_normal,
     geocentric_lat_deg,
-    min_radius_along_km,
+    line_of_sight,
 )
 from netemu.topology import LinkKind, NodeKind, Topology
 from netemu.weather import CloudSeries
@@ -215,9 +214,7 @@ class LinkModel:
         pa, pb = pos[a], pos[b]
         dist = np.linalg.norm(pb - pa, axis=-1)
         with np.errstate(invalid="ignore"):
-            ok = (min_radius_along_km(pa, pb) > EARTH_RADIUS_KM + self.grazing_km) & (
-                dist <= self.max_range_km(ISL, a, b)
-            )
+            ok = line_of_sight(pa, pb, self.grazing_km) & (dist <= self.max_range_km(ISL, a, b))
             ok &= self._slew_ok(ISL, pos, a, b)
         return dist, ok
 
@@ -365,7 +362,7 @@ class LinkModel:
             return "no-position"
         dist = float(np.linalg.norm(pb - pa))
         if kind == ISL:
-            if min_radius_along_km(pa, pb) <= EARTH_RADIUS_KM + self.grazing_km:
+            if not line_of_sight(pa, pb, self.grazing_km):
                 return "earth-blocked"
             if dist > self.max_range_km(ISL, a, b):
                 return "out-of-range"
@@ -408,7 +405,7 @@ def cloud_series(topology: Topology, access_nodes: np.ndarray) -> dict[int, tupl
     for m, index in enumerate(access_nodes.tolist()):
         node, flight = topology.nodes[index], None
         if node.kind is NodeKind.AIRCRAFT:
-            flight = topology.flights[[n.index for n in topology.aircraft].index(index)]
+            flight = topology.flight(index)
             if flight.altitude_km.min() >= weather.cloud_top_km:
                 continue  # always above the weather
             p = weather.cloud_free_probability

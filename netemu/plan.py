@@ -26,9 +26,16 @@ import numpy as np
 
 from netemu import physics
 from netemu.acquisition import Acquisition
-from netemu.geometry import Geometry, delay_ms, elevation_deg, ellipsoid_normal, epochs
+from netemu.geometry import (
+    Geometry,
+    delay_ms,
+    elevation_deg,
+    ellipsoid_normal,
+    epoch_count,
+    epochs,
+)
 from netemu.links import KINDS, LinkModel, LinkSet
-from netemu.topology import Topology
+from netemu.topology import NodeKind, Topology
 from netemu.weather import availability
 
 #: Epochs whose positions are computed together (vectorised over time).
@@ -194,23 +201,17 @@ class Planner:
 
     def _altitude_km(self, node: int, time: datetime) -> float:
         """Altitude of a ground station or aircraft (the bottom of its air column)."""
-        topo = self.topology
-        if topo.nodes[node].kind.value == "ground":
-            return topo.ground_sites[
-                [n.index for n in topo.ground_stations].index(node)
-            ].altitude_km
-        flight = topo.flights[[n.index for n in topo.aircraft].index(node)]
+        if self.topology.nodes[node].kind is NodeKind.GROUND:
+            return self.topology.site(node).altitude_km
+        flight = self.topology.flight(node)
         return float(flight.position((time - flight.departure).total_seconds())[2][0])
-
-    def epoch_count(self, duration_s: float, step_s: float) -> int:
-        return int(np.floor(duration_s / step_s + 1e-9)) + 1
 
     def run(
         self, start: datetime | None = None, duration_s: float = 600.0, step_s: float = 1.0
     ) -> Iterator[EpochPlan]:
         """Yield one :class:`EpochPlan` per epoch from ``start`` to ``start + duration_s``."""
         start = start or self.topology.start
-        count = self.epoch_count(duration_s, step_s)
+        count = epoch_count(duration_s, step_s)
         held: LinkSet | None = None
         # Acquisition in orbital time (a live run tracks it on the wall clock).
         self._start = start
@@ -360,7 +361,7 @@ class Schedule:
 
     def __init__(self, topology: Topology):
         self.names = [n.name for n in topology.nodes]
-        self.access = [n.index for n in topology.nodes if n.kind.value != "satellite"]
+        self.access = [n.index for n in topology.nodes if n.kind is not NodeKind.SATELLITE]
         self.ground = [n.index for n in topology.ground_stations]
         #: Per epoch: which access nodes (in self.access order) had a carrying link.
         self.connected: list[np.ndarray] = []

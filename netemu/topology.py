@@ -141,6 +141,14 @@ class Topology:
     def aircraft(self) -> list[Node]:
         return [n for n in self.nodes if n.kind is NodeKind.AIRCRAFT]
 
+    def flight(self, index: int) -> FlightPath:
+        """The flight path of the aircraft that is node ``index``."""
+        return self.flights[[n.index for n in self.aircraft].index(index)]
+
+    def site(self, index: int) -> schema.GroundStation:
+        """The ground station (as written in the file) that is node ``index``."""
+        return self.ground_sites[[n.index for n in self.ground_stations].index(index)]
+
     def with_role(self, role: str) -> list[Node]:
         return [n for n in self.nodes if role in n.roles]
 
