@@ -461,7 +461,8 @@ class Emulation:
         }
         if route_changes and self.epoch_index > 0:
             events.append({"type": "routes", "changed": len(route_changes)})
-        self.events += [{"time": iso_utc(self.epoch.time), **e} for e in events]
+        wall = round(time.time(), 6)
+        self.events += [{"time": iso_utc(self.epoch.time), "unix_s": wall, **e} for e in events]
         self._write_log(
             now, events, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
         )

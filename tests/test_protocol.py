@@ -79,7 +79,7 @@ def test_frames_reassemble_in_any_order():
 
 
 def test_lost_fragments_are_counted_not_awaited():
-    r = Reassembler(timeout_s=1.0)
+    r = Reassembler(timeout=1.0)
     parts = fragments(1, 10, 5, bytes(10_000))
     for p in parts[:-3]:
         assert r.add(p, now=0.0) is None

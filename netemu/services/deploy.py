@@ -1,0 +1,137 @@
+"""Deploying the service applications onto a running emulation.
+
+A :class:`Deployment` starts consumers, compute services and sensors on the
+emulation's hosts through a runtime (:mod:`netemu.services.runtime`), gives
+each a log under ``<results>/logs/``, waits until the receivers are ready,
+and stops everything (SIGTERM, then kill; containers removed) when it ends,
+also after an error.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netemu.services.runtime import App, PodmanRuntime, ProcessRuntime
+
+
+class DeploymentError(RuntimeError):
+    pass
+
+
+@dataclass
+class Deployment:
+    emu: object  # netemu.emulation.Emulation
+    results: Path
+    runtime: ProcessRuntime | PodmanRuntime
+    backend: str = "auto"
+    hold_ms: float = 0.0
+    apps: list[App] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.logs = Path(self.results) / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log(self, node: str, app: str) -> Path:
+        return self.logs / f"{node}-{app}.jsonl"
+
+    def _id(self, node: str) -> str:
+        return str(self.emu.topology.by_name[node].index)
+
+    def _start(self, node: str, app: str, args: list[str], ready: bool) -> App:
+        path = self.log(node, app)
+        path.unlink(missing_ok=True)
+        started = self.runtime.start(
+            self.emu, node, app, [*args, "--log", str(path)], path.with_suffix(".stderr")
+        )
+        self.apps.append(started)
+        if ready:
+            _wait_ready(started, timeout=120)
+        return started
+
+    def consumer(self, node: str) -> App:
+        return self._start(
+            node, "consumer", ["--name", node, "--bind", self.emu.address(node)], ready=True
+        )
+
+    def compute(
+        self, node: str, consumers: list[str], sensors: list[str], slots: int | None = None
+    ) -> App:
+        """The inference service; ``slots`` defaults to the node's GPUs (at least 1)."""
+        slots = slots or max(1, self.emu.topology.by_name[node].gpus)
+        return self._start(
+            node,
+            "inference",
+            [
+                "--id",
+                self._id(node),
+                "--bind",
+                self.emu.address(node),
+                "--slots",
+                str(slots),
+                "--consumers",
+                ",".join(self.emu.address(c) for c in consumers),
+                "--sensors",
+                ",".join(self.emu.address(s) for s in sensors),
+                "--backend",
+                self.backend,
+                "--hold-ms",
+                str(self.hold_ms),
+            ],
+            ready=True,
+        )
+
+    def sensor(self, node: str, computes: list[str], **options) -> App:
+        """A sensor sending to ``computes`` (nearest free first); options as the app's flags."""
+        flags = [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+        return self._start(
+            node,
+            "sensor",
+            [
+                "--id",
+                self._id(node),
+                "--bind",
+                self.emu.address(node),
+                "--computes",
+                ",".join(self.emu.address(c) for c in computes),
+                *flags,
+            ],
+            ready=False,
+        )
+
+    def wait(self, app: App, timeout: float) -> None:
+        """Wait for an app to finish on its own (a sensor after its frames)."""
+        end = time.monotonic() + timeout
+        while app.proc.poll() is None and time.monotonic() < end:
+            self.emu.wait(0.1)
+        if app.proc.poll() is None:
+            raise DeploymentError(f"{app.app} on {app.node} still running after {timeout:.0f} s")
+        if app.proc.returncode != 0:
+            raise DeploymentError(
+                f"{app.app} on {app.node} failed ({app.proc.returncode}): {app.errors()}"
+            )
+
+    def stop(self) -> dict[str, int]:
+        """Stop every app (receivers last, so they log what is still on its way)."""
+        codes = {}
+        for a in sorted(self.apps, key=lambda a: a.app != "sensor"):
+            codes[f"{a.node}-{a.app}"] = a.stop()
+        self.apps.clear()
+        return codes
+
+
+def _wait_ready(app: App, timeout: float) -> None:
+    if select.select([app.proc.stdout], [], [], timeout)[0]:
+        line = app.proc.stdout.readline()
+        if "ready" in line:
+            return
+    app.stop()
+    raise DeploymentError(f"{app.app} on {app.node} did not start: {app.errors()}")
