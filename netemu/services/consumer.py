@@ -27,14 +27,14 @@ STAMPS = (
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="netemu.services.consumer", description=__doc__.split("\n")[0])
-    p.add_argument("--name", required=True, help="this consumer's node name (for the log)")
+    p.add_argument("--id", type=int, required=True, help="this consumer's number (for the log)")
     p.add_argument("--bind", required=True)
     p.add_argument("--log", required=True)
     args = p.parse_args(argv)
     stop = stop_event()
     log = JsonLog(args.log)
     rx = udp_socket(args.bind, REPORT_PORT, 4 << 20)
-    log.write("start", consumer=args.name)
+    log.write("start", consumer=args.id)
     print("ready", flush=True)
     while not stop.is_set():
         if not select.select([rx], [], [], 0.1)[0]:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log.write(
             "report",
-            consumer=args.name,
+            consumer=args.id,
             arrival_ns=arrival,
             compute=rep.compute,
             sensor=rep.sensor,
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             lost_fragments=rep.lost_fragments,
             tracks=[[t.id, t.row, t.col, t.v_row, t.v_col] for t in rep.tracks],
         )
-    log.write("end", consumer=args.name)
+    log.write("end", consumer=args.id)
     log.close()
     return 0
 

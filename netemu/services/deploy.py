@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netemu.services.app import FRAGMENT_PORT
 from netemu.services.runtime import App, PodmanRuntime, ProcessRuntime
 
 
@@ -29,6 +30,8 @@ class Deployment:
     backend: str = "auto"
     hold_ms: float = 0.0
     apps: list[App] = field(default_factory=list)
+    #: Wire id of each app -> its name in results (node, or node/instance).
+    labels: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.logs = Path(self.results) / "logs"
@@ -43,40 +46,46 @@ class Deployment:
     def log(self, node: str, app: str) -> Path:
         return self.logs / f"{node}-{app}.jsonl"
 
-    def _id(self, node: str) -> str:
-        return str(self.emu.topology.by_name[node].index)
-
-    def _start(self, node: str, app: str, args: list[str], ready: bool) -> App:
-        path = self.log(node, app)
+    def _start(self, node: str, app: str, args: list[str], label: str, ready: bool) -> App:
+        """Start ``app`` on ``node``; its wire id (``--id``) names ``label`` in results."""
+        self.labels[len(self.labels)] = label
+        path = self.log(label.replace("/", "_"), app)
         path.unlink(missing_ok=True)
-        started = self.runtime.start(
-            self.emu, node, app, [*args, "--log", str(path)], path.with_suffix(".stderr")
-        )
+        args = ["--id", str(len(self.labels) - 1), *args, "--log", str(path)]
+        started = self.runtime.start(self.emu, node, app, args, path.with_suffix(".stderr"))
+        started.label = label
         self.apps.append(started)
         if ready:
             _wait_ready(started, timeout=120)
         return started
 
     def consumer(self, node: str) -> App:
-        return self._start(
-            node, "consumer", ["--name", node, "--bind", self.emu.address(node)], ready=True
-        )
+        return self._start(node, "consumer", ["--bind", self.emu.address(node)], node, ready=True)
 
     def compute(
-        self, node: str, consumers: list[str], sensors: list[str], slots: int | None = None
+        self,
+        node: str,
+        consumers: list[str],
+        sensors: list[str],
+        slots: int | None = None,
+        port: int = FRAGMENT_PORT,
+        first_gpu: int = 0,
+        label: str | None = None,
     ) -> App:
-        """The inference service; ``slots`` defaults to the node's GPUs (at least 1)."""
+        """An inference service; ``slots`` defaults to the node's GPUs (at least 1)."""
         slots = slots or max(1, self.emu.topology.by_name[node].gpus)
-        return self._start(
+        app = self._start(
             node,
             "inference",
             [
-                "--id",
-                self._id(node),
                 "--bind",
                 self.emu.address(node),
+                "--port",
+                str(port),
                 "--slots",
                 str(slots),
+                "--first-gpu",
+                str(first_gpu),
                 "--consumers",
                 ",".join(self.emu.address(c) for c in consumers),
                 "--sensors",
@@ -86,24 +95,26 @@ class Deployment:
                 "--hold-ms",
                 str(self.hold_ms),
             ],
+            label or node,
             ready=True,
         )
+        app.endpoint = f"{self.emu.address(node)}:{port}"
+        return app
 
-    def sensor(self, node: str, computes: list[str], **options) -> App:
+    def sensor(self, node: str, computes: list[App], **options) -> App:
         """A sensor sending to ``computes`` (nearest free first); options as the app's flags."""
         flags = [x for k, v in options.items() for x in (f"--{k.replace('_', '-')}", str(v))]
         return self._start(
             node,
             "sensor",
             [
-                "--id",
-                self._id(node),
                 "--bind",
                 self.emu.address(node),
                 "--computes",
-                ",".join(self.emu.address(c) for c in computes),
+                ",".join(c.endpoint for c in computes),
                 *flags,
             ],
+            node,
             ready=False,
         )
 

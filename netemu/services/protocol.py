@@ -101,6 +101,7 @@ class ComputeStatus(Packet):
     name = "netemu compute status"
     fields_desc = [
         ShortField("compute", 0),
+        ShortField("port", 0),  # the instance's fragment port (several per node)
         LongField("sent_ns", 0),
         ShortField("slots", 0),
         ShortField("busy", 0),

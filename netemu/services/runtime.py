@@ -51,6 +51,8 @@ class App:
     proc: subprocess.Popen
     stderr: Path
     container: str | None = None
+    label: str = ""  # what results call it (node, or node/instance)
+    endpoint: str = ""  # ADDR:PORT where it receives, for a compute service
 
     def errors(self) -> str:
         """The end of what the app wrote to stderr."""
