@@ -12,6 +12,7 @@ so one-way delays between hosts are exact differences.
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import socket
@@ -51,6 +52,18 @@ def udp_socket(address: str, port: int = 0, buffer_bytes: int = 32 << 20) -> soc
             sock.setsockopt(socket.SOL_SOCKET, opt, buffer_bytes)
     sock.bind((address, port))
     return sock
+
+
+def send(sock: socket.socket, data: bytes, to: tuple[str, int]) -> bool:
+    """Send one datagram; False where the network has no way there now (an outage:
+    the route is withdrawn) or no buffer, which the caller counts as lost."""
+    try:
+        sock.sendto(data, to)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENOBUFS, errno.EPERM):
+            return False
+        raise
 
 
 def stop_event() -> threading.Event:

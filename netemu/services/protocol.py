@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from scapy.fields import (
@@ -117,8 +118,11 @@ bind_layers(Nemu, ComputeStatus, type=3)
 class Layout:
     """The fixed-size fields of stacked layers as one :class:`struct.Struct`."""
 
-    def __init__(self, *layers: type[Packet]):
+    def __init__(self, *layers: type[Packet], upto: str | None = None):
+        """The fields of ``layers`` (those before the field ``upto`` if given)."""
         fields = [f for layer in layers for f in layer.fields_desc]
+        if upto:
+            fields = fields[: [f.name for f in fields].index(upto)]
         codes = [
             f"{f.length_from(None)}s" if isinstance(f, StrFixedLenField) else f.fmt.lstrip("!")
             for f in fields
@@ -141,9 +145,21 @@ class Layout:
 FRAGMENT = Layout(Nemu, FrameFragment)
 
 
-def fragments(sensor: int, seq: int, capture_ns: int, data: bytes) -> list[bytes]:
-    """A frame's bytes as datagrams (header + fragment)."""
-    n = max(1, -(-len(data) // FRAGMENT_PAYLOAD_BYTES))
+#: Where a report's send time sits: stamped into the built datagram just before it goes.
+REPORT_SENT_AT = Layout(Nemu, TrackReport, upto="sent_ns").size
+
+
+def stamp_sent(report: bytearray, sent_ns: int) -> None:
+    struct.pack_into("!Q", report, REPORT_SENT_AT, sent_ns)
+
+
+def fragment_count(data: bytes) -> int:
+    return max(1, -(-len(data) // FRAGMENT_PAYLOAD_BYTES))
+
+
+def fragments(sensor: int, seq: int, capture_ns: int, data: bytes) -> Iterator[bytes]:
+    """A frame's bytes as datagrams (header + fragment), made as they are sent."""
+    n = fragment_count(data)
     header = bytearray(
         FRAGMENT.pack(
             magic=MAGIC,
@@ -157,11 +173,9 @@ def fragments(sensor: int, seq: int, capture_ns: int, data: bytes) -> list[bytes
         )
     )
     at, size = FRAGMENT.offsets["index"], FRAGMENT_PAYLOAD_BYTES
-    out = []
     for i in range(n):
         struct.pack_into("!H", header, at, i)
-        out.append(bytes(header) + data[i * size : (i + 1) * size])
-    return out
+        yield bytes(header) + data[i * size : (i + 1) * size]
 
 
 @dataclass

@@ -29,10 +29,11 @@ from netemu.services.app import (
     JsonLog,
     addresses,
     now_ns,
+    send,
     stop_event,
     udp_socket,
 )
-from netemu.services.protocol import ComputeStatus, Nemu, fragments
+from netemu.services.protocol import ComputeStatus, Nemu, fragment_count, fragments
 from netemu.services.scene import Scene
 
 HEARD_WITHIN_NS = 3_000_000_000  # a compute unheard for longer is not considered
@@ -63,6 +64,8 @@ class Chooser:
             self.turn += 1
             return self.computes[(self.turn - 1) % len(self.computes)], "round-robin"
         live = {a: h for a, h in self.heard.items() if now - h["at"] < HEARD_WITHIN_NS}
+        if len(self.computes) == 1:
+            return self.computes[0], "the only one"
         if not live:
             return self.computes[0], "no heartbeat yet"
         free = {a: h for a, h in live.items() if h["free"] > 0}
@@ -140,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         image = scene.frame(seq).image.tobytes()
         capture = now_ns()
         to, why = chooser.choose(capture)
-        parts = fragments(args.id, seq, capture, image)
-        for part in parts:
-            out.sendto(part, to)
+        unsent = sum(not send(out, part, to) for part in fragments(args.id, seq, capture, image))
         log.write(
             "frame",
             sensor=args.id,
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             to=f"{to[0]}:{to[1]}",
             why=why,
             bytes=len(image),
-            fragments=len(parts),
+            fragments=fragment_count(image),
+            unsent=unsent,  # refused at once: no route to the compute node
         )
     log.write("end", sensor=args.id)
     log.close()
