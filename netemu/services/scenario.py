@@ -95,6 +95,7 @@ def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deploym
         log_path=folder / "run.jsonl",
         keep_history=True,
     )
+    folder.mkdir(parents=True, exist_ok=True)
     with emu, Deployment(emu, folder, runtime, args.backend, args.hold_ms) as dep:
         emu.start_controller()
         yield dep
