@@ -198,7 +198,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
     if os.geteuid() != 0:
         raise InputError("netemu clean needs root (try: sudo netemu clean)")
+    from netemu.addressing import NETNS_PREFIX
+    from netemu.services.runtime import remove_containers
+
     removed = netns.clean(args.run)
+    prefix = NETNS_PREFIX + (f"{args.run}-" if args.run else "")
+    removed += [f"container {c}" for c in remove_containers(prefix)]
     for item in removed:
         print(f"removed {item}")
     if not removed:

@@ -103,12 +103,14 @@ class PodmanRuntime:
         self.gpus = any(p.exists() for p in CDI_SPECS)
 
     def start(self, emu, node: str, app: str, args: list[str], stderr: Path) -> App:
-        name = f"{emu.netns[emu.topology.by_name[node].index]}-{app}"
+        netns = emu.netns[emu.topology.by_name[node].index]
+        # netemu-<run>-<label>-<app>: the log's name, unique per instance.
+        name = netns.removesuffix(node) + stderr.stem
         mounts = {str(REPO / "netemu"): "/opt/netemu/netemu:ro"}
         mounts |= {d: f"{d}:rw" for d in _log_dirs(args)}
         cmd = [
             *PODMAN, "run", "--rm", "--name", name,
-            "--network", f"ns:/run/netns/{emu.netns[emu.topology.by_name[node].index]}",
+            "--network", f"ns:/run/netns/{netns}",
             "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
             "--security-opt", "label=disable", "-e", "PYTHONPATH=/opt/netemu",
             *(x for src, dst in mounts.items() for x in ("-v", f"{src}:{dst}")),
