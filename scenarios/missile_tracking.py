@@ -37,7 +37,7 @@ def main() -> int:
         ]
         consumers = args.consumers or [n.name for n in topo.aircraft + topo.with_role("c2")]
         scenario.check_nodes(topo, computes + consumers)
-        wall_s = args.frames * args.interval + 10
+        wall_s = args.frames * args.interval + 30  # deployment and the last reports
         with scenario.deployed("missile_tracking", args, topo, wall_s) as dep:
             console.print(
                 f"[bold]{topo.name}[/]: sensor {sensors[0]} -> {len(computes)} compute "
