@@ -1,12 +1,21 @@
-"""In-orbit services: what the emulated satellites compute.
+"""In-orbit services: what the emulated satellites compute, and how it is measured.
 
-- :mod:`netemu.services.scene`: a sensor's synthetic, seeded SAR scene with
-  moving targets whose true positions are known;
-- :mod:`netemu.services.detect`: CA-CFAR detection on an image tile;
-- :mod:`netemu.services.track`: a constant-velocity Kalman tracker;
-- :mod:`netemu.services.protocol`: the messages on the wire (scapy layers)
-  and frame reassembly that counts what it loses.
+Computation (pure numpy/scipy, no network):
+- :mod:`~netemu.services.scene`: a sensor's seeded SAR scene with moving targets
+  whose true positions are known;
+- :mod:`~netemu.services.detect`: CA-CFAR detection (CPU or GPU arrays);
+- :mod:`~netemu.services.track`: a constant-velocity Kalman tracker;
+- :mod:`~netemu.services.backend`: CPU or CUDA, chosen automatically.
 
-Pure computation (numpy/scipy), independent of the network; the sensor and
-inference applications that run on the emulated hosts are built on them.
+On the wire and on the hosts:
+- :mod:`~netemu.services.protocol`: the messages (scapy layers), reassembly;
+- :mod:`~netemu.services.sensor`, :mod:`~netemu.services.inference`,
+  :mod:`~netemu.services.consumer`: the applications (shared bits in
+  :mod:`~netemu.services.app`);
+- :mod:`~netemu.services.runtime`: podman containers or plain processes;
+- :mod:`~netemu.services.deploy`: starting and stopping them on an emulation.
+
+Results: :mod:`~netemu.services.measure` (stages, percentiles, accuracy),
+:mod:`~netemu.services.results` (JSON/CSV/PNG), and
+:mod:`~netemu.services.scenario` (what ``scenarios/*.py`` share).
 """
