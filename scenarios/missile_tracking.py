@@ -31,7 +31,7 @@ def main() -> int:
 
     def body(console) -> int:
         topo = scenario.load(args)
-        sensors = [n.name for n in topo.with_role("sensor")] or [topo.satellites[0].name]
+        sensors = [scenario.sensor_node(topo)]
         computes = args.computes or [
             n.name for n in topo.satellites if n.gpus and n.name not in sensors
         ]

@@ -33,7 +33,7 @@ def main() -> int:
 
     def body(console) -> int:
         topo = scenario.load(args)
-        sensor = ([n.name for n in topo.with_role("sensor")] or [topo.satellites[0].name])[0]
+        sensor = scenario.sensor_node(topo)
         scenario.check_nodes(topo, [*args.spacecraft, args.consumer])
         wall_s = args.frames * args.interval + 20
         with scenario.deployed("multi_gpu_deploy", args, topo, wall_s) as dep:
@@ -54,7 +54,7 @@ def main() -> int:
             routes = {c: dep.emu.route(sensor, c) for c in args.spacecraft}
             dep.stop()
             figures = scenario.finish(dep, "multi_gpu_deploy", args)
-            rows = measure.report_rows(measure.load_logs(dep.logs), dep.labels)
+            rows = figures["rows"]
         t = Table(title=f"one service on {len(instances)} GPUs: {sensor} -> instance -> "
                         f"{args.consumer} (ms)")  # fmt: skip
         for col in ("instance", "ISL path", "reports", "e2e p50", "e2e max", "inference p50"):

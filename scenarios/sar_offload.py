@@ -7,7 +7,7 @@ ISLs to the nearest free compute satellite, which sends track reports to
 the patrol aircraft; (2) bent pipe: the sensor sends the raw tiles down to
 a ground station (by default one the sensor reaches then), processed there
 on GPUs, and the reports go back up to the aircraft. Side by side: latency to the aircraft
-and bytes moved over space-to-ground links. Run as root:
+and raw bytes sent down to the ground. Run as root:
 
     sudo .venv/bin/python scenarios/sar_offload.py [--frames 20]
 
@@ -21,8 +21,9 @@ import sys
 
 from rich.table import Table
 
-from netemu.services import scenario
+from netemu.services import measure, scenario
 from netemu.services.deploy import Deployment
+from netemu.topology import NodeKind
 
 
 def phase(dep: Deployment, name: str, args, sensor: str, computes: list[str], consumer: str,
@@ -41,12 +42,16 @@ def phase(dep: Deployment, name: str, args, sensor: str, computes: list[str], co
         dep.emu.wait(3.0)
         sub.stop()
         figures = scenario.finish(sub, f"sar_offload/{name}", args)
-    frames = [r for _, r in scenario.measure.records(scenario.measure.load_logs(sub.logs),
-                                                     "sensor", "frame")]  # fmt: skip
-    raw = sum(r["bytes"] for r in frames)
+    # Raw bytes that left the sensor (fragments refused for want of a route not
+    # counted), and those addressed to a ground station: down a space-ground link.
+    ground = {
+        a.endpoint for a in services if dep.emu.topology.by_name[a.label].kind is NodeKind.GROUND
+    }
+    frames = [r for _, r in measure.records(figures["logs"], "sensor", "frame")]
+    sent = [(r["bytes"] * (1 - r["unsent"] / r["fragments"]), r["to"]) for r in frames]
     figures["bytes"] = {
-        "raw_frames": raw,
-        "over_space_ground": raw if name == "bent_pipe" else 0,
+        "raw_frames": sum(b for b, _ in sent),
+        "raw_to_ground": sum(b for b, to in sent if to in ground),
         "reports_delivered": figures["summary"]["consumers"][consumer]["delivered"],
     }
     return figures
@@ -61,7 +66,7 @@ def main() -> int:
 
     def body(console) -> int:
         topo = scenario.load(args)
-        sensor = ([n.name for n in topo.with_role("sensor")] or [topo.satellites[0].name])[0]
+        sensor = scenario.sensor_node(topo)
         consumer = args.consumer or topo.aircraft[0].name
         scenario.check_nodes(topo, [consumer, *([args.ground] if args.ground else [])])
         in_orbit = [n.name for n in topo.satellites if n.gpus and n.name != sensor]
@@ -81,7 +86,7 @@ def main() -> int:
             }  # fmt: skip
         t = Table(title=f"{sensor} -> {consumer}: in orbit vs bent pipe via {ground}")
         for col in ("pipeline", "got", "lost", "e2e p50 ms", "e2e p95 ms", "uplink p50",
-                    "inference p50", "downlink p50", "MB raw over space-ground"):  # fmt: skip
+                    "inference p50", "downlink p50", "MB raw sent to ground"):  # fmt: skip
             t.add_column(col)
         for name, f in figures.items():
             s = f["summary"]["consumers"][consumer]
@@ -91,7 +96,7 @@ def main() -> int:
                 *(f"{st[k][q]:.1f}" if st.get(k) else "-"
                   for k, q in (("e2e", "p50"), ("e2e", "p95"), ("uplink", "p50"),
                                ("inference", "p50"), ("downlink", "p50"))),
-                f"{f['bytes']['over_space_ground'] / 1e6:.0f}",
+                f"{f['bytes']['raw_to_ground'] / 1e6:.0f}",
             )  # fmt: skip
         console.print(t)
         out = (args.results or scenario.REPO / "results" / "sar_offload") / "comparison.json"

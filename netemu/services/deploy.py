@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netemu.services.app import FRAGMENT_PORT
-from netemu.services.runtime import App, PodmanRuntime, ProcessRuntime
+from netemu.services.runtime import App, PodmanRuntime, ProcessRuntime, remove
 
 
 class DeploymentError(RuntimeError):
@@ -134,7 +134,8 @@ class Deployment:
         """Stop every app (receivers last, so they log what is still on its way)."""
         codes = {}
         for a in sorted(self.apps, key=lambda a: a.app != "sensor"):
-            codes[f"{a.node}-{a.app}"] = a.stop()
+            codes[f"{a.label}-{a.app}"] = a.stop()
+        remove([a.container for a in self.apps if a.container])
         self.apps.clear()
         return codes
 

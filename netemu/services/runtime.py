@@ -62,7 +62,8 @@ class App:
             return ""
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM (podman forwards it), then SIGKILL; the return code."""
+        """SIGTERM (podman forwards it), then SIGKILL; the return code. A container
+        that outlives its client is removed with the others (:func:`remove`)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -70,8 +71,6 @@ class App:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.container:
-            remove_containers(self.container)
         if self.proc.stdout:
             self.proc.stdout.close()
         return self.proc.returncode
@@ -137,10 +136,11 @@ def choose(kind: str = "auto") -> ProcessRuntime | PodmanRuntime:
     """``podman`` (built image needed), ``process``, or ``auto``: podman where it works."""
     if kind not in ("auto", "podman", "process"):
         raise InputError(f"--runtime must be auto, podman or process, got {kind!r}")
-    if kind == "process" or (kind == "auto" and not podman_works()):
-        return ProcessRuntime()
-    if not podman_works():
+    works = kind != "process" and podman_works()
+    if kind == "podman" and not works:
         raise InputError("--runtime podman: podman is not installed or does not work here")
+    if not works:
+        return ProcessRuntime()
     ensure_image()
     return PodmanRuntime()
 
@@ -174,6 +174,13 @@ def ensure_image(image: str = IMAGE, log=sys.stderr) -> str:
     return image
 
 
+def remove(names: list[str]) -> None:
+    """Remove these containers (one podman call; absent ones ignored)."""
+    if names:
+        with contextlib.suppress(subprocess.SubprocessError):
+            subprocess.run([*PODMAN, "rm", "-f", "-i", "-t", "2", *names], capture_output=True)
+
+
 def remove_containers(prefix: str) -> list[str]:
     """Remove containers whose name starts with ``prefix``; their names."""
     if not shutil.which("podman"):
@@ -182,7 +189,5 @@ def remove_containers(prefix: str) -> list[str]:
         [*PODMAN, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
     ).stdout.split()
     names = [n for n in out if n.startswith(prefix)]
-    if names:
-        with contextlib.suppress(subprocess.SubprocessError):
-            subprocess.run([*PODMAN, "rm", "-f", "-t", "2", *names], capture_output=True)
+    remove(names)
     return names

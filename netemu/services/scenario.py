@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from netemu.cli import _on_sigterm
 from netemu.emulation import Emulation
 from netemu.errors import InputError
 from netemu.services import measure, results
@@ -60,7 +61,7 @@ def parser(doc: str, topology: str = "kepler.yaml", **defaults) -> argparse.Argu
 def run_main(name: str, body: Callable[[Console], int]) -> int:
     """Run a scenario's body: one-line errors, exit 2 on bad input, 130 on Ctrl-C."""
     console = Console(width=None if sys.stdout.isatty() else 120)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _on_sigterm)  # as `netemu run`: clean up, exit 130
     if os.geteuid() != 0:
         print(f"{name}: needs root for network namespaces: run it with sudo", file=sys.stderr)
         return 2
@@ -79,6 +80,11 @@ def run_main(name: str, body: Callable[[Console], int]) -> int:
 
 def load(args) -> Topology:
     return load_topology(args.topology)
+
+
+def sensor_node(topo: Topology) -> str:
+    """The node with role ``sensor`` (the first satellite if none has it)."""
+    return ([n.name for n in topo.with_role("sensor")] or [topo.satellites[0].name])[0]
 
 
 @contextlib.contextmanager
@@ -111,8 +117,8 @@ def sensor_options(args) -> dict:
     }
 
 
-def ran_on(dep: Deployment, scenario: str, args) -> dict:
-    starts = [r for _, r in measure.records(measure.load_logs(dep.logs), "inference", "start")]
+def ran_on(dep: Deployment, logs: dict, scenario: str, args) -> dict:
+    starts = [r for _, r in measure.records(logs, "inference", "start")]
     image = dep.runtime.image if isinstance(dep.runtime, PodmanRuntime) else None
     return {
         "scenario": scenario,
@@ -132,17 +138,19 @@ def ran_on(dep: Deployment, scenario: str, args) -> dict:
 
 
 def finish(dep: Deployment, scenario: str, args, folder: Path | None = None) -> dict:
-    """Results of a deployment's logs written to ``folder``; the figures returned."""
+    """Results of a deployment's logs written to ``folder``; the figures (and the
+    logs and report rows they came from) returned."""
     folder = folder or dep.results
     logs = measure.load_logs(dep.logs)
     summary = measure.summary(logs, dep.labels)
     accuracy = measure.accuracy(logs)
-    meta = ran_on(dep, scenario, args)
-    events = list(dep.emu.events)
-    paths = results.write(
-        folder, meta, summary, accuracy, measure.report_rows(logs, dep.labels), events
-    )
-    return {"meta": meta, "summary": summary, "accuracy": accuracy, "paths": paths}
+    meta = ran_on(dep, logs, scenario, args)
+    rows = measure.report_rows(logs, dep.labels)
+    paths = results.write(folder, meta, summary, accuracy, rows, list(dep.emu.events))
+    return {
+        "meta": meta, "summary": summary, "accuracy": accuracy, "paths": paths,
+        "logs": logs, "rows": rows,
+    }  # fmt: skip
 
 
 def table(title: str, figures: dict) -> Table:
