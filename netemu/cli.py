@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from netemu.errors import EXIT_BAD_INPUT, InputError
+from netemu.privileges import chown_to_invoker
 
 MAX_EPOCHS = 10_000_000
 
@@ -109,6 +110,38 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="JSON-lines log of link states and events (default: results/<name>/run.jsonl)",
     )
+    run.add_argument(
+        "--capture",
+        action="append",
+        default=[],
+        metavar="POINTS",
+        help="capture nodes and links, e.g. sat3,link:sat3-sat4 (pcapng files for Wireshark; "
+        "repeatable)",
+    )
+    run.add_argument(
+        "--capture-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the captures go (default: results/<name>/captures)",
+    )
+    analyze = sub.add_parser(
+        "analyze",
+        help="latency and loss per hop and per message from netemu captures",
+        description="Follow each packet through netemu capture files of one run (taken at "
+        "several points, on one clock): one-way latency and loss per hop, end-to-end latency "
+        "per message kind, and the run's events.",
+    )
+    analyze.add_argument("captures", type=Path, nargs="+", metavar="CAPTURE", help="pcapng files")
+    analyze.add_argument("--json", action="store_true", help="print the result as JSON")
+    wireshark = sub.add_parser(
+        "wireshark",
+        help="install the Wireshark dissector for netemu's protocol and events",
+        description="Write netemu.lua (generated from netemu's protocol definitions) into your "
+        "Wireshark personal plugin folder, or to --output for 'wireshark -X lua_script:FILE'.",
+    )
+    wireshark.add_argument(
+        "--output", type=Path, metavar="FILE", help="write the dissector here instead"
+    )
     clean = sub.add_parser(
         "clean",
         help="remove what killed runs left behind (root)",
@@ -143,6 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         shaper=args.shaper,
         run_name=name,
         log_path=log,
+        capture=[p for arg in args.capture for p in arg.split(",") if p.strip()],
+        capture_dir=args.capture_dir,
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
     view = StatusView()
@@ -168,27 +203,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         status = emu.status() if emu.epoch is not None else None
         emu.stop()
-        _chown_to_invoker(log)
+        chown_to_invoker(log)
     if status:
         view.message(
             f"netemu: {'interrupted' if interrupted else 'done'} after {status['epoch'] + 1} "
             f"epochs, {status['handovers']} handovers, {status['late_epochs']} late epochs; "
             "everything removed"
         )
+    for path in emu.capture_files:
+        view.message(f"netemu: capture {path}")
     return 130 if interrupted else 0
 
 
-def _chown_to_invoker(path: Path) -> None:
-    """Under sudo, results belong to the user who asked for them."""
-    import os
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from netemu import analysis
 
-    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if not (uid and gid) or not path.exists():
-        return
-    for p in [path, *path.parents[: len(path.parts) - 1]]:
-        if p == Path(".") or p.resolve() == Path.cwd():
-            break
-        os.chown(p, int(uid), int(gid))
+    result = analysis.summary(analysis.load(args.captures))
+    if args.json:
+        print(analysis.to_json(result))
+    else:
+        from netemu.report import print_analysis
+
+        print_analysis(result)
+    return 0
+
+
+def cmd_wireshark(args: argparse.Namespace) -> int:
+    from netemu import wireshark
+
+    path = wireshark.install(args.output)
+    print(f"netemu: dissector written to {path}")
+    if args.output:
+        print(f"open captures with: wireshark -X lua_script:{path} CAPTURE.pcapng")
+    else:
+        print("Wireshark loads it at start (Help > About > Plugins lists netemu.lua)")
+    return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -244,7 +293,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"plan": cmd_plan, "run": cmd_run, "clean": cmd_clean}[args.command](args)
+        commands = {
+            "plan": cmd_plan,
+            "run": cmd_run,
+            "analyze": cmd_analyze,
+            "wireshark": cmd_wireshark,
+            "clean": cmd_clean,
+        }
+        return commands[args.command](args)
     except InputError as exc:
         print(f"netemu: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -42,6 +42,7 @@ import numpy as np
 
 from netemu import addressing, netns
 from netemu.acquisition import Acquisition
+from netemu.capture import CapturePoint, Captures
 from netemu.errors import InputError
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
@@ -99,6 +100,8 @@ class Emulation:
         run_name: str | None = None,
         log_path: str | Path | None = None,
         keep_history: bool = False,
+        capture: list[str] = (),
+        capture_dir: str | Path | None = None,
     ):
         if not 0.1 <= step_s <= 3600:
             raise InputError(f"--step must be between 0.1 and 3600 s, got {step_s}")
@@ -115,6 +118,9 @@ class Emulation:
             raise InputError(f"run name {self.run_name!r}: use letters, digits, '_' or '.'")
         self.shaper = choose(shaper) if isinstance(shaper, str) else shaper
         self.log_path = Path(log_path) if log_path else None
+        self.captures = self._captures(capture, capture_dir)
+        #: The pcapng files written at stop (one per capture point, and all.pcapng).
+        self.capture_files: list[Path] = []
         #: With keep_history: (unix time, {link: delay_ms} carrying, next hops) per update.
         self.history: list[tuple[float, dict, np.ndarray]] | None = [] if keep_history else None
 
@@ -148,6 +154,39 @@ class Emulation:
         #: Seconds spent in each bring-up phase (for benchmarks and the curious).
         self.timings: dict[str, float] = {}
         self.last_update: dict[str, float] = {}
+
+    def _captures(self, points: list[str], directory) -> Captures:
+        directory = Path(
+            directory
+            or (self.log_path.parent if self.log_path else Path("results") / self.run_name)
+            / "captures"
+        )
+        return Captures(
+            [CapturePoint.parse(p, self.topology.by_name) for p in points],
+            directory,
+            comment=f"netemu run {self.run_name} of {self.topology.name}, shaper "
+            f"{self.shaper.name}, speed {self.speed}. Interfaces 'A>B tx' show what A sends "
+            "to B as it leaves A, 'A>B rx' the same packets as they reach B, after the "
+            "emulated propagation; 'netemu events' the run's events, as comments.",
+        )
+
+    def capture(self, point: str) -> None:
+        """Capture a node (``sat3``) or a link (``link:sat3-sat4``) from now on."""
+        parsed = CapturePoint.parse(point, self.names, option="capture")
+        with self._lock:
+            self.captures.add_point(parsed, self._capture_links(self.links))
+
+    def _capture_links(self, keys) -> list[tuple[str, str, dict]]:
+        """(a, b, {node: (namespace, its interface toward the other)}) for links ``keys``."""
+        out = []
+        for a, b in keys:
+            na, nb = self.names[a], self.names[b]
+            where = {
+                na: (self.netns[a], addressing.interface_name(nb)),
+                nb: (self.netns[b], addressing.interface_name(na)),
+            }
+            out.append((na, nb, where))
+        return out
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> Emulation:
@@ -300,6 +339,7 @@ class Emulation:
         for (a, b), _kind in new:
             self._register_interface(a, b)
             self._register_interface(b, a)
+        self.captures.add_links(self._capture_links([k for k, _ in new]))
 
     def _register_interface(self, node: int, peer: int) -> None:
         """Tell node's Mininet host (if made yet) about its interface toward peer."""
@@ -656,6 +696,12 @@ class Emulation:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
         self.shaper.stop()
+        try:
+            self.capture_files = self.captures.stop(self.events)
+        finally:
+            self._remove_namespaces()
+
+    def _remove_namespaces(self) -> None:
         for sock in self._nl.values():
             sock.close()
         self._nl.clear()

@@ -146,3 +146,40 @@ class StatusView:
         elif time.monotonic() - self._last_line >= 10:
             self._last_line = time.monotonic()
             self.console.print(text, highlight=False, soft_wrap=True)
+
+
+def _ms(stats: dict, key: str) -> str:
+    return f"{stats[key]:.3f}" if key in stats else "-"
+
+
+def print_analysis(result: dict) -> None:
+    """``netemu analyze``'s tables: per hop, per message kind, events."""
+    console = Console()
+    hops = Table(title=f"Per hop ({result['packets']:,} packets in {len(result['files'])} files)")
+    for col in ("hop", "sent", "arrived", "lost", "loss %", "p50 ms", "p95 ms", "max ms"):
+        hops.add_column(col, justify="left" if col == "hop" else "right")
+    for h in result["hops"]:
+        s = h["latency_ms"]
+        hops.add_row(
+            h["hop"], str(h["sent"]), str(h["arrived"]), str(h["lost"]),
+            f"{h['loss_percent']:.2f}", _ms(s, "p50"), _ms(s, "p95"), _ms(s, "max"),
+        )  # fmt: skip
+    console.print(hops)
+    e2e = Table(title="End to end (first tap leaving to last tap arriving)")
+    for col in ("messages", "count", "paths", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        e2e.add_column(col, justify="right" if col not in ("messages", "paths") else "left")
+    for k in result["end_to_end"]:
+        s = k["latency_ms"]
+        e2e.add_row(
+            k["kind"], str(k["messages"]), "\n".join(k["paths"][:4]),
+            _ms(s, "p50"), _ms(s, "p95"), _ms(s, "p99"), _ms(s, "max"),
+        )  # fmt: skip
+    console.print(e2e)
+    if result["events"]:
+        first = result["events"][0]["unix_ns"]
+        events = Table(title="Events")
+        events.add_column("t (s)", justify="right")
+        events.add_column("event")
+        for e in result["events"]:
+            events.add_row(f"{(e['unix_ns'] - first) / 1e9:.3f}", e["text"])
+        console.print(events)

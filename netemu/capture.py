@@ -1,0 +1,321 @@
+"""Packet captures: where packets are tapped, the tcpdump that records them, the pcapng files.
+
+A *capture point* is what a user asks for: a node (``sat3``: everything it
+sends and receives on its links) or a link (``link:sat3-sat4``: both
+directions, at both ends). Points become *taps*, one per hop (sender,
+receiver) and side:
+
+- ``tx``: the packet as the sender's IP layer hands it to the link, before
+  any rate limit or propagation delay;
+- ``rx``: the packet as it arrives at the receiver, after the emulated
+  propagation (and any loss) and before routing.
+
+So a packet's ``rx`` stamp minus its ``tx`` stamp is its one-way latency on
+that hop, whatever the shaper. A capture on the link interface could not say
+that: netem delays packets in the sender's egress qdisc (after the point
+where an interface capture sees outgoing packets), the nfqueue engine in the
+receiver's PREROUTING (before the point where it sees incoming ones). Taps
+are therefore iptables ``TEE`` rules (mangle POSTROUTING for tx, mangle
+INPUT/FORWARD for rx) that copy the packet onto an ``ifb`` device in the
+node's namespace (``tx-<peer>``, ``rx-<peer>``; ifb drops what it is sent),
+where ``tcpdump --immediate-mode -U`` records it with a kernel timestamp in
+nanoseconds. All namespaces share one clock, so taps compare directly.
+
+At stop every tcpdump is interrupted (it has written each packet as it came),
+and its file becomes part of one pcapng per point (``sat3.pcapng``,
+``link-sat3-sat4.pcapng``) and, with several points, ``all.pcapng`` on one
+timeline. Each has an interface ``netemu events`` whose records are the
+run's events (links up and down, handovers, route changes) at the time they
+took effect, with a comment in words: in Wireshark, ``frame.comment`` shows
+them next to the packets whose latency they explain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netemu import netns, pcapng
+from netemu.errors import InputError
+from netemu.privileges import chown_to_invoker
+
+#: Any address: TEE needs a gateway; ifb has no neighbours to resolve.
+_TEE_GATEWAY = "169.254.0.1"
+_READY_TIMEOUT_S = 10.0
+_TAP_NAME = re.compile(r"^(\w+)>(\w+) (tx|rx)$")
+_WINDOW = re.compile(r"\[captured (\d+) to (\d+) ns\]")
+
+
+@dataclass(frozen=True)
+class CapturePoint:
+    """``node`` or ``link:a-b``, as the user wrote it."""
+
+    nodes: tuple[str, ...]
+    is_link: bool = False
+
+    @classmethod
+    def parse(cls, text: str, known: Iterable[str], option: str = "--capture") -> CapturePoint:
+        known = set(known)
+        text = text.strip()
+        is_link = text.startswith("link:")
+        names = tuple(text.removeprefix("link:").split("-")) if is_link else (text,)
+        if is_link and (len(names) != 2 or names[0] == names[1]):
+            raise InputError(f"capture point {text!r}: write a link as link:NODE-NODE", key=option)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise InputError(
+                f"capture point {text!r}: no node named {unknown[0]!r} in the topology",
+                key=option,
+            )
+        return cls(names, is_link)
+
+    @property
+    def file_name(self) -> str:
+        return ("link-" + "-".join(self.nodes) if self.is_link else self.nodes[0]) + ".pcapng"
+
+    def taps(self, a: str, b: str) -> list[Tap]:
+        """The taps this point needs on the link between nodes a and b (maybe none)."""
+        if self.is_link:
+            if {a, b} != set(self.nodes):
+                return []
+            return [Tap(a, b, "tx"), Tap(a, b, "rx"), Tap(b, a, "tx"), Tap(b, a, "rx")]
+        node = self.nodes[0]
+        if node not in (a, b):
+            return []
+        peer = b if node == a else a
+        return [Tap(node, peer, "tx"), Tap(peer, node, "rx")]
+
+    def __str__(self) -> str:
+        return "link:" + "-".join(self.nodes) if self.is_link else self.nodes[0]
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One side of one hop: ``sender>receiver tx`` (at the sender) or ``rx`` (at the receiver)."""
+
+    sender: str
+    receiver: str
+    side: str  # "tx" or "rx"
+
+    @property
+    def node(self) -> str:
+        """Where the tap is."""
+        return self.sender if self.side == "tx" else self.receiver
+
+    @property
+    def peer(self) -> str:
+        return self.receiver if self.side == "tx" else self.sender
+
+    @property
+    def device(self) -> str:
+        """The ifb device in the node's namespace the copies go to."""
+        return f"{self.side}-{self.peer}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.sender}>{self.receiver} {self.side}"
+
+    def commands(self, link_interface: str) -> list[str]:
+        """Shell lines (in the node's namespace) that make the tap."""
+        tee = f"-j TEE --gateway {_TEE_GATEWAY} --oif {self.device}"
+        rules = (
+            [f"-A POSTROUTING -o {link_interface} {tee}"]
+            if self.side == "tx"
+            else [f"-A FORWARD -i {link_interface} {tee}", f"-A INPUT -i {link_interface} {tee}"]
+        )
+        return [
+            f"ip link add name {self.device} type ifb",
+            f"ip link set {self.device} up",
+            *(f"iptables -t mangle {r}" for r in rules),
+        ]
+
+    @classmethod
+    def from_interface(cls, interface: pcapng.Interface) -> Tap | None:
+        m = _TAP_NAME.match(interface.name)
+        if not m or "netemu tap" not in interface.description:
+            return None
+        return cls(*m.groups())
+
+    def describe(self) -> str:
+        if self.side == "tx":
+            return f"netemu tap: what {self.sender} sends to {self.receiver}, as it leaves"
+        return f"netemu tap: what {self.receiver} receives from {self.sender}, after propagation"
+
+
+@dataclass
+class _Recorder:
+    """A tcpdump recording one tap into a raw pcap file."""
+
+    tap: Tap
+    raw: Path
+    process: subprocess.Popen
+    started_ns: int = 0
+    stopped_ns: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def tap_window(interface: pcapng.Interface) -> tuple[int, int] | None:
+    """When a tap recorded (ns since the epoch), from a netemu capture's interface."""
+    m = _WINDOW.search(interface.description)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def event_text(event: dict) -> str:
+    """One line a Wireshark user reads in the packet list's comment column."""
+    kind = event.get("type", "event")
+    if kind == "handover":
+        return f"netemu: handover of {event['node']} from {event['from']} to {event['to']}"
+    if kind in ("link-up", "link-down", "link-ready"):
+        state = {"link-up": "up (acquiring)", "link-down": "down", "link-ready": "carrying"}[kind]
+        reason = f" ({event['reason']})" if event.get("reason") else ""
+        return f"netemu: link {event['a']}-{event['b']} {state}{reason}"
+    if kind == "routes":
+        return f"netemu: routes changed ({event['changed']} next hops)"
+    detail = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time", "unix_s"))
+    return f"netemu: {kind}" + (f" ({detail})" if detail else "")
+
+
+def _on_interface(raw: Path, index: int, direction: int) -> Iterator[pcapng.Record]:
+    """A tcpdump file's packets as records of one interface of the pcapng being written."""
+    for rec in pcapng.read(raw)[1]:
+        yield pcapng.Record(index, rec.time_ns, rec.data, direction=direction)
+
+
+class Captures:
+    """The captures of one run: taps made as links appear, pcapng files at the end."""
+
+    def __init__(self, points: list[CapturePoint], directory: str | Path, comment: str = ""):
+        self.points = list(dict.fromkeys(points))
+        self.directory = Path(directory)
+        self.comment = comment
+        self.recorders: dict[Tap, _Recorder] = {}
+        self._links: list[tuple[str, str, str, str]] = []  # (a, b, ns_a-if, ns_b-if) seen
+
+    def add_point(self, point: CapturePoint, links: list[tuple[str, str, dict]]) -> None:
+        """Capture one more point from now on, on the links that exist."""
+        if point not in self.points:
+            self.points.append(point)
+        self.add_links(links)
+
+    def add_links(self, links: list[tuple[str, str, dict]]) -> None:
+        """New links (a, b, {node: (namespace, link interface)}): make and start their taps."""
+        wanted: dict[Tap, tuple[str, str]] = {}
+        for a, b, where in links:
+            for point in self.points:
+                for tap in point.taps(a, b):
+                    if tap not in self.recorders:
+                        wanted[tap] = where[tap.node]
+        if not wanted:
+            return
+        raw = self.directory / ".raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        scripts: dict[str, list[str]] = {}
+        for tap, (ns, interface) in wanted.items():
+            scripts.setdefault(ns, []).extend(tap.commands(interface))
+        netns.in_namespaces({ns: "\n".join(lines) for ns, lines in scripts.items()})
+        started = [self._start(tap, ns, raw) for tap, (ns, _) in wanted.items()]
+        for recorder in started:
+            self._wait_ready(recorder)
+
+    def _start(self, tap: Tap, ns: str, raw_dir: Path) -> _Recorder:
+        raw = raw_dir / f"{tap.sender}-{tap.receiver}-{tap.side}.pcap"
+        # -Z root: Debian's tcpdump would switch to user tcpdump, unable to write here.
+        cmd = ["ip", "netns", "exec", ns, "tcpdump", "-i", tap.device, "-w", str(raw)]
+        cmd += ["--immediate-mode", "-U", "-Z", "root", "-n", "-s", "0"]
+        cmd += ["--time-stamp-precision=nano"]
+        process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # stopped by us, after the run, not by the terminal's Ctrl-C
+        )
+        recorder = self.recorders[tap] = _Recorder(tap, raw, process)
+        return recorder
+
+    def _wait_ready(self, recorder: _Recorder) -> None:
+        """tcpdump says 'listening on' once its socket is bound: from then on nothing is missed."""
+        stderr, seen = recorder.process.stderr, b""
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while b"listening on" not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or recorder.process.poll() is not None:
+                raise RuntimeError(
+                    f"tcpdump for tap {recorder.tap.name} did not start: {seen.decode().strip()}"
+                )
+            if select.select([stderr], [], [], left)[0]:
+                seen += os.read(stderr.fileno(), 4096)
+        recorder.started_ns = time.time_ns()
+
+    def stop(self, events: list[dict]) -> list[Path]:
+        """Stop every tcpdump and write the pcapng files; returns their paths."""
+        for r in self.recorders.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(r.process.pid, signal.SIGINT)
+        for r in self.recorders.values():
+            try:
+                _, err = r.process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(r.process.pid, signal.SIGKILL)
+                _, err = r.process.communicate()
+            r.stopped_ns = time.time_ns()
+            for n, what in re.findall(rb"(\d+) packets? (captured|dropped by kernel)", err):
+                r.stats[what.decode()] = int(n)
+        if not self.recorders and not self.points:
+            return []
+        self.directory.mkdir(parents=True, exist_ok=True)
+        written = [
+            self._write(self.directory / p.file_name, self._taps_of(p), events) for p in self.points
+        ]
+        if len(self.points) > 1:
+            written.append(self._write(self.directory / "all.pcapng", list(self.recorders), events))
+        for r in self.recorders.values():
+            r.raw.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (self.directory / ".raw").rmdir()
+        self.recorders.clear()
+        for path in written:
+            chown_to_invoker(path)
+        return written
+
+    def _taps_of(self, point: CapturePoint) -> list[Tap]:
+        return [t for t in self.recorders if t in point.taps(t.sender, t.receiver)]
+
+    def _write(self, path: Path, taps: list[Tap], events: list[dict]) -> Path:
+        with pcapng.Writer(path, comment=self.comment) as out:
+            streams = []
+            for tap in sorted(taps, key=lambda t: t.name):
+                r = self.recorders[tap]
+                window = f"[captured {r.started_ns} to {r.stopped_ns} ns]"
+                index = out.add_interface(pcapng.Interface(tap.name, f"{tap.describe()} {window}"))
+                direction = pcapng.OUTBOUND if tap.side == "tx" else pcapng.INBOUND
+                if r.raw.exists() and r.raw.stat().st_size:
+                    streams.append(_on_interface(r.raw, index, direction))
+            ev = out.add_interface(
+                pcapng.Interface("netemu events", "netemu events", pcapng.LINKTYPE_USER0)
+            )
+            streams.append(
+                pcapng.Record(
+                    ev,
+                    int(e["unix_s"] * 1e9),
+                    json.dumps(e, separators=(",", ":")).encode(),
+                    comment=event_text(e),
+                )
+                for e in sorted(events, key=lambda e: e["unix_s"])
+            )
+            for record in heapq.merge(*streams, key=lambda rec: rec.time_ns):
+                out.write(record)
+        return path
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return {t.name: dict(r.stats) for t, r in self.recorders.items()}

@@ -1,0 +1,30 @@
+"""What runs as root, and what is handed back to the user who ran ``sudo``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def invoking_user() -> tuple[int, int] | None:
+    """(uid, gid) of the user behind ``sudo``; None when not run through sudo."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    return (int(uid), int(gid)) if uid and gid else None
+
+
+def chown_to_invoker(path: str | Path) -> None:
+    """Under sudo, results belong to the user who asked for them.
+
+    The file, and the folders above it that lie inside the working directory
+    (those netemu made for results); nothing outside it but the file itself.
+    """
+    user = invoking_user()
+    path = Path(path)
+    if user is None or not path.exists():
+        return
+    os.chown(path, *user)
+    cwd = Path.cwd().resolve()
+    for parent in path.resolve().parents:
+        if parent == cwd or not parent.is_relative_to(cwd):
+            break
+        os.chown(parent, *user)
