@@ -6,7 +6,9 @@ a Lua dissector, so Wireshark and tshark decode exactly what the services
 send: every field with the filter name ``netemu.<layer>.<field>`` (e.g.
 ``netemu.report.seq``), nanosecond timestamps (``*_ns``) also as UTC times
 (``netemu.report.sent_time``), track lists as subtrees. It finds the protocol
-on any UDP port by its magic (a heuristic dissector), and also decodes the
+on the services' ports and, by its magic, on any other UDP port (a heuristic
+dissector; ports that another dissector claims, like 53, need "Try heuristic
+sub-dissectors first" in Wireshark's UDP preferences). It also decodes the
 ``netemu events`` records of netemu's captures (``netemu_event.type``).
 
 ``netemu wireshark`` installs it into the user's personal plugin folder, or
@@ -32,10 +34,12 @@ from scapy.fields import (
 from scapy.packet import Packet
 
 from netemu.privileges import invoking_user
+from netemu.services.app import FRAGMENT_PORT, REPORT_PORT, STATUS_PORT
 from netemu.services.protocol import Nemu
 
 PLUGIN_DIR = Path(".local/lib/wireshark/plugins")  # under the home folder (Wireshark >= 2.5)
 FILE_NAME = "netemu.lua"
+SERVICE_PORTS = (FRAGMENT_PORT, REPORT_PORT, STATUS_PORT)
 
 # scapy field class -> (ProtoField constructor, bytes, how to read it, display base)
 _TYPES = [
@@ -191,6 +195,10 @@ def dissector_lua() -> str:
             "  return true",
             "end",
             'netemu:register_heuristic("udp", heuristic)',
+            "-- The services' own ports too: there no other dissector claims them first.",
+            f"for _, port in ipairs({{{', '.join(map(str, SERVICE_PORTS))}}}) do",
+            '  DissectorTable.get("udp.port"):add(port, netemu)',
+            "end",
             "",
             "-- The 'netemu events' interface of netemu captures (link type USER0): JSON lines.",
             'local event = Proto("netemu_event", "netemu event")',
