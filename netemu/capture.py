@@ -47,7 +47,7 @@ from pathlib import Path
 
 from netemu import netns, pcapng
 from netemu.errors import InputError
-from netemu.privileges import chown_to_invoker
+from netemu.privileges import chown_to_invoker, make_dirs
 
 #: Any address: TEE needs a gateway; ifb has no neighbours to resolve.
 _TEE_GATEWAY = "169.254.0.1"
@@ -217,8 +217,7 @@ class Captures:
                         wanted[tap] = where[tap.node]
         if not wanted:
             return
-        raw = self.directory / ".raw"
-        raw.mkdir(parents=True, exist_ok=True)
+        raw = make_dirs(self.directory / ".raw")
         scripts: dict[str, list[str]] = {}
         for tap, (ns, interface) in wanted.items():
             scripts.setdefault(ns, []).extend(tap.commands(interface))
@@ -273,7 +272,7 @@ class Captures:
                 r.stats[what.decode()] = int(n)
         if not self.recorders and not self.points:
             return []
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         written = [
             self._write(self.directory / p.file_name, self._taps_of(p), events) for p in self.points
         ]

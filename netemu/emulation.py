@@ -48,6 +48,7 @@ from netemu.geometry import delay_ms
 from netemu.links import KINDS
 from netemu.netlink import encode_deletes, encode_replaces, send_all, socket_in
 from netemu.plan import EpochPlan, Planner, iso_utc
+from netemu.privileges import make_dirs
 from netemu.routing import UNREACHABLE, RouteChanges, ShortestDelayRouter, path
 from netemu.shaping import Direction, Shape, Shaper, choose
 from netemu.topology import LinkParams, Topology
@@ -540,7 +541,7 @@ class Emulation:
     def _open_log(self) -> None:
         if self.log_path is None:
             return
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.log_path.parent)
         self._log = self.log_path.open("w", buffering=1)
         self._log.write(
             json.dumps(

@@ -28,3 +28,15 @@ def chown_to_invoker(path: str | Path) -> None:
         if parent == cwd or not parent.is_relative_to(cwd):
             break
         os.chown(parent, *user)
+
+
+def make_dirs(path: str | Path) -> Path:
+    """``mkdir -p``; under sudo, the folders made belong to the invoking user."""
+    path = Path(path)
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    user = invoking_user()
+    if user:
+        for p in made:
+            os.chown(p, *user)
+    return path

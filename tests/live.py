@@ -99,7 +99,8 @@ def leftovers(run: str) -> list[str]:
         else []
     )
     ps = subprocess.run(
-        ["pgrep", "-af", f"mininet:|netemu.shaping.engine|netemu run.*{run}"],
+        # tcpdump -i tx-PEER / rx-PEER: a capture's recorder (netemu.capture).
+        ["pgrep", "-af", f"mininet:|netemu.shaping.engine|netemu run.*{run}|tcpdump -i [tr]x-"],
         capture_output=True,
         text=True,
     ).stdout

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
+import time
 
 from live import leftovers, needs_root, train_topology
 from scapy.layers.inet import UDP
@@ -17,12 +20,16 @@ from netemu import analysis, pcapng, wireshark
 from netemu.emulation import Emulation
 from netemu.services.protocol import Nemu, Track, TrackReport
 
+from helpers import REPO, TOPOLOGIES
+
 pytestmark = needs_root
 
 #: Sends TrackReports numbered 0..count-1 to ADDR:9100, stamping sent_ns; prints how many.
 SENDER = """
 import socket, sys, time
 from netemu.services.protocol import Nemu, Track, TrackReport
+
+from helpers import REPO, TOPOLOGIES
 addr, first, count, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for seq in range(first, first + count):
@@ -167,3 +174,45 @@ def test_the_dissector_decodes_every_field_of_a_report_from_a_real_run(tmp_path)
             assert float(values[f"netemu.track.{n}"]) == getattr(t, n), n
     # And the values are the ones the sender chose.
     assert sent[1].capture_ns == 10**18 + 42 and sent[1].tracks[0].row == 42.5
+
+
+def test_netemu_run_captures_for_the_user_behind_sudo(tmp_path):
+    """A CLI run with --capture, stopped by SIGTERM: the files exist, hold packets, belong to
+    the sudo user; a capture point naming no node is bad input (exit 2, nothing made)."""
+    out = tmp_path / "caps"
+    cmd = [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"), "--name",
+           "tcapcli", "--shaper", "nfqueue", "--log", str(tmp_path / "run.jsonl")]  # fmt: skip
+    bad = subprocess.run([*cmd, "--capture", "t1,link:t1-t9"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "capture point 'link:t1-t9': no node named 't9'" in bad.stderr
+    assert leftovers("tcapcli") == [] and not out.exists()
+
+    tmp_path.chmod(0o755)
+    env = {**os.environ, "SUDO_UID": "65534", "SUDO_GID": "65534"}
+    proc = subprocess.Popen(
+        [*cmd, "--capture", "t1", "--capture", "link:t0-t1", "--capture-dir", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    log = tmp_path / "run.jsonl"
+    deadline = time.monotonic() + 30
+    while not (log.exists() and '"epoch"' in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    ping = subprocess.run(
+        ["ip", "netns", "exec", "netemu-tcapcli-t0", "ping", "-c", "3", "-i", "0.2", "172.16.0.4"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert leftovers("tcapcli") == []
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["all.pcapng", "link-t0-t1.pcapng", "t1.pcapng"]
+    assert f"capture {out / 't1.pcapng'}" in err
+    for p in [out, *out.iterdir()]:
+        assert (p.stat().st_uid, p.stat().st_gid) == (65534, 65534), p
+        assert not p.stat().st_mode & 0o002, f"{p} is world-writable"
+    echo = tshark(out / "link-t0-t1.pcapng", "-Y", "icmp.type == 8", "-T", "fields",
+                  "-e", "frame.interface_name")  # fmt: skip
+    assert sorted(r[0] for r in echo) == ["t0>t1 rx"] * 3 + ["t0>t1 tx"] * 3

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from live import leftovers, needs_root, train_topology
 
+from netemu import analysis
 from netemu.emulation import Emulation
 from netemu.services import measure, results
 from netemu.services.deploy import Deployment
@@ -86,6 +87,38 @@ def test_stages_add_up_and_network_stages_follow_the_geometry(tmp_path):
     assert paths["csv"].read_text().count("\n") == 21
     assert all(paths[k].stat().st_size > 10_000 for k in ("latency", "stages"))
     assert leftovers("svc") == []
+
+
+def test_captures_agree_with_the_services_on_each_report(tmp_path):
+    """Captured at the compute node and the consumers, each report's downlink as the taps
+    saw it agrees with the services' own stamps (measured apart from the geometry test:
+    taps cost CPU on this 2-core machine, and the geometry test measures the emulation)."""
+    topo = train_topology(tmp_path)
+    with (
+        Emulation(topo, shaper="nfqueue", run_name="svccap", capture=["t2", "jet1", "gs_north"],
+                  capture_dir=tmp_path / "captures") as emu,
+        Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
+    ):  # fmt: skip
+        emu.start_controller()
+        logs = deploy_pipeline(
+            emu, dep, "t2", ["jet1", "gs_north"], frames=6, interval=0.3, size=128, seed=3
+        )
+        rows = measure.report_rows(logs, dep.labels)
+    assert leftovers("svccap") == []
+    captured = analysis.load(emu.capture_files)
+    seen = {
+        (m["path"][-1], m["seq"]): m["latency_ms"]
+        for m in analysis.end_to_end(captured)["netemu report"]
+        if m["path"][0] == "t2"
+    }
+    apps = {(r["consumer"], r["seq"]): r["downlink_ms"] for r in rows}
+    assert len(apps) == 12 and set(seen) == set(apps)
+    # The application stamps a report just before sendto() and just after recvfrom():
+    # its downlink includes both sockets, the capture's does not.
+    socket_ms = np.array([apps[k] - seen[k] for k in apps])
+    assert socket_ms.min() > -0.01 and np.median(socket_ms) < 0.3, np.round(socket_ms, 3)
+    hops = analysis.hops(captured)
+    assert hops[("t2", "jet1")].lost == 0 and hops[("t2", "jet1")].arrived >= 6
 
 
 def test_a_handover_shows_as_an_outage_in_the_consumer_series(tmp_path):

@@ -54,6 +54,10 @@ def parser(doc: str, topology: str = "kepler.yaml", **defaults) -> argparse.Argu
         help="device model: hold each inference this long (e.g. a published Orin latency)",
     )  # fmt: skip
     p.add_argument("--results", type=Path, default=None, help="results folder")
+    p.add_argument(
+        "--capture", action="append", default=[], metavar="POINTS",
+        help="capture nodes/links for Wireshark, e.g. sat3,link:sat3-sat4 (in <results>/captures)",
+    )  # fmt: skip
     p.set_defaults(**defaults)
     return p
 
@@ -100,6 +104,8 @@ def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deploym
         run_name=name,
         log_path=folder / "run.jsonl",
         keep_history=True,
+        capture=[p for arg in args.capture for p in arg.split(",") if p.strip()],
+        capture_dir=folder / "captures",
     )
     folder.mkdir(parents=True, exist_ok=True)
     with emu, Deployment(emu, folder, runtime, args.backend, args.hold_ms) as dep:
@@ -149,7 +155,7 @@ def finish(dep: Deployment, scenario: str, args, folder: Path | None = None) -> 
     paths = results.write(folder, meta, summary, accuracy, rows, list(dep.emu.events))
     return {
         "meta": meta, "summary": summary, "accuracy": accuracy, "paths": paths,
-        "logs": logs, "rows": rows,
+        "logs": logs, "rows": rows, "emulation": dep.emu,
     }  # fmt: skip
 
 
@@ -184,6 +190,12 @@ def describe(console: Console, figures: dict) -> None:
         f"{m['device_model']}"
     )
     console.print("results: " + ", ".join(str(p) for p in figures["paths"].values()))
+    captures = figures["emulation"].capture_files  # written when the emulation stopped
+    if captures:
+        console.print(
+            "captures: " + ", ".join(map(str, captures)) + " (netemu analyze FILES; "
+            "netemu wireshark installs the dissector)"
+        )
 
 
 def check_nodes(topo: Topology, names: list[str]) -> None:
