@@ -59,6 +59,8 @@ class Captured:
     messages: dict[tuple, Message] = field(default_factory=dict)
     windows: dict[Tap, tuple[int, int]] = field(default_factory=dict)
     events: list[tuple[int, str]] = field(default_factory=list)  # (time_ns, comment)
+    #: Packets a tap's recorder dropped (from the files' interface statistics), where any.
+    dropped: dict[Tap, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
 
 
@@ -125,6 +127,9 @@ def load(paths: list[str | Path]) -> Captured:
             raise InputError("no such file", file=path) from None
         except (pcapng.FormatError, struct.error, IndexError) as exc:
             raise InputError(f"not a readable capture ({exc})", file=path) from None
+        for iface in interfaces:
+            if iface.dropped and (tap := Tap.from_interface(iface)):
+                out.dropped[tap] = max(out.dropped.get(tap, 0), iface.dropped)
         if not any(Tap.from_interface(i) for i in interfaces):
             raise InputError(
                 "no netemu taps in this capture (make one with 'netemu run --capture')", file=path
@@ -187,13 +192,21 @@ def end_to_end(captured: Captured) -> dict[str, list[dict]]:
             continue
         start, end = min(tx), max(rx)
         between = sorted((s for s in message.seen if start <= s[0] <= end), key=lambda s: s[0])
-        path = [node for _, tap in between for node in (tap.sender, tap.receiver)]
+        path: list[str] = []
+        for _, tap in between:  # "…" where hops between two taps were not captured
+            if path[-2:] == [tap.sender, tap.receiver]:
+                continue  # the same hop's other side
+            if path and path[-1] != tap.sender:
+                path.append("…")
+            if not path or path[-1] != tap.sender:
+                path.append(tap.sender)
+            path.append(tap.receiver)
         out[message.kind].append(
             {
                 "label": message.label,
                 "sent_ns": start,
                 "latency_ms": (end - start) / 1e6,
-                "path": list(dict.fromkeys(path)),
+                "path": path,
                 **message.fields,
             }
         )
@@ -228,6 +241,7 @@ def summary(captured: Captured) -> dict:
             for kind, rows in sorted(per_kind.items())
         ],
         "events": [{"unix_ns": t, "text": text} for t, text in captured.events],
+        "dropped_by_capture": {tap.name: n for tap, n in captured.dropped.items()},
     }
 
 

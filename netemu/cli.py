@@ -212,6 +212,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     for path in emu.capture_files:
         view.message(f"netemu: capture {path}")
+    for tap, n in emu.captures.dropped.items():
+        view.message(f"netemu: warning: capture tap {tap} dropped {n} packets (too fast to record)")
     return 130 if interrupted else 0
 
 

@@ -2,8 +2,9 @@
 
 Only what netemu needs, after the format's specification
 (draft-ietf-opsawg-pcapng): a section header (with the application and a
-comment), interfaces (name, description, nanosecond timestamps) and enhanced
-packet blocks (comment, direction). :func:`read` also reads classic pcap files
+comment), interfaces (name, description, nanosecond timestamps), enhanced
+packet blocks (comment, direction) and interface statistics (packets received
+and dropped by the capture). :func:`read` also reads classic pcap files
 (microsecond or nanosecond), which is what tcpdump writes.
 """
 
@@ -19,12 +20,13 @@ LINKTYPE_ETHERNET = 1
 #: "Reserved for private use": netemu's event records (the dissector decodes them).
 LINKTYPE_USER0 = 147
 
-_SHB, _IDB, _EPB, _SPB = 0x0A0D0D0A, 1, 6, 3
+_SHB, _IDB, _EPB, _SPB, _ISB = 0x0A0D0D0A, 1, 6, 3, 5
 _BYTE_ORDER_MAGIC = 0x1A2B3C4D
 _OPT_END, _OPT_COMMENT = 0, 1
 _SHB_USERAPPL = 4
 _IF_NAME, _IF_DESCRIPTION, _IF_TSRESOL = 2, 3, 9
 _EPB_FLAGS = 2
+_ISB_IFRECV, _ISB_IFDROP = 4, 5
 INBOUND, OUTBOUND = 1, 2
 _PCAP_MAGIC = {0xA1B2C3D4: 1_000, 0xA1B23C4D: 1}  # classic pcap: ns per timestamp unit
 
@@ -34,6 +36,9 @@ class Interface:
     name: str
     description: str = ""
     linktype: int = LINKTYPE_ETHERNET
+    #: From the interface's statistics: packets the capture saw, and dropped (None: unknown).
+    received: int | None = None
+    dropped: int | None = None
 
 
 @dataclass
@@ -94,6 +99,17 @@ class Writer:
         )
         body += record.data + b"\0" * (-n % 4) + _options(options)
         self._file.write(_block(_EPB, body))
+
+    def statistics(self, interface: int, time_ns: int, received: int, dropped: int) -> None:
+        """What the capture on an interface saw and dropped (Wireshark shows the drops)."""
+        options = [
+            (_ISB_IFRECV, struct.pack("<Q", received)),
+            (_ISB_IFDROP, struct.pack("<Q", dropped)),
+        ]
+        body = struct.pack("<III", interface, time_ns >> 32, time_ns & 0xFFFFFFFF)
+        self._file.write(_block(_ISB, body + _options(options)))
+        self.interfaces[interface].received = received
+        self.interfaces[interface].dropped = dropped
 
     def close(self) -> None:
         self._file.close()
@@ -195,6 +211,12 @@ def _pcapng_records(path, interfaces: list[Interface]) -> Iterator[Record]:
                     comment.decode(errors="replace") if comment else None,
                     struct.unpack(endian + "I", flags)[0] & 3 if flags else None,
                 )
+            elif kind == _ISB:
+                opts = _parse_options(body[12:], endian)
+                iface = interfaces[struct.unpack_from(endian + "I", body)[0]]
+                for code, attr in ((_ISB_IFRECV, "received"), (_ISB_IFDROP, "dropped")):
+                    if code in opts:
+                        setattr(iface, attr, struct.unpack(endian + "Q", opts[code][0])[0])
             elif kind == _SPB:
                 caplen = struct.unpack_from(endian + "I", body)[0]
                 yield Record(0, 0, body[4 : 4 + caplen])

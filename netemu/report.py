@@ -164,10 +164,16 @@ def print_analysis(result: dict) -> None:
             h["hop"], str(h["sent"]), str(h["arrived"]), str(h["lost"]),
             f"{h['loss_percent']:.2f}", _ms(s, "p50"), _ms(s, "p95"), _ms(s, "max"),
         )  # fmt: skip
-    console.print(hops)
+    console.print(hops if result["hops"] else "No hop tapped on both sides (capture both ends).")
+    for tap, n in result.get("dropped_by_capture", {}).items():
+        console.print(
+            f"[yellow]warning: tap {tap} dropped {n} packets: its hop's loss is overstated"
+        )
     e2e = Table(title="End to end (first tap leaving to last tap arriving)")
     for col in ("messages", "count", "paths", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        e2e.add_column(col, justify="right" if col not in ("messages", "paths") else "left")
+        e2e.add_column(
+            col, justify="right" if col not in ("messages", "paths") else "left", overflow="fold"
+        )
     for k in result["end_to_end"]:
         s = k["latency_ms"]
         e2e.add_row(

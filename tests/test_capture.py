@@ -36,8 +36,10 @@ def test_pcapng_round_trip_and_tshark_reads_it(tmp_path):
         e = w.add_interface(pcapng.Interface("netemu events", "", pcapng.LINKTYPE_USER0))
         w.write(pcapng.Record(a, T0, b"\x01" * 61, direction=pcapng.OUTBOUND))
         w.write(pcapng.Record(e, T0 + 999, b'{"type":"routes"}', comment="routes changed"))
+        w.statistics(a, T0 + 1000, received=5, dropped=4)
     interfaces, records = pcapng.read(path)
     records = list(records)
+    assert (interfaces[0].received, interfaces[0].dropped) == (5, 4)
     assert [i.name for i in interfaces] == ["a>b tx", "netemu events"]
     assert interfaces[1].linktype == pcapng.LINKTYPE_USER0
     assert records == [
@@ -123,7 +125,7 @@ def test_latency_and_loss_per_hop_and_end_to_end(tmp_path):
     bc_tx, bc_rx = Tap("b", "c", "tx"), Tap("b", "c", "rx")
     ms = 1_000_000
     report = Nemu(type=2) / TrackReport(sensor=1, seq=9, tracks=[Track(id=1)])
-    one, two, late = frame(report, 1), frame(b"two", 2), frame(b"late", 3)
+    one, two, late, gap = frame(report, 1), frame(b"two", 2), frame(b"late", 3), frame(b"g", 4)
     end = T0 + 2_000 * ms
     # a: taps at a; c: taps at c (two files of one run, one clock).
     write_taps(tmp_path / "a.pcapng", (T0, end), [
@@ -144,6 +146,13 @@ def test_latency_and_loss_per_hop_and_end_to_end(tmp_path):
     (r,) = e2e["netemu report"]
     assert r["latency_ms"] == 9.0 and r["path"] == ["a", "b", "c"] and r["seq"] == 9
     assert [x["latency_ms"] for x in e2e["udp"]] == [5.0]  # two: a to b, then lost
+    # Taps on x>a and b>c only: the path says where it was not seen.
+    write_taps(tmp_path / "g.pcapng", (T0, end), [
+        (Tap("x", "a", "tx"), T0, gap), (Tap("x", "a", "rx"), T0 + ms, gap),
+        (bc_rx, T0 + 4 * ms, gap),
+    ])  # fmt: skip
+    (g,) = analysis.end_to_end(analysis.load([tmp_path / "g.pcapng"]))["udp"]
+    assert g["path"] == ["x", "a", "…", "b", "c"] and g["latency_ms"] == 4.0
     result = json.loads(analysis.to_json(analysis.summary(captured)))
     assert [(h["hop"], h["lost"]) for h in result["hops"]] == [("a>b", 0), ("b>c", 1)]
 
