@@ -98,9 +98,6 @@ class CapturePoint:
         peer = b if node == a else a
         return [Tap(node, peer, "tx"), Tap(peer, node, "rx")]
 
-    def __str__(self) -> str:
-        return "link:" + "-".join(self.nodes) if self.is_link else self.nodes[0]
-
 
 @dataclass(frozen=True)
 class Tap:
@@ -203,7 +200,6 @@ class Captures:
         self.comment = comment
         self.recorders: dict[Tap, _Recorder] = {}
         self.dropped: dict[str, int] = {}
-        self._links: list[tuple[str, str, str, str]] = []  # (a, b, ns_a-if, ns_b-if) seen
 
     def add_point(self, point: CapturePoint, links: list[tuple[str, str, dict]]) -> None:
         """Capture one more point from now on, on the links that exist."""

@@ -18,6 +18,7 @@ Usage, as a context manager that always tears everything down::
     with Emulation(load_topology("topologies/kepler.yaml"), speed=10) as emu:
         emu.start_controller()              # epochs advance in a background thread
         print(emu.host("patrol1").cmd("ping -c1", emu.address("c2_bodo")))
+        emu.capture("kep3")                 # pcapng files at stop (netemu.capture)
         emu.wait(30)
 """
 
@@ -157,11 +158,10 @@ class Emulation:
         self.last_update: dict[str, float] = {}
 
     def _captures(self, points: list[str], directory) -> Captures:
-        directory = Path(
-            directory
-            or (self.log_path.parent if self.log_path else Path("results") / self.run_name)
-            / "captures"
-        )
+        """Captures beside the run's log unless told where (see :mod:`netemu.capture`)."""
+        if directory is None:
+            results = self.log_path.parent if self.log_path else Path("results") / self.run_name
+            directory = results / "captures"
         return Captures(
             [CapturePoint.parse(p, self.topology.by_name) for p in points],
             directory,
@@ -700,9 +700,10 @@ class Emulation:
         try:
             self.capture_files = self.captures.stop(self.events)
         finally:
-            self._remove_namespaces()
+            self._tear_down()
 
-    def _remove_namespaces(self) -> None:
+    def _tear_down(self) -> None:
+        """Hosts, namespaces (with their links, qdiscs and rules), state file, log."""
         for sock in self._nl.values():
             sock.close()
         self._nl.clear()

@@ -28,8 +28,6 @@ pytestmark = needs_root
 SENDER = """
 import socket, sys, time
 from netemu.services.protocol import Nemu, Track, TrackReport
-
-from helpers import REPO, TOPOLOGIES
 addr, first, count, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for seq in range(first, first + count):

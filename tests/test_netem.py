@@ -128,3 +128,23 @@ def test_teardown_leaves_nothing(emu):
     assert leftovers("tnetem") == []
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "netemu-" not in out
+
+
+def test_capture_taps_sit_on_both_sides_of_the_netem_delay(tmp_path):
+    """netem delays in the sender's egress qdisc; a tx tap must see the packet before it,
+    the rx tap after it, so their difference is the link's delay (as with nfqueue)."""
+    from netemu import analysis
+
+    topo = train_topology(tmp_path)
+    with Emulation(topo, shaper="netem", run_name="tnetcap", capture=["link:t1-t2"],
+                   capture_dir=tmp_path) as emu:  # fmt: skip
+        assert emu.route("gs_south", "gs_north")[2:4] == ["t1", "t2"]
+        emu.host("gs_south").cmd(f"ping -U -q -c 20 -i 0.05 {emu.address('gs_north')}")
+        want = emu.path_delay_ms("t1", "t2")
+    hops = analysis.hops(analysis.load([tmp_path / "link-t1-t2.pcapng"]))
+    for key in [("t1", "t2"), ("t2", "t1")]:  # echo requests, then replies
+        hop = hops[key]
+        assert (hop.arrived, hop.lost) == (20, 0), key
+        # QEMU's timers only ever add: the smallest of 20 within +0.5 ms.
+        assert want - 0.05 <= min(hop.latencies_ms) <= want + 0.5, (key, hop.latencies_ms, want)
+    assert leftovers("tnetcap") == []
