@@ -145,9 +145,9 @@ def test_captures_on_two_hops_of_a_live_run(tmp_path):
 
 def test_the_dissector_decodes_every_field_of_a_report_from_a_real_run(tmp_path):
     topo = train_topology(tmp_path)
-    with Emulation(topo, shaper="nfqueue", run_name="tdis", capture=["t0"],
-                   capture_dir=tmp_path) as emu:  # fmt: skip
+    with Emulation(topo, shaper="nfqueue", run_name="tdis", capture_dir=tmp_path) as emu:
         emu.start_controller()
+        emu.capture("t0")  # from now on, as a script would
         send_reports(emu, "gs_south", "t0", 41, 2, 0.01)
         emu.wait(0.1)
     lua = wireshark.install(tmp_path / "netemu.lua")
