@@ -433,7 +433,9 @@ class Emulation:
                 self.links[key].distance_km = dist
                 self.links[key].budget_loss = (loss_ab, loss_ba)
             self.handovers += sum(1 for e in epoch.events if e["type"] == "handover")
-            self._push(time.monotonic(), epoch.events)
+            # The plan's "link-ready" is its own acquisition model, in orbital time; live,
+            # acquisition runs on the wall clock and _push says when a link is ready.
+            self._push(time.monotonic(), [e for e in epoch.events if e["type"] != "link-ready"])
         return True
 
     def _acquisition_times(self, key: tuple[int, int]) -> tuple[float, float]:

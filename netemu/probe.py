@@ -30,8 +30,16 @@ def send(to: str, port: int, count: int, interval: float, size: int, bind: str |
     if bind:
         sock.bind((bind, 0))
     # Binding and the route lookup happen here, not between a timestamp and
-    # its datagram (the first send of a fresh socket is ~0.4 ms slower).
-    sock.connect((to, port))
+    # its datagram (the first send of a fresh socket is ~0.4 ms slower). With
+    # no route yet (an outage), each datagram looks for one as it goes.
+    try:
+        sock.connect((to, port))
+        emit = sock.send
+    except OSError:
+
+        def emit(data: bytes) -> None:
+            sock.sendto(data, (to, port))
+
     pad = b"\0" * max(0, size - HEADER.size)
     start = time.monotonic()
     for seq in range(count):
@@ -39,7 +47,7 @@ def send(to: str, port: int, count: int, interval: float, size: int, bind: str |
         if delay > 0:
             time.sleep(delay)
         with contextlib.suppress(OSError):  # no route right now: the datagram is lost
-            sock.send(HEADER.pack(seq, time.time_ns()) + pad)
+            emit(HEADER.pack(seq, time.time_ns()) + pad)
     return 0
 
 

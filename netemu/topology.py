@@ -204,16 +204,33 @@ class Topology:
         )
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Read and check a topology file; raise :class:`InputError` on any problem."""
+def load_topology(path: str | Path, overrides: dict | None = None) -> Topology:
+    """Read and check a topology file; raise :class:`InputError` on any problem.
+
+    ``overrides`` are merged into the file's keys before checking (mappings key
+    by key, anything else replaced), e.g. ``{"link_defaults": {"isl":
+    {"loss_percent": 5}}}`` for a degraded variant of a file in a test.
+    """
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
         raise doc.error((), "a topology file must be a mapping of keys (name, start, ...)")
+    if overrides:
+        doc.data = _merged(doc.data, overrides)
     try:
         spec = schema.TopologyFile.model_validate(doc.data)
     except ValidationError as exc:
         raise _first_error(doc, exc) from None
     return build_topology(spec, doc)
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None) -> Topology:

@@ -1,0 +1,282 @@
+"""netemu's pytest plugin: live emulations as fixtures for network regression suites.
+
+Installed with netemu (entry point ``pytest11``), so a suite needs no
+conftest::
+
+    @pytest.mark.netemu("topologies/kepler.yaml", speed=10, scope="module")
+    def test_c2_reaches_the_aircraft_fast(network):
+        network.assert_one_way_delay("c2_bodo", "patrol1", below_ms=40)
+
+The ``network`` fixture (a :class:`netemu.testing.Network`) brings a topology
+up as the closest ``netemu`` marker says: ``netemu(topology, *, start=None,
+speed=1, step=1, shaper="auto", scope="function", capture=(), overrides=None)``
+(or a dict of the same as ``request.param``, for indirect parametrisation).
+Tests with the same marker and scope (``function``, ``class``, ``module`` or
+``session``) share one emulation, whose orbital time runs on from one test to
+the next. It is torn down after the last test that shares it, also when a test
+fails, on Ctrl-C and on SIGTERM. Its log and captures go to
+``<--netemu-results>/<test or scope>/``; they are kept when a test that used
+it fails (or with ``--netemu-keep``), named in the report (and in JUnit XML as
+the property ``netemu_artifacts``), and removed otherwise.
+
+Markers ``needs_root``, ``needs_netns``, ``needs_netem``, ``needs_podman`` and
+``needs_gpu`` skip a test with the reason where that is absent, and never
+otherwise; the ``network`` fixture implies root and network namespaces.
+
+pytest-xdist works: each emulation's name carries the worker's id, so
+namespaces, interfaces and results never collide. All workers share the
+machine's cores, though, and delay fidelity (~0.5 ms) wants a core for the
+shaper: give timing-tight suites at most one worker per two cores.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from netemu.errors import InputError
+
+SCOPES = ("function", "class", "module", "session")
+_USED = pytest.StashKey[list]()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a test asked for: a topology brought up a certain way, shared within a scope."""
+
+    topology: Path
+    start: str | None = None
+    speed: float = 1.0
+    step: float = 1.0
+    shaper: str = "auto"
+    scope: str = "function"
+    capture: tuple[str, ...] = ()
+    overrides: str = ""  # JSON, to stay hashable
+
+    @classmethod
+    def make(cls, rootdir: Path, topology, **options) -> Spec:
+        if options.get("scope", "function") not in SCOPES:
+            raise pytest.UsageError(f"netemu marker: scope must be one of {', '.join(SCOPES)}")
+        path = Path(topology)
+        options["capture"] = tuple(options.get("capture", ()))
+        options["overrides"] = json.dumps(options.get("overrides") or {}, sort_keys=True)
+        return cls(path if path.is_absolute() else rootdir / path, **options)
+
+
+@functools.cache
+def missing(need: str) -> str | None:
+    """Why a test that needs ``need`` cannot run here (None: it can)."""
+    if need == "root":
+        return None if os.geteuid() == 0 else "needs root (run pytest with sudo)"
+    if need == "netns":
+        if os.geteuid() != 0:
+            return "needs root for network namespaces (run pytest with sudo)"
+        ok = subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+        return None if ok else "this machine cannot make network namespaces"
+    if need == "netem":
+        from netemu.shaping.netem import netem_available
+
+        return None if netem_available() else "this kernel has no sch_netem"
+    if need == "podman":
+        from netemu.services.runtime import PODMAN
+
+        if shutil.which(PODMAN) is None:
+            return "no container engine (podman) installed"
+        ok = subprocess.run([PODMAN, "info"], capture_output=True).returncode == 0
+        return None if ok else "podman is installed but does not work here"
+    if need == "gpu":
+        from netemu.services.backend import cuda_devices
+
+        return None if cuda_devices() else "no CUDA GPU visible"
+    raise ValueError(need)
+
+
+@dataclass
+class _Live:
+    """A running emulation and the tests that share it."""
+
+    network: object  # netemu.testing.Network
+    spec: Spec
+    scope_id: str
+    artifacts: Path
+    failed: bool = False
+
+
+class NetemuPlugin:
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        default = config.rootpath / "results" / "pytest"
+        self.results = Path(config.getoption("netemu_results") or default)
+        self.keep = config.getoption("netemu_keep")
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        self.live: dict[tuple[Spec, str], _Live] = {}
+        self.counter = itertools.count()
+
+    # -- emulations ------------------------------------------------------------------
+    def network(self, request: pytest.FixtureRequest):
+        for need in ("root", "netns"):
+            if reason := missing(need):
+                pytest.skip(reason)
+        spec = self._spec(request)
+        scope_id = _scope_id(request.node, spec.scope)
+        key = (spec, scope_id)
+        live = self.live.get(key)
+        if live is None:
+            live = self.live[key] = self._start(spec, scope_id)
+        request.node.stash.setdefault(_USED, []).append(live)
+        request.node.user_properties.append(("netemu_artifacts", str(live.artifacts)))
+        if spec.scope == "function":
+            request.addfinalizer(lambda: self._stop(key))
+        return live.network
+
+    def _spec(self, request: pytest.FixtureRequest) -> Spec:
+        root = self.config.rootpath
+        if hasattr(request, "param"):
+            return Spec.make(root, **request.param)
+        marker = request.node.get_closest_marker("netemu")
+        if marker is None:
+            raise pytest.UsageError(
+                f"{request.node.nodeid}: the network fixture needs @pytest.mark.netemu(TOPOLOGY, "
+                "...) or indirect parametrisation"
+            )
+        return Spec.make(root, *marker.args, **marker.kwargs)
+
+    def _start(self, spec: Spec, scope_id: str) -> _Live:
+        from netemu.emulation import Emulation
+        from netemu.testing import Network
+        from netemu.topology import load_topology
+
+        run = f"pt{self.worker}_{os.getpid() % 10000}_{next(self.counter)}"
+        artifacts = self.results / re.sub(r"[^\w.-]+", "_", scope_id).strip("_")
+        shutil.rmtree(artifacts, ignore_errors=True)
+        try:
+            topology = load_topology(spec.topology, json.loads(spec.overrides))
+            emu = Emulation(
+                topology,
+                start=_utc(spec.start) if spec.start else None,
+                step_s=spec.step,
+                speed=spec.speed,
+                shaper=spec.shaper,
+                run_name=run,
+                log_path=artifacts / "run.jsonl",
+                keep_history=True,
+                capture=list(spec.capture),
+                capture_dir=artifacts / "captures",
+            )
+        except InputError as exc:
+            raise pytest.UsageError(f"netemu marker: {exc}") from None
+        emu.start()
+        emu.start_controller()
+        return _Live(Network(emu, artifacts), spec, scope_id, artifacts)
+
+    def _stop(self, key) -> None:
+        live = self.live.pop(key, None)
+        if live is None:
+            return
+        live.network.emu.stop()
+        if not (live.failed or self.keep):
+            shutil.rmtree(live.artifacts, ignore_errors=True)
+
+    def stop_all(self) -> None:
+        for key in list(self.live):
+            self._stop(key)
+
+    # -- hooks -------------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call):
+        report = yield
+        if report.failed:
+            for live in item.stash.get(_USED, []):
+                live.failed = True
+                report.sections.append(
+                    (
+                        "netemu",
+                        f"emulation {live.network.emu.run_name} of {live.spec.topology.name}: "
+                        f"log and captures kept in {live.artifacts}",
+                    )
+                )
+        return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None):
+        yield  # the test's own fixtures first
+        for key, live in list(self.live.items()):
+            if live.spec.scope == "function":
+                continue
+            if nextitem is None or _scope_id(nextitem, live.spec.scope) != live.scope_id:
+                self._stop(key)
+
+    def pytest_sessionfinish(self) -> None:
+        self.stop_all()
+
+
+def _scope_id(item: pytest.Item, scope: str) -> str:
+    if scope == "session":
+        return "session"
+    if scope == "module":
+        return item.nodeid.split("::")[0]
+    if scope == "class":
+        return item.nodeid.rsplit("::", 1)[0] if item.cls else item.nodeid.split("::")[0]
+    return item.nodeid
+
+
+def _utc(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # pytest then finishes the session: emulations are stopped
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("netemu", "netemu live emulations")
+    group.addoption(
+        "--netemu-results",
+        metavar="DIR",
+        help="where emulation logs and captures go (default: results/pytest)",
+    )
+    group.addoption(
+        "--netemu-keep",
+        action="store_true",
+        help="keep logs and captures of passing tests too",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "netemu(topology, *, start=None, speed=1, step=1, shaper='auto', scope='function', "
+        "capture=(), overrides=None): the emulation the network fixture brings up",
+    )
+    for need in ("root", "netns", "netem", "podman", "gpu"):
+        config.addinivalue_line("markers", f"needs_{need}: skip where {need} is absent")
+    plugin = NetemuPlugin(config)
+    config.pluginmanager.register(plugin, "netemu-plugin")
+    atexit.register(plugin.stop_all)  # whatever happens to the session
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _sigterm)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for need in ("root", "netns", "netem", "podman", "gpu"):
+        if item.get_closest_marker(f"needs_{need}") and (reason := missing(need)):
+            pytest.skip(reason)
+
+
+@pytest.fixture
+def network(request: pytest.FixtureRequest):
+    """A live emulation as the test's ``netemu`` marker describes it (netemu.testing.Network)."""
+    return request.config.pluginmanager.get_plugin("netemu-plugin").network(request)
