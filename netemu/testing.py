@@ -36,7 +36,8 @@ import numpy as np
 
 from netemu.emulation import Emulation
 from netemu.geometry import delay_ms
-from netemu.plan import iso_utc
+from netemu.plan import Planner, iso_utc
+from netemu.routing import next_hops, path
 
 #: UDP port of the probes (netemu.probe); one stream at a time per destination.
 PROBE_PORT = 9000
@@ -143,6 +144,15 @@ class Network:
     def route(self, src: str, dst: str) -> list[str] | None:
         """The nodes a packet from ``src`` to ``dst`` crosses now (None: unreachable)."""
         return self.emu.route(src, dst)
+
+    def planned_route(self, src: str, dst: str, when: datetime) -> list[str] | None:
+        """The shortest-delay path at orbital time ``when`` by the plan (no root, no packets):
+        for what the network will do at a given time, or did; links still acquiring count."""
+        epoch = next(Planner(self.emu.topology).run(when, 0.0, 1.0))
+        hops = next_hops(len(self.emu.names), epoch.up.a, epoch.up.b, epoch.up.delay_ms)
+        by_name = self.emu.topology.by_name
+        nodes = path(hops, by_name[src].index, by_name[dst].index)
+        return None if nodes is None else [self.emu.names[i] for i in nodes]
 
     def path_delay_ms(self, src: str, dst: str) -> float | None:
         """The geometric one-way delay along the current path."""
@@ -306,30 +316,27 @@ class Network:
         measured = f"\n  measured: {sample.describe()}" if sample else ""
         raise NetworkAssertionError(f"{headline}{measured}\n  {self.explain(src, dst)}")
 
-    def assert_one_way_delay(
-        self, src: str, dst: str, *, below_ms: float, percentile: float = 99, **probe
-    ) -> Sample:
-        """The ``percentile`` of one-way delay stays below ``below_ms``."""
-        s = self.one_way_delay(src, dst, **probe)
-        value = s.percentile(percentile)
+    def _check_below(self, s: Sample, src: str, dst: str, below_ms: float, q: float) -> Sample:
+        value = s.percentile(q)
         self._check(
             bool(s.values_ms) and value < below_ms,
-            f"{s.what}: p{percentile:g} {value:.2f} ms, expected below {below_ms:.2f} ms",
+            f"{s.what}: p{q:g} {value:.2f} ms, expected below {below_ms:.2f} ms",
             src, dst, s,
         )  # fmt: skip
         return s
 
+    def assert_one_way_delay(
+        self, src: str, dst: str, *, below_ms: float, percentile: float = 99, **probe
+    ) -> Sample:
+        """The ``percentile`` of one-way delay stays below ``below_ms``."""
+        sample = self.one_way_delay(src, dst, **probe)
+        return self._check_below(sample, src, dst, below_ms, percentile)
+
     def assert_rtt(
         self, src: str, dst: str, *, below_ms: float, percentile: float = 50, **ping
     ) -> Sample:
-        s = self.rtt(src, dst, **ping)
-        value = s.percentile(percentile)
-        self._check(
-            bool(s.values_ms) and value < below_ms,
-            f"{s.what}: p{percentile:g} {value:.2f} ms, expected below {below_ms:.2f} ms",
-            src, dst, s,
-        )  # fmt: skip
-        return s
+        """The ``percentile`` of ping's round trips stays below ``below_ms``."""
+        return self._check_below(self.rtt(src, dst, **ping), src, dst, below_ms, percentile)
 
     def assert_loss(
         self, src: str, dst: str, *, between: tuple[float, float] = (0.0, 0.0), **probe

@@ -42,11 +42,19 @@ def test_a_passing_suite_with_junit_xml(pytester):
         @pytest.mark.netemu("{TRAIN}", capture=["t0"])
         def test_captures_are_on_request(network):
             network.assert_rtt("t0", "t1", below_ms=50, count=2)
+
+        @pytest.mark.parametrize("network", [dict(topology="{TRAIN}", speed=10)], indirect=True)
+        def test_parametrised_and_planned(network):
+            from datetime import datetime, UTC
+            now = network.planned_route("gs_south", "gs_north", network.now())
+            assert now == network.route("gs_south", "gs_north")
+            later = datetime(2026, 6, 21, 3, 8, tzinfo=UTC)  # gs_north moved to t2
+            assert network.planned_route("gs_south", "gs_north", later)[-2] == "t2"
     """)  # fmt: skip
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     cases = ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")
     props = [p.get("value") for case in cases for p in case.iter("property")]
-    assert len(props) == 2 and all("res" in p for p in props)
+    assert len(props) == 3 and all("res" in p for p in props)
     assert not (pytester.path / "res").exists() or not any((pytester.path / "res").iterdir())
 
 
