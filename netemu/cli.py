@@ -124,6 +124,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where the captures go (default: results/<name>/captures)",
     )
+    run.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help="a fault on purpose, KIND:TARGET[@+S][/S][,loss=P][,jitter=MS]: cut:kep3-kep4@+60/30, "
+        "terminal:kep3-kep4@+10/60, lose:kep5@+120, reboot:kep2@+30/120, "
+        "degrade:kep0-kep1@+0/60,loss=20 (times in orbital seconds; repeatable)",
+    )
     analyze = sub.add_parser(
         "analyze",
         help="latency and loss per hop and per message from netemu captures",
@@ -160,6 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from netemu.emulation import Emulation, preflight
+    from netemu.faults import parse_cli
     from netemu.report import StatusView
     from netemu.topology import load_topology
 
@@ -178,6 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_path=log,
         capture=[p for arg in args.capture for p in arg.split(",") if p.strip()],
         capture_dir=args.capture_dir,
+        faults=[parse_cli(f) for f in args.fault],
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
     view = StatusView()

@@ -45,6 +45,7 @@ from netemu import addressing, netns
 from netemu.acquisition import Acquisition
 from netemu.capture import CapturePoint, Captures
 from netemu.errors import InputError
+from netemu.faults import Fault, parse_target
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
 from netemu.netlink import encode_deletes, encode_replaces, send_all, socket_in
@@ -104,6 +105,7 @@ class Emulation:
         keep_history: bool = False,
         capture: list[str] = (),
         capture_dir: str | Path | None = None,
+        faults: list[Fault] = (),
     ):
         if not 0.1 <= step_s <= 3600:
             raise InputError(f"--step must be between 0.1 and 3600 s, got {step_s}")
@@ -127,6 +129,10 @@ class Emulation:
         self.history: list[tuple[float, dict, np.ndarray]] | None = [] if keep_history else None
 
         self.planner = Planner(topology)
+        for fault in faults:
+            self.planner.faults.add(fault)
+        #: Called with each event as it happens (deployments stop and restart services).
+        self.listeners: list[Callable[[dict], None]] = []
         self.names = [n.name for n in topology.nodes]
         self.netns = [addressing.netns_name(self.run_name, n) for n in self.names]
         self.router = ShortestDelayRouter(len(self.names))
@@ -462,16 +468,17 @@ class Emulation:
                 )
             link.state = state
             static = link.params.loss_percent / 100
+            fault_loss, fault_jitter = self.epoch.broken.degraded.get(key, (0.0, 0.0))
             directions = zip(
                 (link.forward, link.backward), link.budget_loss, link.fade, strict=True
             )
             for d, budget_loss, fade in directions:
-                # Configured loss and the link budget's loss, independent.
+                # Configured loss, the link budget's and a fault's, independent.
                 shape = Shape(
                     delay_ms=float(delay_ms(link.distance_km)),
                     rate_mbit=link.params.data_rate_gbps * 1000,
-                    loss=1 - (1 - static) * (1 - budget_loss),
-                    jitter_ms=link.params.jitter_ms,
+                    loss=1 - (1 - static) * (1 - budget_loss) * (1 - fault_loss),
+                    jitter_ms=link.params.jitter_ms + fault_jitter,
                     blocked=state != "up",
                     fade_probability=fade,
                     fade_ms=link.params.mean_fade_ms if fade > 0 else 0.0,
@@ -505,7 +512,11 @@ class Emulation:
         if route_changes and self.epoch_index > 0:
             events.append({"type": "routes", "changed": len(route_changes)})
         wall = round(time.time(), 6)
-        self.events += [{"time": iso_utc(self.epoch.time), "unix_s": wall, **e} for e in events]
+        stamped = [{"time": iso_utc(self.epoch.time), "unix_s": wall, **e} for e in events]
+        self.events += stamped
+        for event in stamped:
+            for listener in self.listeners:
+                listener(event)
         self._write_log(
             now, events, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
         )
@@ -656,6 +667,23 @@ class Emulation:
         if p is None:
             return None
         return sum(carrying[(min(u, v), max(u, v))] for u, v in itertools.pairwise(p))
+
+    def inject(
+        self,
+        kind: str,
+        target: str,
+        for_s: float | None = None,
+        loss_percent: float = 0.0,
+        jitter_ms: float = 0.0,
+    ) -> Fault:
+        """A fault from the next epoch on (``for_s`` orbital seconds; None: for good), e.g.
+        ``emu.inject("cut", "kep3-kep4", for_s=60)``; see :mod:`netemu.faults`."""
+        target_nodes = parse_target(kind, target, "inject")
+        with self._lock:
+            now_s = (self.now() - self.start_time).total_seconds() if self.epoch else 0.0
+            fault = Fault(kind, target_nodes, now_s + 1e-6, for_s, loss_percent, jitter_ms)
+            self.planner.faults.add(fault)
+        return fault
 
     def link_state(self, a: str, b: str) -> str:
         i, j = self.topology.by_name[a].index, self.topology.by_name[b].index

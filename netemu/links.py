@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netemu.faults import Broken
 from netemu.geometry import (
     angular_rate_deg_s,
     delay_ms,
@@ -151,6 +152,7 @@ class LinkModel:
         self.isl_policy = topology.isl.policy
         self.clouds = cloud_series(topology, self.access_nodes)
         self._since: dict[tuple[int, int], float] = {}  # when each held link formed
+        self._cut: set[tuple[int, int]] = set()  # pairs a fault forbids this epoch
         #: For the longest-visibility rule: (access node, satellites, positions)
         #: -> seconds each satellite stays visible. Set by the planner.
         self.visibility = None
@@ -169,20 +171,33 @@ class LinkModel:
         held: LinkSet | None = None,
         time_s: float = 0.0,
         velocities_km_s: np.ndarray | None = None,
+        broken: Broken | None = None,
     ) -> LinkSet:
         """Links up at an epoch with node ``positions_km`` (N, 3), given those ``held`` before.
 
         ``time_s`` (seconds on any monotonic scale) only matters for the access
-        policy's minimum dwell time.
+        policy's minimum dwell time. ``broken`` (:mod:`netemu.faults`): dead
+        nodes hold no links, cut pairs none, failed terminals are not free.
         """
+        broken = broken or Broken()
+        self._cut = broken.cut
         held_keys = set(held.keys()) if held is not None else set()
+        held_keys -= broken.cut
         self._since = {k: t for k, t in self._since.items() if k in held_keys}
         self._velocities = velocities_km_s
         free = self.terminals.copy()
+        free[list(broken.dead)] = 0
+        for node, lost in broken.terminals_lost.items():
+            free[node] = max(0, free[node] - lost)
         access = self._access_geometry(positions_km)
         if access is not None and self.clouds:
             clouded = self.clouded(time_s)
             access[2][clouded] = False  # no optical link through clouds
+        if access is not None and broken.cut:
+            for m, node in enumerate(self.access_nodes.tolist()):
+                for a, b in broken.cut:
+                    if b == node and a < self.n_sat:
+                        access[2][m, a] = False
         kept = self._keep_access(access, held_keys, free, time_s)
         isl = self._isl(positions_km, held_keys, free)
         up = _concat([isl, *self._fill_access(access, kept, free, positions_km)])
@@ -194,6 +209,8 @@ class LinkModel:
         if self.isl_policy == "plus-grid":
             a, b, cross = self.grid_a, self.grid_b, self.grid_cross
             dist, ok = self._isl_feasible(pos, a, b)
+            if self._cut:
+                ok &= np.array([(x, y) not in self._cut for x, y in zip(a, b, strict=True)], bool)
             cutoff = self.topology.isl.cross_plane_cutoff_lat_deg
             if cutoff is not None and len(a):
                 lat = np.abs(geocentric_lat_deg(pos[: self.n_sat]))
@@ -248,6 +265,7 @@ class LinkModel:
         rows = np.repeat(np.arange(S), near.shape[1])
         cand = {(min(i, j), max(i, j)) for i, j in zip(rows, near.ravel(), strict=True)}
         cand |= {key for key in held_keys if key[1] < S}
+        cand -= self._cut
         if not cand:
             z = np.zeros(0, int)
             return z, z, ISL, np.zeros(0)

@@ -26,6 +26,7 @@ import numpy as np
 
 from netemu import physics
 from netemu.acquisition import Acquisition
+from netemu.faults import Broken, FaultPlan, random_faults
 from netemu.geometry import (
     Geometry,
     delay_ms,
@@ -58,6 +59,8 @@ class EpochPlan:
     budget: dict[str, np.ndarray] = field(default_factory=dict)
     #: Links up but still acquiring (carrying nothing yet), aligned with ``up``.
     acquiring: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    #: What faults break in this epoch (degraded links are shaped by the emulation).
+    broken: Broken = field(default_factory=Broken)
 
     def to_json(self, topology: Topology) -> dict:
         names = [n.name for n in topology.nodes]
@@ -115,6 +118,9 @@ class Planner:
             p.max_slew_deg_s is not None for p in topology.link_defaults.values()
         ) or any(n.terminals.max_slew_deg_s is not None for n in topology.nodes)
         self._lookahead: tuple | None = None  # (time, positions over the horizon)
+        #: Faults on purpose (the file's; a live run adds its own while it goes).
+        self.faults = FaultPlan(topology.faults, [n.name for n in topology.nodes])
+        self._broken = Broken()
         if topology.access.selection == "longest-visibility":
             self.links.visibility = self.visibility_s
 
@@ -233,12 +239,33 @@ class Planner:
                 self._now = time
                 # Orbital seconds since the topology's start: the weather's clock.
                 since = (time - self.topology.start).total_seconds()
+                run_s = (time - start).total_seconds()  # the faults' clock
+                if held is None and self.topology.random_faults:
+                    self._draw_faults(positions[i])
+                self._broken = self.faults.broken(run_s)
                 up = self.links.evaluate(
-                    positions[i], held, since, None if velocities is None else velocities[i]
+                    positions[i],
+                    held,
+                    since,
+                    None if velocities is None else velocities[i],
+                    self._broken,
                 )
                 self._kinds.update(zip(up.keys(), up.kind.tolist(), strict=True))
-                yield self._compare(time, positions[i], held, up)
+                plan = self._compare(time, positions[i], held, up)
+                plan.events[:0] = self.faults.events(run_s)  # the cause before its effects
+                plan.broken = self._broken
+                yield plan
                 held = up
+
+    def _draw_faults(self, positions: np.ndarray) -> None:
+        """The file's random faults, on its satellites and on the ISLs of the first epoch."""
+        names = [n.name for n in self.topology.nodes]
+        first = self.links.evaluate(positions)
+        isl = [(names[a], names[b]) for a, b, k in zip(first.a, first.b, first.kind, strict=True)
+               if k == 0]  # fmt: skip
+        sats = [n.name for n in self.topology.satellites]
+        for fault in random_faults(self.topology.random_faults, sats, isl or [(sats[0], sats[-1])]):
+            self.faults.add(fault)
 
     def _compare(
         self, time: datetime, positions: np.ndarray, before: LinkSet | None, now: LinkSet
@@ -267,7 +294,7 @@ class Planner:
         reasons = {}
         for a, b in lost:
             kind, _ = old[(a, b)]
-            reason = reasons[(a, b)] = self.links.diagnose(
+            reason = reasons[(a, b)] = self._fault_reason(a, b) or self.links.diagnose(
                 positions, a, b, kind, (time - self.topology.start).total_seconds()
             )
             dist = float(np.linalg.norm(positions[b] - positions[a]))
@@ -297,6 +324,14 @@ class Planner:
         plan.events += self._handovers(lost, gained, reasons, carrying, seconds, names)
         self._carrying_before = carrying
         return plan
+
+    def _fault_reason(self, a: int, b: int) -> str | None:
+        broken = self._broken
+        if a in broken.dead or b in broken.dead:
+            return "fault: node down"
+        if (a, b) in broken.cut:
+            return "fault: link cut"
+        return None
 
     def _handovers(self, lost, gained, reasons, carrying, seconds, names) -> list[dict]:
         """Access nodes that lost a satellite and moved to another.

@@ -92,9 +92,9 @@ def missing(need: str) -> str | None:
     if need == "podman":
         from netemu.services.runtime import PODMAN
 
-        if shutil.which(PODMAN) is None:
+        if shutil.which("podman") is None:
             return "no container engine (podman) installed"
-        ok = subprocess.run([PODMAN, "info"], capture_output=True).returncode == 0
+        ok = subprocess.run([*PODMAN, "info"], capture_output=True).returncode == 0
         return None if ok else "podman is installed but does not work here"
     if need == "gpu":
         from netemu.services.backend import cuda_devices

@@ -286,6 +286,36 @@ class Weather(Strict):
     seed: int = 0
 
 
+FaultKind = Literal["cut", "terminal", "lose", "reboot", "degrade"]
+
+
+class FaultEntry(Strict):
+    """One fault on purpose (see netemu.faults): ``{kind: cut, target: kep3-kep4, at_s: 60,
+    for_s: 30}``."""
+
+    kind: FaultKind
+    #: A node (lose, reboot) or a link NODE-NODE (cut, terminal: the first node's terminal,
+    #: degrade).
+    target: str
+    #: Orbital seconds after the run's start.
+    at_s: float = Field(0.0, ge=0)
+    #: How long (orbital seconds); without it, until the end of the run.
+    for_s: float | None = Field(None, gt=0)
+    loss_percent: float = Field(0.0, ge=0, le=100)
+    jitter_ms: float = Field(0.0, ge=0, le=10_000)
+
+
+class RandomFaults(Strict):
+    """``count`` faults drawn from ``seed``: kinds, times within ``within_s``, durations."""
+
+    seed: int = 0
+    count: int = Field(ge=1, le=10_000)
+    kinds: list[FaultKind] = ["cut", "terminal", "reboot", "degrade"]
+    within_s: float = Field(gt=0)
+    for_s: tuple[float, float] = (30.0, 300.0)
+    loss_percent: float = Field(20.0, ge=0, le=100)
+
+
 class TopologyFile(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -301,5 +331,9 @@ class TopologyFile(Strict):
     weather: Weather | None = None
     #: Seed for what else is random (acquisition spread).
     seed: int = 0
+    #: Faults on purpose, at given times (netemu.faults).
+    faults: list[FaultEntry] = []
+    #: And faults drawn at random (reproducibly, from a seed).
+    random_faults: RandomFaults | None = None
     #: Role name -> node names, e.g. ``sensor: [kep3]``.
     roles: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], list[str]] = {}

@@ -20,6 +20,7 @@ from sgp4.api import Satrec
 
 from netemu import physics, schema
 from netemu.errors import InputError
+from netemu.faults import Fault, parse_target
 from netemu.flight import FlightPath
 from netemu.orbits import (
     raan_for_ltan_deg,
@@ -124,6 +125,8 @@ class Topology:
     description: str = ""
     weather: schema.Weather | None = None
     seed: int = 0
+    faults: list[Fault] = field(default_factory=list)
+    random_faults: schema.RandomFaults | None = None
     by_name: dict[str, Node] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -365,7 +368,24 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
         description=spec.description,
         weather=spec.weather,
         seed=spec.seed,
+        faults=_faults(spec, {n.name for n in nodes}, fail),
+        random_faults=spec.random_faults,
     )
+
+
+def _faults(spec: schema.TopologyFile, names: set[str], fail) -> list[Fault]:
+    out = []
+    for i, f in enumerate(spec.faults):
+        where = ("faults", i, "target")
+        try:
+            target = parse_target(f.kind, f.target, "target")
+        except InputError as exc:
+            raise fail(where, exc.problem) from None
+        for name in target:
+            if name not in names:
+                raise fail(where, f"unknown node {name!r}")
+        out.append(Fault(f.kind, target, f.at_s, f.for_s, f.loss_percent, f.jitter_ms))
+    return out
 
 
 def _check_generated_name(name: str, fail, where: KeyPath) -> None:

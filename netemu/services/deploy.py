@@ -9,7 +9,9 @@ also after an error.
 
 from __future__ import annotations
 
+import functools
 import select
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,38 @@ class Deployment:
     def __post_init__(self) -> None:
         self.logs = Path(self.results) / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._args: dict[int, list[str]] = {}  # id(app) -> its arguments, to restart it
+        # A node lost or rebooting takes its services with it (netemu.faults).
+        self.emu.listeners.append(self._on_event)
+
+    def _on_event(self, event: dict) -> None:
+        if event["type"] not in ("fault", "fault-cleared"):
+            return
+        if event["fault"] not in ("lose", "reboot"):
+            return
+        node = event["target"]
+        if event["type"] == "fault":
+            victims = [a for a in self.apps if a.node == node and a.proc.poll() is None]
+            work = functools.partial(self._kill, victims)
+        elif event["fault"] == "reboot":
+            work = functools.partial(self._restart, node)
+        else:
+            return
+        # Not in the controller's thread: stopping and starting take a while.
+        threading.Thread(target=work, name=f"netemu-fault-{node}", daemon=True).start()
+
+    def _kill(self, apps: list[App]) -> None:
+        for a in apps:
+            a.stopped_by_fault = True
+            a.stop(timeout=1.0)
+
+    def _restart(self, node: str) -> None:
+        for i, a in enumerate(list(self.apps)):
+            if a.node == node and getattr(a, "stopped_by_fault", False):
+                again = self.runtime.start(self.emu, a.node, a.app, self._args[id(a)], a.stderr)
+                again.label, again.endpoint = a.label, a.endpoint
+                self._args[id(again)] = self._args[id(a)]
+                self.apps[i] = again
 
     def __enter__(self) -> Deployment:
         return self
@@ -54,6 +88,7 @@ class Deployment:
         args = ["--id", str(len(self.labels) - 1), *args, "--log", str(path)]
         started = self.runtime.start(self.emu, node, app, args, path.with_suffix(".stderr"))
         started.label = label
+        self._args[id(started)] = args
         self.apps.append(started)
         if ready:
             _wait_ready(started, timeout=120)

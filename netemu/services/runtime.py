@@ -53,6 +53,7 @@ class App:
     container: str | None = None
     label: str = ""  # what results call it (node, or node/instance)
     endpoint: str = ""  # ADDR:PORT where it receives, for a compute service
+    stopped_by_fault: bool = False  # a lost or rebooting node took it down (netemu.faults)
 
     def errors(self) -> str:
         """The end of what the app wrote to stderr."""
