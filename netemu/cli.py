@@ -174,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from netemu.topology import load_topology
 
     topology = load_topology(args.topology)
-    preflight()
+    preflight(("tcpdump",) if args.capture else ())
     name = args.name or topology.name
     log = args.log or Path("results") / name / "run.jsonl"
     emu = Emulation(

@@ -79,15 +79,41 @@ class Link:
     fade: tuple[float, float] = (0.0, 0.0)  # share of time in turbulence fades a->b, b->a
 
 
-def preflight() -> None:
+#: What a live node costs the machine (namespace, links, qdiscs, controller state):
+#: ~0.95 MiB measured up to 1,590 nodes (benchmarks/results-live_scale.json); twice that.
+MIB_PER_NODE = 2.0
+MIB_BASE = 64.0
+
+
+def preflight(extra_tools: tuple[str, ...] = ()) -> None:
     """What a live run needs from the machine, checked before anything is created."""
     if os.geteuid() != 0:
         raise InputError("netemu run needs root for network namespaces (try: sudo netemu run ...)")
-    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    missing = [t for t in (*REQUIRED_TOOLS, *extra_tools) if shutil.which(t) is None]
     if missing:
         raise InputError(
             f"missing system tools: {', '.join(missing)} (run scripts/provision to install them)"
         )
+
+
+def check_memory(n_nodes: int, available_mib: float | None = None) -> None:
+    """Refuse a topology the machine cannot hold live (before anything is created)."""
+    need = MIB_BASE + MIB_PER_NODE * n_nodes
+    have = _available_mib() if available_mib is None else available_mib
+    if need > have:
+        raise InputError(
+            f"{n_nodes:,} nodes need about {need / 1024:.1f} GiB to emulate live, and this "
+            f"machine has {have / 1024:.1f} GiB available: use a machine with more memory, "
+            "or 'netemu plan' (no namespaces) for the schedule alone"
+        )
+
+
+def _available_mib() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return float("inf")
 
 
 class Emulation:
@@ -112,6 +138,7 @@ class Emulation:
         if not 0 < speed <= 100_000:
             raise InputError(f"--speed must be above 0 and at most 100000, got {speed}")
         addressing.check_size(len(topology.nodes))
+        check_memory(len(topology.nodes))
         self.topology = topology
         self.start_time = start or topology.start
         self.duration_s = duration_s
@@ -205,7 +232,7 @@ class Emulation:
 
     def start(self) -> None:
         """Build the network and apply the first epoch. Tears down again on failure."""
-        preflight()
+        preflight(("tcpdump",) if self.captures.points else ())
         leftovers = netns.namespaces(addressing.netns_name(self.run_name, ""))
         if leftovers:
             raise InputError(

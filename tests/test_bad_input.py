@@ -1,10 +1,17 @@
 """Bad topology files and command lines: one clear line, exit status 2, no traceback."""
 
-import pytest
+import os
+import subprocess
+import sys
 
+import pytest
+from live import needs_root
+
+from netemu.errors import InputError
+
+from helpers import REPO, TOPOLOGIES, run_netemu
 from helpers import VANGUARD_L1 as L1
 from helpers import VANGUARD_L2 as L2
-from helpers import run_netemu
 
 GOOD = """\
 name: t
@@ -155,3 +162,52 @@ def test_not_a_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")
     check_error(run_netemu("plan", path), "a topology file must be a mapping")
+
+
+def test_a_topology_too_large_for_the_machine_is_refused():
+    from netemu.emulation import check_memory
+
+    check_memory(1000, available_mib=4096)
+    with pytest.raises(InputError, match=r"100,000 nodes need about 195\.4 GiB .* 4\.0 GiB"):
+        check_memory(100_000, available_mib=4096)
+
+
+def _path_without(tmp_path, *missing: str) -> str:
+    """A PATH with the tools a live run uses, less ``missing``."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("mnexec", "ip", "tc", "iptables", "tcpdump", "sh"):
+        if tool not in missing and (found := shutil.which(tool)):
+            (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("missing", "extra", "fragment"),
+    [
+        ("mnexec", [], "missing system tools: mnexec (run scripts/provision"),
+        ("tcpdump", ["--capture", "t1"], "missing system tools: tcpdump"),
+    ],
+)
+def test_missing_system_tools(tmp_path, missing, extra, fragment):
+    env = {"PATH": _path_without(tmp_path, missing)}
+    result = subprocess.run(
+        [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"), *extra],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    check_error(result, fragment)
+    assert not any(n.startswith("netemu-train-") for n in os.listdir("/run/netns"))
+
+
+@needs_root
+def test_not_root(tmp_path):
+    tmp_path.chmod(0o755)
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml")],
+        capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    check_error(result, "netemu run needs root for network namespaces (try: sudo netemu run")
