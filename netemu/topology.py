@@ -389,10 +389,12 @@ def _faults(spec: schema.TopologyFile, names: set[str], fail) -> list[Fault]:
 
 
 def _check_generated_name(name: str, fail, where: KeyPath) -> None:
-    try:
-        schema._check_node_name(name)
-    except ValueError as exc:
-        raise fail(where, f"the pattern makes {exc}") from None
+    if not schema.NODE_NAME_RE.match(name):
+        raise fail(
+            where,
+            f"the pattern makes {name!r}, not a valid node name: use a letter, then letters, "
+            "digits or '_', 12 characters at most",
+        )
 
 
 # pydantic error types -> the words we use
