@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import math
 import os
 import signal
@@ -220,6 +221,10 @@ def test_sigkill_then_netemu_clean(tmp_path):
     time.sleep(0.3)
     left = leftovers(run)
     assert any(n.startswith(f"netemu-{run}-") for n in left)  # kill -9 leaves namespaces
+    # What it wrote until then is readable, and says the run did not complete.
+    records = [json.loads(line) for line in Path(f"/tmp/{run}.jsonl").read_text().splitlines()]
+    assert records[0]["complete"] is False and records[1]["epoch"] == 0
+    assert not any(r.get("end") for r in records)
     # A new run with the same name refuses to start over them, and says how to clean.
     with pytest.raises(InputError, match=f"netemu clean --run {run}"):
         Emulation(train_topology(tmp_path), shaper="nfqueue", run_name=run).start()
@@ -232,6 +237,21 @@ def test_sigkill_then_netemu_clean(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "removed namespace" in result.stdout
     assert leftovers(run) == []
+
+
+def test_two_runs_with_different_names_coexist(tmp_path):
+    """Two users' runs of the same topology on one machine: separate namespaces, both work."""
+    topo = train_topology(tmp_path)
+    with (
+        Emulation(topo, shaper="nfqueue", run_name="tco1") as one,
+        Emulation(topo, shaper="nfqueue", run_name="tco2") as two,
+    ):
+        one.start_controller()
+        two.start_controller()
+        got_one = stream(one, "gs_south", "gs_north", count=50, interval=0.01)
+        got_two = stream(two, "gs_south", "gs_north", count=50, interval=0.01)
+        assert len(got_one) == len(got_two) == 50
+    assert leftovers("tco1") == leftovers("tco2") == []
 
 
 def test_link_budget_loss_is_what_the_shaper_applies(tmp_path):

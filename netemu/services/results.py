@@ -2,7 +2,7 @@
 
 - ``summary.json``: what it ran on (shaper, runtime, backend, device model),
   delivered/lost counts, p50/p95/p99 per stage and consumer, accuracy against
-  ground truth, and the network events (handovers, links ready/down);
+  ground truth, and the network events (handovers, links ready/down, faults);
 - ``reports.csv``: one row per report and consumer, every stage in ms;
 - ``latency.png``: end-to-end latency over time per consumer, lost reports
   and network events marked; ``stages.png``: median stage breakdown.
@@ -21,7 +21,13 @@ import matplotlib.pyplot as plt
 
 from netemu.services.measure import STAGES
 
-EVENT_COLOURS = {"handover": "tab:red", "link-ready": "tab:green", "link-down": "tab:gray"}
+EVENT_COLOURS = {
+    "handover": "tab:red",
+    "link-ready": "tab:green",
+    "link-down": "tab:gray",
+    "fault": "tab:purple",
+    "fault-cleared": "tab:olive",
+}
 
 
 def write(

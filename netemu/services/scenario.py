@@ -24,6 +24,7 @@ from rich.table import Table
 from netemu.cli import _on_sigterm
 from netemu.emulation import Emulation
 from netemu.errors import InputError
+from netemu.faults import parse_cli
 from netemu.services import measure, results
 from netemu.services.backend import cpu_name
 from netemu.services.deploy import Deployment, DeploymentError
@@ -57,6 +58,10 @@ def parser(doc: str, topology: str = "kepler.yaml", **defaults) -> argparse.Argu
     p.add_argument(
         "--capture", action="append", default=[], metavar="POINTS",
         help="capture nodes/links for Wireshark, e.g. sat3,link:sat3-sat4 (in <results>/captures)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fault", action="append", default=[], metavar="FAULT",
+        help="a fault on purpose, e.g. cut:kep0-kep1@+100/150 (see netemu run --help)",
     )  # fmt: skip
     p.set_defaults(**defaults)
     return p
@@ -106,6 +111,7 @@ def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deploym
         keep_history=True,
         capture=[p for arg in args.capture for p in arg.split(",") if p.strip()],
         capture_dir=folder / "captures",
+        faults=[parse_cli(f) for f in args.fault],
     )
     folder.mkdir(parents=True, exist_ok=True)
     with emu, Deployment(emu, folder, runtime, args.backend, args.hold_ms) as dep:
