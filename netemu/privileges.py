@@ -40,3 +40,12 @@ def make_dirs(path: str | Path) -> Path:
         for p in made:
             os.chown(p, *user)
     return path
+
+
+def chown_tree_to_invoker(folder: str | Path) -> None:
+    """Under sudo, a results folder netemu made, and all in it, belong to the invoking user."""
+    if invoking_user() is None:
+        return
+    folder = Path(folder)
+    for path in [folder, *folder.rglob("*")]:
+        chown_to_invoker(path)

@@ -146,8 +146,9 @@ class Network:
         return self.emu.route(src, dst)
 
     def planned_route(self, src: str, dst: str, when: datetime) -> list[str] | None:
-        """The shortest-delay path at orbital time ``when`` by the plan (no root, no packets):
-        for what the network will do at a given time, or did; links still acquiring count."""
+        """The shortest-delay path at orbital time ``when`` by the plan (no packets): what the
+        network will do at a given time, or did; the file's faults count, injected ones and
+        acquisition do not."""
         epoch = next(Planner(self.emu.topology).run(when, 0.0, 1.0))
         hops = next_hops(len(self.emu.names), epoch.up.a, epoch.up.b, epoch.up.delay_ms)
         by_name = self.emu.topology.by_name
@@ -164,14 +165,13 @@ class Network:
 
     def explain(self, src: str, dst: str) -> str:
         """The state of the network between two nodes, as failure messages show it."""
-        path = self.route(src, dst)
+        route = self.route(src, dst)
         lines = [f"at {iso_utc(self.now())} (orbital time, end of the measurement), " + (
-            f"path {' > '.join(path)} (geometric {self.path_delay_ms(src, dst):.2f} ms)"
-            if path else f"no path from {src} to {dst}"
+            f"path {' > '.join(route)} (geometric {self.path_delay_ms(src, dst):.2f} ms)"
+            if route else f"no path from {src} to {dst}"
         )]  # fmt: skip
-        nodes = path or [src, dst]
-        pairs = itertools.pairwise(path) if path else self._links_of(nodes)
-        lines.append("links on the path: " if path else f"links of {src} and {dst}: ")
+        pairs = itertools.pairwise(route) if route else self._links_of([src, dst])
+        lines.append("links on the path: " if route else f"links of {src} and {dst}: ")
         lines[-1] += "; ".join(self._link_text(a, b) for a, b in pairs) or "none"
         if self.artifacts is not None:
             lines.append(f"kept: {self.artifacts}")

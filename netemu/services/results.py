@@ -30,6 +30,14 @@ EVENT_COLOURS = {
 }
 
 
+def mark(folder: Path, complete: bool) -> Path:
+    """``status.json``: ``complete`` false from the start, true once the results are written,
+    so a killed run's partial results (the logs, flushed per record) say what they are."""
+    path = folder / "status.json"
+    path.write_text(json.dumps({"complete": complete}) + "\n")
+    return path
+
+
 def write(
     folder: Path, meta: dict, summary: dict, accuracy: dict, rows: list[dict], events: list[dict]
 ) -> dict[str, Path]:

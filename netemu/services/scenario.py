@@ -25,6 +25,7 @@ from netemu.cli import _on_sigterm
 from netemu.emulation import Emulation
 from netemu.errors import InputError
 from netemu.faults import parse_cli
+from netemu.privileges import chown_tree_to_invoker, make_dirs
 from netemu.services import measure, results
 from netemu.services.backend import cpu_name
 from netemu.services.deploy import Deployment, DeploymentError
@@ -113,10 +114,15 @@ def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deploym
         capture_dir=folder / "captures",
         faults=[parse_cli(f) for f in args.fault],
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    with emu, Deployment(emu, folder, runtime, args.backend, args.hold_ms) as dep:
-        emu.start_controller()
-        yield dep
+    make_dirs(folder)
+    results.mark(folder, complete=False)
+    try:
+        with emu, Deployment(emu, folder, runtime, args.backend, args.hold_ms) as dep:
+            emu.start_controller()
+            yield dep
+        results.mark(folder, complete=True)  # not reached when the run fails or is killed
+    finally:
+        chown_tree_to_invoker(folder)
 
 
 def sensor_options(args) -> dict:
