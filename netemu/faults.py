@@ -76,6 +76,7 @@ class FaultPlan:
         self.index = {name: i for i, name in enumerate(names)}
         self.faults: list[Fault] = []
         self._active: set[Fault] = set()
+        self._last_s = float("-inf")
         for f in faults:
             self.add(f)
 
@@ -86,6 +87,11 @@ class FaultPlan:
                     f"fault {fault.kind} {'-'.join(fault.target)}: no node named {name!r}"
                 )
         self.faults.append(fault)
+
+    def restart(self) -> None:
+        """Forget which faults were in force: the next :meth:`events` reports all as new."""
+        self._active = set()
+        self._last_s = float("-inf")
 
     def broken(self, t_s: float) -> Broken:
         out = Broken()
@@ -110,11 +116,13 @@ class FaultPlan:
         return out
 
     def events(self, t_s: float) -> list[dict]:
-        """Faults that began (``fault``) or ended (``fault-cleared``) since the last call."""
+        """Faults that began (``fault``) or ended (``fault-cleared``) since the last call; one
+        that began and ended in between (shorter than an epoch: it broke nothing) both."""
         now = {f for f in self.faults if f.active(t_s)}
-        began = sorted(now - self._active, key=lambda f: f.at_s)
-        ended = sorted(self._active - now, key=lambda f: f.at_s)
-        self._active = now
+        brief = {f for f in self.faults if self._last_s < f.at_s <= t_s} - now - self._active
+        began = sorted((now - self._active) | brief, key=lambda f: f.at_s)
+        ended = sorted((self._active - now) | brief, key=lambda f: f.at_s)
+        self._active, self._last_s = now, t_s
         return [{"type": "fault", **f.describe()} for f in began] + [
             {"type": "fault-cleared", **f.describe()} for f in ended
         ]

@@ -121,6 +121,7 @@ class Planner:
         #: Faults on purpose (the file's; a live run adds its own while it goes).
         self.faults = FaultPlan(topology.faults, [n.name for n in topology.nodes])
         self._broken = Broken()
+        self._drawn = False  # random faults are drawn once, at the first epoch planned
         if topology.access.selection == "longest-visibility":
             self.links.visibility = self.visibility_s
 
@@ -225,6 +226,7 @@ class Planner:
             self._acquisition_times, self._acquisition_spread, self.topology.seed
         )
         self._carrying_before: set = set()
+        self.faults.restart()  # events of this run from its first epoch on
         for first in range(0, count, _CHUNK):
             n = min(_CHUNK, count - first)
             chunk_start = start + timedelta(seconds=first * step_s)
@@ -240,8 +242,9 @@ class Planner:
                 # Orbital seconds since the topology's start: the weather's clock.
                 since = (time - self.topology.start).total_seconds()
                 run_s = (time - start).total_seconds()  # the faults' clock
-                if held is None and self.topology.random_faults:
+                if held is None and self.topology.random_faults and not self._drawn:
                     self._draw_faults(positions[i])
+                    self._drawn = True
                 self._broken = self.faults.broken(run_s)
                 up = self.links.evaluate(
                     positions[i],
