@@ -47,6 +47,7 @@ from pathlib import Path
 import pytest
 
 from netemu.errors import InputError
+from netemu.privileges import chown_tree_to_invoker
 
 SCOPES = ("function", "class", "module", "session")
 _USED = pytest.StashKey[list]()
@@ -188,6 +189,8 @@ class NetemuPlugin:
         live.network.emu.stop()
         if not (live.failed or self.keep):
             shutil.rmtree(live.artifacts, ignore_errors=True)
+        elif live.artifacts.exists():
+            chown_tree_to_invoker(live.artifacts)  # under sudo, kept files are the user's
 
     def stop_all(self) -> None:
         for key in list(self.live):
