@@ -87,13 +87,7 @@ def main() -> int:
                 f"[bold]{topo.name}[/]: sensor {sensors[0]} -> {len(computes)} compute satellites "
                 f"-> {', '.join(consumers)}; faults: {', '.join(args.fault)}"
             )
-            for c in consumers:
-                dep.consumer(c)
-            services = [dep.compute(c, consumers, sensors) for c in computes]
-            sensor = dep.sensor(sensors[0], services, **scenario.sensor_options(args))
-            dep.wait(sensor, timeout=wall_s + 60)
-            dep.emu.wait(3.0)
-            dep.stop()
+            scenario.run_pipeline(dep, sensors, computes, consumers, args, wall_s)
             figures = scenario.finish(dep, "fault_drill", args)
             events = list(dep.emu.events)
         console.print(scenario.table("sensor -> in-orbit compute -> consumers", figures))

@@ -44,13 +44,7 @@ def main() -> int:
                 f"satellites -> {', '.join(consumers)}; {args.frames} frames of "
                 f"{4 * args.size**2 / 1e6:.1f} MB, orbits x{args.speed:g}"
             )
-            for c in consumers:
-                dep.consumer(c)
-            services = [dep.compute(c, consumers, sensors) for c in computes]
-            sensor = dep.sensor(sensors[0], services, **scenario.sensor_options(args))
-            dep.wait(sensor, timeout=wall_s + 60)
-            dep.emu.wait(3.0)  # the last reports on their way
-            dep.stop()
+            scenario.run_pipeline(dep, sensors, computes, consumers, args, wall_s)
             figures = scenario.finish(dep, "missile_tracking", args)
         console.print(scenario.table("sensor -> in-orbit compute -> consumers", figures))
         scenario.describe(console, figures)

@@ -135,6 +135,20 @@ def sensor_options(args) -> dict:
     }
 
 
+def run_pipeline(
+    dep: Deployment, sensors: list[str], computes: list[str], consumers: list[str], args, wall_s
+) -> None:
+    """Consumers, a compute service per node, the sensor; until its frames are sent and the
+    last reports are in, then everything stopped."""
+    for c in consumers:
+        dep.consumer(c)
+    services = [dep.compute(c, consumers, sensors) for c in computes]
+    sensor = dep.sensor(sensors[0], services, **sensor_options(args))
+    dep.wait(sensor, timeout=wall_s + 60)
+    dep.emu.wait(3.0)  # the last reports on their way
+    dep.stop()
+
+
 def ran_on(dep: Deployment, logs: dict, scenario: str, args) -> dict:
     starts = [r for _, r in measure.records(logs, "inference", "start")]
     image = dep.runtime.image if isinstance(dep.runtime, PodmanRuntime) else None
