@@ -209,9 +209,9 @@ class Network:
         self, src: str, dst: str, count: int = 200, interval_s: float = 0.01, size: int = 64
     ) -> Sample:
         """Timestamped datagrams from ``src`` to ``dst`` (application to application)."""
-        rx = self._receiver(dst, duration_s=1.5 * count * interval_s + 2.0)
-        tx = self._sender(src, dst, count, interval_s, size)
-        got = _received(rx)
+        rx = self.probe_receiver(dst, duration_s=1.5 * count * interval_s + 2.0)
+        tx = self.probe_sender(src, dst, count, interval_s, size)
+        got = received(rx)
         tx.wait()
         return _sample(f"one-way delay {src} -> {dst}", count, got)
 
@@ -230,9 +230,9 @@ class Network:
         """Stream from ``src`` to ``dst`` until ``done()`` and half a second more (wall
         ``timeout_s`` at most); its ``longest_gap_s`` is the longest interruption."""
         count = int(timeout_s / interval_s) + 1
-        rx = self._receiver(dst, duration_s=timeout_s + 2.0)
+        rx = self.probe_receiver(dst, duration_s=timeout_s + 2.0)
         started = time.time()
-        tx = self._sender(src, dst, count, interval_s, 64)
+        tx = self.probe_sender(src, dst, count, interval_s, 64)
         self.emu.wait_until(done, timeout_s)
         self.emu.wait(0.5)  # the stream resumes (or not) after the event
         tx.terminate()
@@ -241,7 +241,7 @@ class Network:
         self.emu.wait(0.1)  # the last packets on their way
         rx.terminate()
         # Stopped early: as many were sent as the last one received says (tail loss unseen).
-        sample = _sample(f"stream {src} -> {dst}", 0, _received(rx))
+        sample = _sample(f"stream {src} -> {dst}", 0, received(rx))
         sample.started, sample.ended = started, ended
         return sample
 
@@ -289,11 +289,15 @@ class Network:
             server.kill()
             server.wait()
 
-    def _receiver(self, node: str, duration_s: float) -> subprocess.Popen:
+    def probe_receiver(
+        self, node: str, duration_s: float, port: int = PROBE_PORT
+    ) -> subprocess.Popen:
+        """A ``netemu.probe`` receiver in ``node``, listening when this returns; its stdout
+        has a JSON line per datagram."""
         proc = self._python(
             node,
             "netemu.probe", "recv", "--bind", self.emu.address(node),
-            "--port", str(PROBE_PORT), "--duration", str(duration_s),
+            "--port", str(port), "--duration", str(duration_s),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         first = proc.stdout.readline()
@@ -301,10 +305,14 @@ class Network:
             raise RuntimeError(f"probe receiver in {node} did not start: {proc.stderr.read()}")
         return proc
 
-    def _sender(self, src: str, dst: str, count: int, interval_s: float, size: int):
+    def probe_sender(
+        self, src: str, dst: str, count: int, interval_s: float, size: int = 64,
+        port: int = PROBE_PORT,
+    ) -> subprocess.Popen:  # fmt: skip
+        """A ``netemu.probe`` sender of ``count`` timestamped datagrams from ``src`` to ``dst``."""
         return self._python(
             src,
-            "netemu.probe", "send", "--to", self.emu.address(dst), "--port", str(PROBE_PORT),
+            "netemu.probe", "send", "--to", self.emu.address(dst), "--port", str(port),
             "--count", str(count), "--interval", str(interval_s), "--size", str(size),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -392,7 +400,8 @@ class Network:
         return s
 
 
-def _received(proc: subprocess.Popen) -> list[dict]:
+def received(proc: subprocess.Popen) -> list[dict]:
+    """What a probe receiver got (it is stopped or has run its duration)."""
     out, err = proc.communicate(timeout=600)
     if proc.returncode not in (0, -15):
         raise RuntimeError(f"probe receiver failed: {err}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from netemu.testing import Network, received
 from netemu.topology import load_topology
 
 from helpers import TOPOLOGIES
@@ -32,53 +31,11 @@ def train_topology(tmp_path: Path, extra: str = "", start: str | None = None):
 
 
 def start_receiver(emu, node: str, duration: float, port: int = 9000) -> subprocess.Popen:
-    proc = emu.host(node).popen(
-        [
-            sys.executable,
-            "-m",
-            "netemu.probe",
-            "recv",
-            "--bind",
-            emu.address(node),
-            "--port",
-            str(port),
-            "--duration",
-            str(duration),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert "listening" in proc.stdout.readline()
-    return proc
+    return Network(emu).probe_receiver(node, duration, port)
 
 
 def send(emu, src: str, dst: str, count: int, interval: float, port: int = 9000):
-    return emu.host(src).popen(
-        [
-            sys.executable,
-            "-m",
-            "netemu.probe",
-            "send",
-            "--to",
-            emu.address(dst),
-            "--port",
-            str(port),
-            "--count",
-            str(count),
-            "--interval",
-            str(interval),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def received(proc: subprocess.Popen) -> list[dict]:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    return Network(emu).probe_sender(src, dst, count, interval, port=port)
 
 
 def stream(emu, src: str, dst: str, count: int, interval: float) -> list[dict]:
