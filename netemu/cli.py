@@ -186,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shaper=args.shaper,
         run_name=name,
         log_path=log,
-        capture=[p for arg in args.capture for p in arg.split(",") if p.strip()],
+        capture=args.capture,
         capture_dir=args.capture_dir,
         faults=[parse_cli(f) for f in args.fault],
     )

@@ -196,7 +196,12 @@ class Emulation:
             results = self.log_path.parent if self.log_path else Path("results") / self.run_name
             directory = results / "captures"
         return Captures(
-            [CapturePoint.parse(p, self.topology.by_name) for p in points],
+            [
+                CapturePoint.parse(p, self.topology.by_name)
+                for arg in points  # "sat3,link:sat3-sat4" as the command line gives them
+                for p in arg.split(",")
+                if p.strip()
+            ],
             directory,
             comment=f"netemu run {self.run_name} of {self.topology.name}, shaper "
             f"{self.shaper.name}, speed {self.speed}. Interfaces 'A>B tx' show what A sends "

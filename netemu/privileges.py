@@ -44,8 +44,9 @@ def make_dirs(path: str | Path) -> Path:
 
 def chown_tree_to_invoker(folder: str | Path) -> None:
     """Under sudo, a results folder netemu made, and all in it, belong to the invoking user."""
-    if invoking_user() is None:
+    user = invoking_user()
+    if user is None or not Path(folder).exists():
         return
-    folder = Path(folder)
-    for path in [folder, *folder.rglob("*")]:
-        chown_to_invoker(path)
+    chown_to_invoker(folder)  # and the folders above it that netemu made
+    for path in Path(folder).rglob("*"):
+        os.chown(path, *user)

@@ -9,11 +9,11 @@ that says what was measured against what was expected, the path the packets
 took, the state and delay of each link on it at that time, and where the
 run's log and captures are kept::
 
-    one-way delay patrol1 -> c2_bodo: p99 43.20 ms, expected below 40.00 ms
-      measured: 200 sent, 200 received; p50 41.10, p95 42.90, p99 43.20, max 43.31 ms
-      at 2026-06-21T03:05:12Z (orbital time, end of the measurement), path patrol1 > ...
-      links on the path: patrol1-kep3 up 12.10 ms; kep3-kep4 up 14.33 ms; ...
-      kept: results/pytest/test_file.py_test_x
+    one-way delay gs_south -> gs_north: p99 14.18 ms, expected below 0.10 ms
+      measured: 20 sent, 20 received (0.0% lost); p50 14.09, p95 14.12, p99 14.18, max 14.19 ms
+      at 2026-06-21T03:05:20.000Z (orbital time, end of the measurement), path gs_south > t0 > ...
+      links on the path: gs_south-t0 up 2.07 ms; t0-t1 up 3.22 ms; ...
+      kept: results/pytest/test_broken.py_test_too_fast_to_be_true
 
 The pytest plugin (:mod:`netemu.pytest_plugin`) gives one to each test that
 asks for the ``network`` fixture; scripts can make one around any emulation.

@@ -38,7 +38,6 @@ class Deployment:
     def __post_init__(self) -> None:
         self.logs = Path(self.results) / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self._args: dict[int, list[str]] = {}  # id(app) -> its arguments, to restart it
         # A node lost or rebooting takes its services with it (netemu.faults).
         self.emu.listeners.append(self._on_event)
 
@@ -66,9 +65,8 @@ class Deployment:
     def _restart(self, node: str) -> None:
         for i, a in enumerate(list(self.apps)):
             if a.node == node and getattr(a, "stopped_by_fault", False):
-                again = self.runtime.start(self.emu, a.node, a.app, self._args[id(a)], a.stderr)
-                again.label, again.endpoint = a.label, a.endpoint
-                self._args[id(again)] = self._args[id(a)]
+                again = self.runtime.start(self.emu, a.node, a.app, a.args, a.stderr)
+                again.label, again.endpoint, again.args = a.label, a.endpoint, a.args
                 self.apps[i] = again
 
     def __enter__(self) -> Deployment:
@@ -87,8 +85,7 @@ class Deployment:
         path.unlink(missing_ok=True)
         args = ["--id", str(len(self.labels) - 1), *args, "--log", str(path)]
         started = self.runtime.start(self.emu, node, app, args, path.with_suffix(".stderr"))
-        started.label = label
-        self._args[id(started)] = args
+        started.label, started.args = label, args
         self.apps.append(started)
         if ready:
             _wait_ready(started, timeout=120)

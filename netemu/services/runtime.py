@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from netemu.errors import InputError
@@ -54,6 +54,7 @@ class App:
     label: str = ""  # what results call it (node, or node/instance)
     endpoint: str = ""  # ADDR:PORT where it receives, for a compute service
     stopped_by_fault: bool = False  # a lost or rebooting node took it down (netemu.faults)
+    args: list[str] = field(default_factory=list)  # what it was started with (to restart it)
 
     def errors(self) -> str:
         """The end of what the app wrote to stderr."""

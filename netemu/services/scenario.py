@@ -110,7 +110,7 @@ def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deploym
         run_name=name,
         log_path=folder / "run.jsonl",
         keep_history=True,
-        capture=[p for arg in args.capture for p in arg.split(",") if p.strip()],
+        capture=args.capture,
         capture_dir=folder / "captures",
         faults=[parse_cli(f) for f in args.fault],
     )
