@@ -43,15 +43,16 @@ import numpy as np
 
 from netemu import addressing, netns
 from netemu.acquisition import Acquisition
+from netemu.aggregation import PrefixChanges, PrefixRoutes
 from netemu.capture import CapturePoint, Captures
 from netemu.errors import InputError
 from netemu.faults import Fault, parse_target
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
-from netemu.netlink import encode_deletes, encode_replaces, send_all, socket_in
+from netemu.netlink import encode_deletes, encode_replaces, encode_unreachables, send_all, socket_in
 from netemu.plan import EpochPlan, Planner, iso_utc
 from netemu.privileges import make_dirs
-from netemu.routing import UNREACHABLE, RouteChanges, ShortestDelayRouter, path
+from netemu.routing import UNREACHABLE, ShortestDelayRouter, path
 from netemu.shaping import Direction, Shape, Shaper, choose
 from netemu.topology import LinkParams, Topology
 
@@ -163,6 +164,7 @@ class Emulation:
         self.names = [n.name for n in topology.nodes]
         self.netns = [addressing.netns_name(self.run_name, n) for n in self.names]
         self.router = ShortestDelayRouter(len(self.names))
+        self.prefixes = PrefixRoutes(len(self.names))
         self.acquisition = Acquisition(
             self._acquisition_times,
             lambda key: self.links[key].params.acquisition_spread_s,
@@ -301,7 +303,7 @@ class Emulation:
         self._advance()
         phase("first_epoch")
 
-    def _namespace_commands(self, ns: str) -> list[str]:
+    def _namespace_commands(self) -> list[str]:
         """A node's own set-up: a router without IPv6, loopback with its service address."""
         sysctl = {
             "net/ipv4/ip_forward": 1,
@@ -310,11 +312,8 @@ class Emulation:
             "net/ipv6/conf/all/disable_ipv6": 1,  # no IPv6 chatter on the links
             "net/ipv6/conf/default/disable_ipv6": 1,
         }
-        index = self.netns.index(ns)
         return [
             *(f"echo {v} > /proc/sys/{k}" for k, v in sysctl.items()),
-            "ip link set lo up",
-            f"ip addr add {addressing.service_address(index)}/32 dev lo",
             *self.shaper.namespace_commands(),
         ]
 
@@ -355,10 +354,19 @@ class Emulation:
             found[(self.netns[a], ia)] = index_a
             found[(self.netns[b], ib)] = index_b
         netns.ip_batch(root)
-        scripts = {ns: "\n".join(self._namespace_commands(ns)) for ns in new_namespaces}
+        scripts = {ns: "\n".join(self._namespace_commands()) for ns in new_namespaces}
+        # A new node's loopback carries its service address; one `ip -batch` with its links.
+        own = {
+            ns: ["link set lo up", f"addr add {addressing.service_address(i)}/32 dev lo"]
+            for i, ns in enumerate(self.netns)
+            if ns in scripts
+        }
+        for ns in new_namespaces:
+            per_ns.setdefault(ns, [])
         for ns, ifaces in per_ns.items():
             # Static neighbours: no ARP on the links, no first-packet resolution delay.
-            lines = [f"addr add {addr}/31 dev {ifname}" for ifname, addr, _, _ in ifaces]
+            lines = own.get(ns, [])
+            lines += [f"addr add {addr}/31 dev {ifname}" for ifname, addr, _, _ in ifaces]
             lines += [f"link set {ifname} arp off up" for ifname, *_ in ifaces]
             lines += [
                 f"neigh replace {peer} lladdr {mac} dev {ifname} nud permanent"
@@ -428,7 +436,7 @@ class Emulation:
                 ready = self.acquisition.next_ready()
                 if ready is not None and now >= self._wall0 + ready:
                     with self._lock:
-                        self._push(now)
+                        self._push(now, refresh=False)
                     continue
                 wake = due if ready is None else min(due, self._wall0 + ready)
                 self._stop.wait(wake - now)
@@ -480,8 +488,9 @@ class Emulation:
         p = self.links[key].params
         return p.acquisition_s, p.reacquisition_s
 
-    def _push(self, now: float, events: list[dict] | None = None) -> None:
-        """Apply link states, shapes and routes for the current epoch at wall time ``now``."""
+    def _push(self, now: float, events: list[dict] | None = None, refresh: bool = True) -> None:
+        """Apply link states, shapes and routes for the current epoch at wall time ``now``
+        (``refresh``: a new epoch, not just a link that finished acquiring)."""
         t0 = time.perf_counter()
         events = list(events or [])
         up = set(self.epoch.up.keys())
@@ -524,12 +533,13 @@ class Emulation:
         t_links = time.perf_counter()
 
         live = [lk for lk in self.links.values() if lk.state == "up"]
+        a = np.array([lk.a for lk in live], dtype=int)
+        b = np.array([lk.b for lk in live], dtype=int)
         route_changes = self.router.update(
-            np.array([lk.a for lk in live], dtype=int),
-            np.array([lk.b for lk in live], dtype=int),
-            np.array([delay_ms(lk.distance_km) for lk in live], dtype=float),
+            a, b, delay_ms(np.array([lk.distance_km for lk in live], dtype=float)), refresh
         )
-        self._install_routes(route_changes)
+        prefix_changes = self.prefixes.update(self.router.hops, route_changes.node, a, b)
+        self._install_routes(prefix_changes)
         if self.history is not None:
             carrying = {(lk.a, lk.b): float(delay_ms(lk.distance_km)) for lk in live}
             self.history.append((time.time(), carrying, self.router.hops.copy()))
@@ -540,6 +550,8 @@ class Emulation:
             "routes_ms": (t_routes - t_links) * 1000,
             "shape_changes": len(changes),
             "route_changes": len(route_changes),
+            "prefix_changes": len(prefix_changes),
+            "trees_recomputed": self.router.recomputed,
         }
         if route_changes and self.epoch_index > 0:
             events.append({"type": "routes", "changed": len(route_changes)})
@@ -559,28 +571,34 @@ class Emulation:
             sock = self._nl[ns] = socket_in(f"/run/netns/{ns}")
         return sock
 
-    def _install_routes(self, changes: RouteChanges) -> None:
-        """Routes to service addresses, via the neighbour's link address, sourced from ours.
-
-        All changes of a namespace go out as one batch of netlink messages.
-        """
-        if not len(changes):
-            return
+    def _install_routes(self, changes: PrefixChanges) -> None:
+        """Aggregated routes toward service addresses (:mod:`netemu.aggregation`): via
+        the neighbour's link address, sourced from the node's own service address,
+        or ``unreachable``. Encoded all at once, sent as one netlink batch per node."""
         n = len(self.names)
-        node, dest, via = changes.node, changes.dest, changes.via
-        bounds = np.flatnonzero(np.diff(node)) + 1  # changes come sorted by node
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(node)], strict=True):
-            d, v = dest[lo:hi], via[lo:hi]
-            gone = v == UNREACHABLE
-            s = np.full(hi - lo, node[lo])
-            replaces = encode_replaces(
-                addressing.service_address_u32(d[~gone]),
-                addressing.link_address_u32(v[~gone], s[~gone], n),
-                addressing.interface_index(v[~gone]),
-                addressing.service_address_u32(s[~gone]),
-            )
-            deletes = encode_deletes(addressing.service_address_u32(d[gone]))
-            send_all(self._socket(self.netns[node[lo]]), [deletes, replaces])
+        node, dst, dst_len, via = changes.replace
+        reach = via != UNREACHABLE
+        s, v = node[reach], via[reach]
+        batches = [
+            (
+                s,
+                encode_replaces(
+                    dst[reach],
+                    addressing.link_address_u32(v, s, n),
+                    addressing.interface_index(v),
+                    addressing.service_address_u32(s),
+                    dst_len[reach],
+                ),
+            ),
+            (node[~reach], encode_unreachables(dst[~reach], dst_len[~reach])),
+            (changes.delete[0], encode_deletes(changes.delete[1], changes.delete[2])),
+        ]
+        for one in np.union1d(node, changes.delete[0]):
+            mine = []
+            for owner, msgs in batches:  # each sorted by node
+                lo, hi = np.searchsorted(owner, [one, one + 1])
+                mine.append(msgs[lo:hi])
+            send_all(self._socket(self.netns[one]), mine)
 
     # -- results ---------------------------------------------------------------------
     def _open_log(self) -> None:

@@ -27,6 +27,7 @@ NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC = 1, 4, 5, 7
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
+RTN_UNSPEC, RTN_UNREACHABLE = 0, 7
 CLONE_NEWNET = 0x40000000
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -67,7 +68,7 @@ def route_message(
             RT_TABLE_MAIN,
             RTPROT_STATIC,
             RT_SCOPE_UNIVERSE,
-            RTN_UNICAST,
+            RTN_UNSPEC if delete else RTN_UNICAST,  # a delete matches any type
             0,
         )
         + attrs
@@ -125,28 +126,41 @@ _REPLACE = np.dtype(_HDR + _ROUTE_ATTRS)
 _DELETE = np.dtype(_HDR)
 
 
-def _fill_header(msgs: np.ndarray, kind: int, flags: int, dst: np.ndarray) -> None:
+def _fill_header(
+    msgs: np.ndarray, kind: int, flags: int, dst, dst_len, rtype: int = RTN_UNICAST
+) -> None:
     msgs["len"], msgs["type"], msgs["flags"] = msgs.dtype.itemsize, kind, flags
     msgs["seq"] = np.arange(1, len(msgs) + 1)
-    msgs["family"], msgs["dst_len"], msgs["table"] = socket.AF_INET, 32, RT_TABLE_MAIN
-    msgs["protocol"], msgs["scope"], msgs["rtype"] = RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST
+    msgs["family"], msgs["dst_len"], msgs["table"] = socket.AF_INET, dst_len, RT_TABLE_MAIN
+    msgs["protocol"], msgs["scope"], msgs["rtype"] = RTPROT_STATIC, RT_SCOPE_UNIVERSE, rtype
     msgs["dst_rta"] = (8, RTA_DST)
     msgs["dst"] = dst
 
 
-def encode_replaces(dst, gateway, oif, prefsrc) -> np.ndarray:
-    """RTM_NEWROUTE (replace/create) messages for /32s, all fields as integer arrays."""
+_CREATE_OR_REPLACE = NLM_F_REQUEST | NLM_F_REPLACE | NLM_F_CREATE
+
+
+def encode_replaces(dst, gateway, oif, prefsrc, dst_len=32) -> np.ndarray:
+    """RTM_NEWROUTE (replace/create) messages, all fields as integer arrays."""
     msgs = np.zeros(len(dst), _REPLACE)
-    _fill_header(msgs, RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_REPLACE | NLM_F_CREATE, dst)
+    _fill_header(msgs, RTM_NEWROUTE, _CREATE_OR_REPLACE, dst, dst_len)
     msgs["oif_rta"], msgs["oif"] = (8, RTA_OIF), oif
     msgs["gw_rta"], msgs["gw"] = (8, RTA_GATEWAY), gateway
     msgs["src_rta"], msgs["src"] = (8, RTA_PREFSRC), prefsrc
     return msgs
 
 
-def encode_deletes(dst) -> np.ndarray:
+def encode_unreachables(dst, dst_len=32) -> np.ndarray:
+    """RTM_NEWROUTE messages making ``unreachable`` routes (ICMP net unreachable)."""
     msgs = np.zeros(len(dst), _DELETE)
-    _fill_header(msgs, RTM_DELROUTE, NLM_F_REQUEST, dst)
+    _fill_header(msgs, RTM_NEWROUTE, _CREATE_OR_REPLACE, dst, dst_len, RTN_UNREACHABLE)
+    return msgs
+
+
+def encode_deletes(dst, dst_len=32) -> np.ndarray:
+    """RTM_DELROUTE messages for routes of any type (unicast or unreachable)."""
+    msgs = np.zeros(len(dst), _DELETE)
+    _fill_header(msgs, RTM_DELROUTE, NLM_F_REQUEST, dst, dst_len, rtype=RTN_UNSPEC)
     return msgs
 
 

@@ -31,6 +31,8 @@ from live import (
 
 from netemu.emulation import Emulation
 from netemu.errors import InputError
+from netemu.routing import UNREACHABLE
+from netemu.topology import load_topology
 
 from helpers import REPO, TOPOLOGIES
 
@@ -319,3 +321,80 @@ def test_turbulence_fades_are_burst_loss(tmp_path):
     edges = np.diff(np.r_[0, lost.astype(int), 0])
     runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
     assert runs.mean() >= 5, runs.mean()  # independent 30% loss would average 1.4
+
+
+def _kernel_next_hops(emu, node: str) -> dict[str, str | None]:
+    """Where node's kernel sends each other node's service address: the neighbour
+    (from the interface name) or None (unreachable), one `ip route get` each."""
+    others = [n for n in emu.names if n != node]
+    lines = "".join(f"route get {emu.address(n)}\n" for n in others)
+    ns = emu.netns[emu.names.index(node)]
+    out = subprocess.run(
+        ["ip", "-n", ns, "-force", "-batch", "-"], input=lines, capture_output=True, text=True
+    )
+    dev = {}
+    for line in out.stdout.splitlines():
+        fields = line.split()
+        if "dev" in fields:
+            dev[fields[0]] = fields[fields.index("dev") + 1].removeprefix("to-")
+    # Unreachable routes answer on stderr ("No route to host"), one each.
+    assert len(dev) + out.stderr.count("No route to host") == len(others), out.stderr
+    return {n: dev.get(emu.address(n)) for n in others}
+
+
+def test_kernel_routes_follow_the_router_for_every_pair(write_topology):
+    """A 4x10 +Grid shell: every node's aggregated kernel routes (checked with
+    `ip route get`, i.e. the kernel's own longest-prefix match) send every other
+    node's address to the next hop the router chose, also when trees refresh a
+    few at a time; a rebooting satellite is unreachable from everywhere at once,
+    and reachable again when its links are back; packets still cross the shell."""
+    topo = load_topology(
+        write_topology(
+            """
+            name: routes
+            start: 2026-06-21T03:00:00Z
+            satellites:
+              - walker: {altitude_km: 550, inclination_deg: 53, planes: 4, per_plane: 10,
+                         phasing: 1, raan_spread_deg: 60}
+                names: "s{plane}_{slot}"
+                terminals: {count: 4}
+            link_defaults:
+              isl: {data_rate_gbps: 1, max_range_km: 8000, acquisition_s: 0}
+            isl: {policy: plus-grid}
+            """
+        )
+    )
+    with Emulation(topo, shaper="nfqueue", speed=20, run_name="troutes") as emu:
+        emu.router.work_per_update = 2 * 80 * 3  # three trees an update, in turn
+        emu.start_controller()
+        emu.wait(3)
+        with emu._lock:
+            hops = emu.router.hops.copy()
+            prefixes = len(emu.prefixes)
+            kernel = {n: _kernel_next_hops(emu, n) for n in emu.names}
+        n = len(emu.names)
+        assert prefixes < n * (n - 1) / 2  # aggregated
+        for i, src in enumerate(emu.names):
+            for j, dst in enumerate(emu.names):
+                if i != j:
+                    want = None if hops[i, j] == UNREACHABLE else emu.names[hops[i, j]]
+                    assert kernel[src][dst] == want, (src, dst)
+        assert emu.router.refresh_updates > 10
+        far = emu.route("s0_0", "s2_5")
+        assert len(far) >= 4
+        lost = far[2]
+        emu.inject("reboot", lost, for_s=40)  # 2 s at speed 20
+        assert emu.wait_until(lambda: emu.link_state(far[1], lost) == "down", timeout=10)
+        with emu._lock:
+            toward_lost = {n: _kernel_next_hops(emu, n)[lost] for n in emu.names if n != lost}
+            assert all(v is None for v in toward_lost.values()), toward_lost
+            assert lost not in emu.route("s0_0", "s2_5")
+        # Back up: the unreachable routes give way to real ones again.
+        assert emu.wait_until(lambda: emu.link_state(far[1], lost) == "up", timeout=10)
+        with emu._lock:
+            back = {n: _kernel_next_hops(emu, n)[lost] for n in emu.names if n != lost}
+            want = {n: emu.route(n, lost)[1] for n in back}
+        assert back == want
+        rx = start_receiver(emu, "s2_5", duration=3)
+        send(emu, "s0_0", "s2_5", count=50, interval=0.02).wait()
+        assert len(received(rx)) >= 48

@@ -49,3 +49,61 @@ def test_router_reports_only_changes():
     assert len(router.update(*graph((0, 1, 1.2), (1, 2, 0.9)))) == 0  # same paths
     gone = router.update(*graph((0, 1, 1.0)))
     assert gone.as_tuples() == {(0, 2, None), (1, 2, None), (2, 0, None), (2, 1, None)}
+
+
+def shell_grid(planes: int = 8, per_plane: int = 8, seed: int = 2):
+    """A +Grid torus with random delays (an ISL shell's shape)."""
+    rng = np.random.default_rng(seed)
+    n = planes * per_plane
+    idx = np.arange(n).reshape(planes, per_plane)
+    edges = np.concatenate(
+        [
+            np.stack([idx.ravel(), np.roll(idx, -1, axis=1).ravel()], axis=1),
+            np.stack([idx.ravel(), np.roll(idx, -1, axis=0).ravel()], axis=1),
+        ]
+    )
+    a, b = edges.min(axis=1), edges.max(axis=1)
+    return n, a, b, rng.uniform(2, 10, len(a))
+
+
+def test_a_link_change_leaves_every_route_exact_at_once():
+    """With a budget of one tree an update, the trees a link's loss or arrival
+    affects are still all recomputed: the table equals a full computation."""
+    n, a, b, w = shell_grid()
+    router = ShortestDelayRouter(n, work_per_update=1)
+    router.update(a, b, w)
+    assert router.recomputed == n  # the first update builds every tree
+    assert router.refresh_updates == n
+    keep = np.ones(len(a), bool)
+    keep[int(np.argmax(w))] = False  # the slowest link: in few trees
+    changes = router.update(a[keep], b[keep], w[keep], refresh=False)
+    assert np.array_equal(router.hops, next_hops(n, a[keep], b[keep], w[keep]))
+    assert 0 < router.recomputed < n and len(changes) > 0
+    router.update(a, b, w, refresh=False)  # they come back
+    assert np.array_equal(router.hops, next_hops(n, a, b, w))
+
+
+def test_under_motion_every_tree_is_refreshed_in_turn():
+    n, a, b, w = shell_grid()
+    per_update = 10
+    router = ShortestDelayRouter(n, work_per_update=per_update * 2 * len(a))
+    router.update(a, b, w)
+    assert router.refresh_updates == -(-n // per_update)
+    moved = w * np.random.default_rng(4).uniform(0.7, 1.3, len(w))
+    exact = next_hops(n, a, b, moved)
+    router.update(a, b, moved)
+    assert router.recomputed == per_update
+    assert not np.array_equal(router.hops, exact)  # the drift needs more trees
+    for _ in range(router.refresh_updates - 1):
+        router.update(a, b, moved)
+    assert np.array_equal(router.hops, exact)
+
+
+def test_a_small_graph_recomputes_every_tree_every_update():
+    n, a, b, w = shell_grid(4, 4)
+    router = ShortestDelayRouter(n)
+    router.update(a, b, w)
+    moved = w[::-1].copy()
+    router.update(a, b, moved)
+    assert router.recomputed == n and router.refresh_updates == 1
+    assert np.array_equal(router.hops, next_hops(n, a, b, moved))

@@ -1,0 +1,79 @@
+"""Route aggregation (ORTC): the fewest prefixes that still route every destination right."""
+
+import itertools
+
+import numpy as np
+
+from netemu.aggregation import MAX_NEIGHBOURS, PrefixRoutes
+from netemu.routing import UNREACHABLE, next_hops
+
+
+def grid(k: int, seed: int, extra_isolated: int = 1):
+    """A k x k grid with random delays, plus isolated nodes (unreachable from all)."""
+    rng = np.random.default_rng(seed)
+    edges = [(r * k + c, r * k + c + 1) for r in range(k) for c in range(k - 1)]
+    edges += [(r * k + c, (r + 1) * k + c) for r in range(k - 1) for c in range(k)]
+    a, b = np.array(edges).T
+    return k * k + extra_isolated, a, b, rng.uniform(1, 5, len(a))
+
+
+def assert_routes_like(routes: PrefixRoutes, hops: np.ndarray) -> None:
+    for s, d in itertools.permutations(range(len(hops)), 2):
+        assert routes.lookup(s, d) == hops[s, d], (s, d)
+
+
+def test_prefixes_route_every_destination_as_the_table_says():
+    n, a, b, w = grid(7, seed=3)
+    hops = next_hops(n, a, b, w)
+    routes = PrefixRoutes(n)
+    changes = routes.update(hops, np.arange(n), a, b)
+    assert_routes_like(routes, hops)
+    # Aggregated: far fewer routes than one per destination, all of them new.
+    assert len(routes) < n * (n - 1) / 3
+    assert len(changes.replace[0]) == len(routes) and len(changes.delete[0]) == 0
+    # The isolated node's every destination is unreachable, others' toward it too.
+    assert all(routes.lookup(n - 1, d) == UNREACHABLE for d in range(n - 1))
+    assert routes.lookup(0, n - 1) == UNREACHABLE
+
+
+def test_changes_turn_the_old_routes_into_the_new_ones():
+    """Replaying the reported replaces and deletes on the old routes gives exactly
+    the routes computed from scratch for the new table."""
+    n, a, b, w = grid(6, seed=5)
+    routes = PrefixRoutes(n)
+    first = routes.update(next_hops(n, a, b, w), np.arange(n), a, b)
+    installed = {
+        (int(s), int(d), int(length)): int(v)
+        for s, d, length, v in zip(*first.replace, strict=True)
+    }
+    keep = np.arange(len(a)) != 7  # a link goes, delays drift
+    a2, b2, w2 = a[keep], b[keep], w[keep] * np.random.default_rng(9).uniform(0.8, 1.2, keep.sum())
+    hops2 = next_hops(n, a2, b2, w2)
+    changed_rows = np.flatnonzero((hops2 != next_hops(n, a, b, w)).any(axis=1))
+    changes = routes.update(hops2, changed_rows, a2, b2)
+    for s, d, length in zip(*changes.delete, strict=True):
+        del installed[int(s), int(d), int(length)]
+    for s, d, length, v in zip(*changes.replace, strict=True):
+        installed[int(s), int(d), int(length)] = int(v)
+    fresh = PrefixRoutes(n)
+    scratch = fresh.update(hops2, np.arange(n), a2, b2)
+    assert installed == {
+        (int(s), int(d), int(length)): int(v)
+        for s, d, length, v in zip(*scratch.replace, strict=True)
+    }
+    assert_routes_like(routes, hops2)
+    assert 0 < len(changes) < len(fresh)  # only what changed
+
+
+def test_a_node_with_more_neighbours_than_mask_bits_keeps_one_route_per_destination():
+    leaves = MAX_NEIGHBOURS + 5
+    n = leaves + 1
+    a, b = np.zeros(leaves, int), np.arange(1, n)
+    hops = next_hops(n, a, b, np.ones(leaves))
+    routes = PrefixRoutes(n)
+    routes.update(hops, np.arange(n), a, b)
+    assert_routes_like(routes, hops)
+    hub = np.flatnonzero((routes.keys >> 32) == 0)
+    assert len(hub) == leaves and ((routes.keys[hub] & 0x3F) == 32).all()
+    # A leaf needs one route: everything goes to the hub.
+    assert ((routes.keys >> 32) == 1).sum() == 1
