@@ -52,7 +52,7 @@ from netemu.links import KINDS
 from netemu.netlink import encode_deletes, encode_replaces, encode_unreachables, send_all, socket_in
 from netemu.plan import EpochPlan, Planner, iso_utc
 from netemu.privileges import make_dirs
-from netemu.routing import UNREACHABLE, ShortestDelayRouter, path
+from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
 from netemu.shaping import Direction, Shape, Shaper, choose
 from netemu.topology import LinkParams, Topology
 
@@ -75,6 +75,7 @@ class Link:
     forward: Direction  # a -> b
     backward: Direction  # b -> a
     distance_km: float = 0.0
+    delay_ms: float = 0.0  # one-way propagation delay at distance_km
     state: str = "down"  # "up" (carrying), "acquiring" or "down"
     budget_loss: tuple[float, float] = (0.0, 0.0)  # link-budget packet loss a->b, b->a
     fade: tuple[float, float] = (0.0, 0.0)  # share of time in turbulence fades a->b, b->a
@@ -154,7 +155,7 @@ class Emulation:
         #: The pcapng files written at stop (one per capture point, and all.pcapng).
         self.capture_files: list[Path] = []
         #: With keep_history: (unix time, {link: delay_ms} carrying, next hops) per update.
-        self.history: list[tuple[float, dict, np.ndarray]] | None = [] if keep_history else None
+        self.history: RouteHistory | None = RouteHistory() if keep_history else None
 
         self.planner = Planner(topology)
         for fault in faults:
@@ -443,16 +444,20 @@ class Emulation:
             if self._stop.is_set():
                 break
             late = time.monotonic() - due
+            behind = []
             if late > self.step_s / 2:
+                # Said, not hidden: the epoch applies now, and the next ones catch up.
                 self.late_epochs += 1
-            if not self._advance():
+                behind = [{"type": "late", "late_s": round(late, 3)}]
+            if not self._advance(behind):
                 break
             if on_epoch:
                 on_epoch(self)
         self.finished.set()
 
-    def _advance(self) -> bool:
-        """Apply the next epoch; False when the run's duration is over."""
+    def _advance(self, events: list[dict] = ()) -> bool:
+        """Apply the next epoch (with ``events`` of the controller's own); False when
+        the run's duration is over."""
         epoch = next(self._epochs, None)
         if epoch is None:
             return False
@@ -467,21 +472,24 @@ class Emulation:
                 ]
             )
             for link in self.links.values():
-                link.distance_km = 0.0
+                link.distance_km = link.delay_ms = 0.0
             rows = zip(
                 epoch.up.keys(),
                 epoch.up.distance_km.tolist(),
+                delay_ms(epoch.up.distance_km).tolist(),
                 epoch.budget["loss_ab"].tolist(),
                 epoch.budget["loss_ba"].tolist(),
                 strict=True,
             )
-            for key, dist, loss_ab, loss_ba in rows:
-                self.links[key].distance_km = dist
-                self.links[key].budget_loss = (loss_ab, loss_ba)
+            for key, dist, delay, loss_ab, loss_ba in rows:
+                link = self.links[key]
+                link.distance_km, link.delay_ms = dist, delay
+                link.budget_loss = (loss_ab, loss_ba)
             self.handovers += sum(1 for e in epoch.events if e["type"] == "handover")
             # The plan's "link-ready" is its own acquisition model, in orbital time; live,
             # acquisition runs on the wall clock and _push says when a link is ready.
-            self._push(time.monotonic(), [e for e in epoch.events if e["type"] != "link-ready"])
+            planned = [e for e in epoch.events if e["type"] != "link-ready"]
+            self._push(time.monotonic(), [*events, *planned])
         return True
 
     def _acquisition_times(self, key: tuple[int, int]) -> tuple[float, float]:
@@ -516,7 +524,7 @@ class Emulation:
             for d, budget_loss, fade in directions:
                 # Configured loss, the link budget's and a fault's, independent.
                 shape = Shape(
-                    delay_ms=float(delay_ms(link.distance_km)),
+                    delay_ms=link.delay_ms,
                     rate_mbit=link.params.data_rate_gbps * 1000,
                     loss=1 - (1 - static) * (1 - budget_loss) * (1 - fault_loss),
                     jitter_ms=link.params.jitter_ms + fault_jitter,
@@ -536,13 +544,13 @@ class Emulation:
         a = np.array([lk.a for lk in live], dtype=int)
         b = np.array([lk.b for lk in live], dtype=int)
         route_changes = self.router.update(
-            a, b, delay_ms(np.array([lk.distance_km for lk in live], dtype=float)), refresh
+            a, b, np.array([lk.delay_ms for lk in live], dtype=float), refresh
         )
         prefix_changes = self.prefixes.update(self.router.hops, route_changes.node, a, b)
         self._install_routes(prefix_changes)
         if self.history is not None:
-            carrying = {(lk.a, lk.b): float(delay_ms(lk.distance_km)) for lk in live}
-            self.history.append((time.time(), carrying, self.router.hops.copy()))
+            carrying = {(lk.a, lk.b): lk.delay_ms for lk in live}
+            self.history.append(time.time(), carrying, self.router.hops, route_changes)
         t_routes = time.perf_counter()
         #: How long the last update took: link shaping, routing (ms).
         self.last_update = {
@@ -631,7 +639,7 @@ class Emulation:
                 "b": self.names[lk.b],
                 "kind": KINDS[lk.kind].value,
                 "distance_km": round(lk.distance_km, 6),
-                "delay_ms": round(float(delay_ms(lk.distance_km)), 6),
+                "delay_ms": round(lk.delay_ms, 6),
                 "state": lk.state,
             }
             for lk in self.links.values()
@@ -696,7 +704,7 @@ class Emulation:
                 return None
             idx = [self.topology.by_name[x].index for x in nodes]
             return sum(
-                float(delay_ms(self.links[(min(u, v), max(u, v))].distance_km))
+                self.links[(min(u, v), max(u, v))].delay_ms
                 for u, v in itertools.pairwise(idx)
             )
 
@@ -706,7 +714,7 @@ class Emulation:
         Needs ``keep_history``. None when the network changed while the packet
         was on its way (or within 2 ms of it), or when there was no path.
         """
-        stamps = [h[0] for h in self.history]
+        stamps = self.history.times
         i = bisect.bisect_right(stamps, sent) - 1
         if i < 0 or sent - stamps[i] < 0.002:
             return None

@@ -76,8 +76,8 @@ def path(hops: np.ndarray, src: int, dst: int) -> list[int] | None:
 
 
 #: Arc relaxations one update may spend refreshing trees under motion alone
-#: (~40 ms of scipy's Dijkstra on the development machine).
-WORK_PER_UPDATE = 2_000_000
+#: (~25 ms of scipy's Dijkstra on the development machine).
+WORK_PER_UPDATE = 1_000_000
 #: Two paths whose delays differ by less than this (ms) are equally short.
 TIE_MS = 1e-9
 
@@ -96,9 +96,10 @@ class ShortestDelayRouter:
       the next trees in turn, as many as ``work_per_update`` arc relaxations allow,
       so every tree is at most :attr:`refresh_updates` updates old. A small
       constellation recomputes every tree every time; Starlink shell 1 (1,590
-      nodes) refreshes ~315 trees an update, each every 5 updates, instead of
-      spending ~215 ms on all of them. What a stale tree costs (a path a few
-      microseconds longer than the best) is measured by benchmarks/live_scale.py.
+      nodes) refreshes 157 trees an update (~27 ms), each every 11 updates,
+      instead of spending ~215 ms on all of them. What a stale tree costs (a
+      path a few microseconds longer than the best, rarely more) is measured by
+      benchmarks/live_scale.py.
     """
 
     def __init__(self, n_nodes: int, work_per_update: int = WORK_PER_UPDATE):
@@ -163,3 +164,51 @@ class ShortestDelayRouter:
         self.hops[:, trees] = columns
         self.delay_ms[:, trees] = dist.T
         return RouteChanges(node, trees[j], columns[node, j])
+
+
+class RouteHistory:
+    """Next-hop tables over time, kept compactly: a full copy of the table every
+    ``checkpoint_every`` entries and only the changed entries in between (Starlink
+    shell 1's table is 10 MB; an epoch changes a few thousand entries of it).
+
+    ``history[i]`` is ``(unix time, {link: delay_ms} carrying, next hops)``; the
+    table is rebuilt on demand, and the last one is cached (queries in time order
+    mostly hit it).
+    """
+
+    def __init__(self, checkpoint_every: int = 64):
+        self.checkpoint_every = checkpoint_every
+        #: Unix time of each entry.
+        self.times: list[float] = []
+        self._carrying: list[dict] = []
+        self._checkpoints: dict[int, np.ndarray] = {}
+        self._changes: list[RouteChanges] = []
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def append(self, time_s: float, carrying: dict, hops: np.ndarray, changes: RouteChanges):
+        i = len(self.times)
+        if i % self.checkpoint_every == 0:
+            self._checkpoints[i] = hops.copy()
+        self.times.append(time_s)
+        self._carrying.append(carrying)
+        self._changes.append(changes)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __getitem__(self, i: int) -> tuple[float, dict, np.ndarray]:
+        i = range(len(self))[i]  # negative indices, bounds
+        return self.times[i], self._carrying[i], self.hops_at(i)
+
+    def hops_at(self, i: int) -> np.ndarray:
+        if self._cached is not None and self._cached[0] == i:
+            return self._cached[1]
+        base = i - i % self.checkpoint_every
+        if self._cached is not None and base < self._cached[0] < i:
+            base, hops = self._cached[0], self._cached[1].copy()
+        else:
+            hops = self._checkpoints[base].copy()
+        for c in self._changes[base + 1 : i + 1]:
+            hops[c.node, c.dest] = c.via
+        self._cached = (i, hops)
+        return hops

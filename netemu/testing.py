@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from netemu.emulation import Emulation
-from netemu.geometry import delay_ms
 from netemu.plan import Planner, iso_utc
 from netemu.routing import next_hops, path
 
@@ -190,7 +189,7 @@ class Network:
         link = self.emu.links.get((min(i, j), max(i, j)))
         if link is None:
             return f"{a}-{b} never up"
-        return f"{a}-{b} {link.state} {float(delay_ms(link.distance_km)):.2f} ms"
+        return f"{a}-{b} {link.state} {link.delay_ms:.2f} ms"
 
     # -- running things in nodes ---------------------------------------------------------
     def run(self, node: str, command: str, timeout_s: float = 60.0) -> CommandResult:

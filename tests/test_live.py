@@ -54,7 +54,7 @@ def test_one_way_delay_follows_the_geometry_over_a_multi_hop_path(tmp_path):
     ) as emu:
         emu.start_controller()
         got = stream(emu, "gs_south", "gs_north", count=400, interval=0.02)
-        stamps = [h[0] for h in emu.history]
+        stamps = emu.history.times
         by_epoch: dict[int, list[float]] = {}
         expected = set()
         for pkt in got:
@@ -398,3 +398,26 @@ def test_kernel_routes_follow_the_router_for_every_pair(write_topology):
         rx = start_receiver(emu, "s2_5", duration=3)
         send(emu, "s0_0", "s2_5", count=50, interval=0.02).wait()
         assert len(received(rx)) >= 48
+
+
+def test_an_epoch_behind_schedule_is_reported_not_hidden(tmp_path):
+    """An update that overruns (here: one made to take 0.5 s with 0.2 s epochs)
+    leaves a `late` event and counts late epochs; the run then catches up."""
+    topo = train_topology(tmp_path)
+    with Emulation(topo, shaper="nfqueue", step_s=0.2, speed=10, run_name="tlate") as emu:
+        apply = emu.shaper.apply
+        slow = {"left": 1}
+
+        def overrun(changes):
+            if slow["left"] and emu.epoch_index >= 3:
+                slow["left"] -= 1
+                time.sleep(0.5)
+            apply(changes)
+
+        emu.shaper.apply = overrun
+        emu.start_controller()
+        emu.wait(2.5)
+        late = [e for e in emu.events if e["type"] == "late"]
+        assert emu.late_epochs >= 1 and late and late[0]["late_s"] > 0.1
+        # Caught up: the epoch in force is the one the wall clock says.
+        assert abs((emu.epoch_index + 1) * 0.2 - emu.status()["wall_s"]) < 0.3

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from netemu.routing import UNREACHABLE, ShortestDelayRouter, next_hops, path
+from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, next_hops, path
 
 
 def graph(*edges):
@@ -107,3 +107,20 @@ def test_a_small_graph_recomputes_every_tree_every_update():
     router.update(a, b, moved)
     assert router.recomputed == n and router.refresh_updates == 1
     assert np.array_equal(router.hops, next_hops(n, a, b, moved))
+
+
+def test_route_history_gives_back_every_table_it_was_shown():
+    n, a, b, w = shell_grid(4, 5)
+    router = ShortestDelayRouter(n, work_per_update=2 * len(a) * 3)
+    history = RouteHistory(checkpoint_every=4)
+    rng = np.random.default_rng(8)
+    tables = []
+    for t in range(15):
+        keep = rng.uniform(size=len(a)) > 0.1
+        changes = router.update(a[keep], b[keep], w[keep] * rng.uniform(0.5, 1.5, keep.sum()))
+        history.append(float(t), {"t": t}, router.hops, changes)
+        tables.append(router.hops.copy())
+    for i in [3, 0, 14, 9, 10, 13, 5, -1]:
+        when, carrying, hops = history[i]
+        assert np.array_equal(hops, tables[i]) and carrying["t"] == when == range(15)[i]
+    assert len(history._checkpoints) == 4  # not a copy per entry
