@@ -32,7 +32,6 @@ from netemu import addressing
 UNREACHABLE = -1
 #: Neighbours a node may have for its table to be aggregated (bit 63: unreachable).
 MAX_NEIGHBOURS = 63
-_ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _UNREACHABLE_BIT = 63
 # A route's key: node << 32 | address offset << 6 | prefix length.
 _NODE_SHIFT, _OFFSET_SHIFT = 32, 6
@@ -53,7 +52,7 @@ class PrefixChanges:
 
 def _lowest_bit_mask(masks: np.ndarray) -> np.ndarray:
     """Each mask's lowest set bit, as a mask."""
-    return masks & (~masks + np.uint64(1))
+    return masks & (~masks + masks.dtype.type(1))
 
 
 def neighbour_ranks(
@@ -78,24 +77,34 @@ def neighbour_ranks(
 
 
 def ortc(
-    hops: np.ndarray, rows: np.ndarray, rank: np.ndarray, neighbour: np.ndarray
+    hops: np.ndarray,
+    rows: np.ndarray,
+    rank: np.ndarray,
+    neighbour: np.ndarray,
+    max_degree: int = MAX_NEIGHBOURS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fewest prefixes routing like ``hops[rows]``: (keys, via), sorted by key.
 
     ``hops`` is the (n, n) next-hop table (``hops[s, d]``: neighbour of s toward
     d, s itself for d == s, UNREACHABLE); ``rank``/``neighbour`` number each
-    node's neighbours (:func:`neighbour_ranks`).
+    node's neighbours (:func:`neighbour_ranks`); ``max_degree``, the most
+    neighbours any of the rows has, picks the narrowest masks that hold them
+    (8 bits for a satellite with five terminals: less memory to sweep).
     """
     n = hops.shape[0]
     depth = max(1, int(np.ceil(np.log2(n + 1))))  # address offsets 1..n (0 unused)
+    width = next(w for w in (8, 16, 32, 64) if max_degree < w)
+    kind = np.dtype(f"uint{width}")
+    every = np.iinfo(kind).max
+    unreachable_bit = width - 1
     sub = hops[rows]
     r = np.where(sub == UNREACHABLE, -1, rank[rows[:, None], np.maximum(sub, 0)])
-    bits = np.where(sub == UNREACHABLE, _UNREACHABLE_BIT, r).astype(np.int64)
+    bits = np.where(sub == UNREACHABLE, unreachable_bit, r).astype(kind)
     own = sub == rows[:, None]
-    if (bits[~own] < 0).any():
+    if (r[~own & (sub != UNREACHABLE)] < 0).any():
         raise ValueError("a next hop is not a neighbour on the given links")
-    masks = np.full((len(rows), 1 << depth), _ALL, dtype=np.uint64)
-    masks[:, 1 : n + 1] = np.where(own, _ALL, np.left_shift(np.uint64(1), bits.astype(np.uint64)))
+    masks = np.full((len(rows), 1 << depth), every, dtype=kind)
+    masks[:, 1 : n + 1] = np.where(own, every, np.left_shift(kind.type(1), bits))
     # Pass 2, bottom-up: a parent's set is its children's intersection, else their union.
     levels = [masks]
     for _ in range(depth):
@@ -118,6 +127,7 @@ def ortc(
         found.append((i, np.full(len(i), level), pos, chosen[i, pos]))
     i, level, pos, mask = (np.concatenate(x) for x in zip(*found, strict=True))
     bit = np.log2(mask.astype(np.float64)).astype(np.int64)  # exact for powers of two
+    bit[bit == unreachable_bit] = _UNREACHABLE_BIT
     node = rows[i]
     via = neighbour[node, bit]
     offset = pos << (depth - level)
@@ -153,7 +163,8 @@ class PrefixRoutes:
         rows = np.unique(np.asarray(rows, dtype=np.int64))
         rank, neighbour, degree = neighbour_ranks(self.n, a, b)
         wide = degree[rows] > MAX_NEIGHBOURS
-        parts = [ortc(hops, rows[~wide], rank, neighbour)] if (~wide).any() else []
+        narrow = rows[~wide]
+        parts = [ortc(hops, narrow, rank, neighbour, degree[narrow].max())] if len(narrow) else []
         if wide.any():
             parts.append(per_destination(hops, rows[wide]))
         if parts:

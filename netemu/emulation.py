@@ -25,6 +25,7 @@ Usage, as a context manager that always tears everything down::
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import itertools
 import json
@@ -192,6 +193,8 @@ class Emulation:
         #: Seconds spent in each bring-up phase (for benchmarks and the curious).
         self.timings: dict[str, float] = {}
         self.last_update: dict[str, float] = {}
+        #: The last updates' costs (epochs and links that finished acquiring), newest last.
+        self.updates: collections.deque[dict] = collections.deque(maxlen=10_000)
 
     def _captures(self, points: list[str], directory) -> Captures:
         """Captures beside the run's log unless told where (see :mod:`netemu.capture`)."""
@@ -561,6 +564,7 @@ class Emulation:
             "prefix_changes": len(prefix_changes),
             "trees_recomputed": self.router.recomputed,
         }
+        self.updates.append({"epoch": self.epoch_index, "refresh": refresh, **self.last_update})
         if route_changes and self.epoch_index > 0:
             events.append({"type": "routes", "changed": len(route_changes)})
         wall = round(time.time(), 6)
@@ -704,8 +708,7 @@ class Emulation:
                 return None
             idx = [self.topology.by_name[x].index for x in nodes]
             return sum(
-                self.links[(min(u, v), max(u, v))].delay_ms
-                for u, v in itertools.pairwise(idx)
+                self.links[(min(u, v), max(u, v))].delay_ms for u, v in itertools.pairwise(idx)
             )
 
     def delay_in_force_ms(self, src: str, dst: str, sent: float, received: float) -> float | None:
