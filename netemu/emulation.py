@@ -502,7 +502,7 @@ class Emulation:
     def _push(self, now: float, events: list[dict] | None = None, refresh: bool = True) -> None:
         """Apply link states, shapes and routes for the current epoch at wall time ``now``
         (``refresh``: a new epoch, not just a link that finished acquiring)."""
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()
         events = list(events or [])
         up = set(self.epoch.up.keys())
         carrying = self.acquisition.update(now - self._wall0, up)
@@ -553,7 +553,9 @@ class Emulation:
         self._install_routes(prefix_changes)
         if self.history is not None:
             carrying = {(lk.a, lk.b): lk.delay_ms for lk in live}
-            self.history.append(time.time(), carrying, self.router.hops, route_changes)
+            self.history.append(
+                time.time(), carrying, self.router.hops, route_changes, start_s=started
+            )
         t_routes = time.perf_counter()
         #: How long the last update took: link shaping, routing (ms).
         self.last_update = {
@@ -714,14 +716,13 @@ class Emulation:
     def delay_in_force_ms(self, src: str, dst: str, sent: float, received: float) -> float | None:
         """Path delay that applied to a packet sent and received at these unix times.
 
-        Needs ``keep_history``. None when the network changed while the packet
-        was on its way (or within 2 ms of it), or when there was no path.
+        Needs ``keep_history``. None when the network was changing while the
+        packet was on its way (an update, from its first change to its last
+        route, within 2 ms), or when there was no path.
         """
-        stamps = self.history.times
-        i = bisect.bisect_right(stamps, sent) - 1
-        if i < 0 or sent - stamps[i] < 0.002:
-            return None
-        if i + 1 < len(stamps) and stamps[i + 1] < received + 0.002:
+        done, began = self.history.times, self.history.starts
+        i = bisect.bisect_right(done, sent - 0.002) - 1
+        if i < 0 or (i + 1 < len(began) and began[i + 1] < received + 0.002):
             return None
         _, carrying, hops = self.history[i]
         p = path(hops, self.topology.by_name[src].index, self.topology.by_name[dst].index)

@@ -171,25 +171,35 @@ class RouteHistory:
     ``checkpoint_every`` entries and only the changed entries in between (Starlink
     shell 1's table is 10 MB; an epoch changes a few thousand entries of it).
 
-    ``history[i]`` is ``(unix time, {link: delay_ms} carrying, next hops)``; the
-    table is rebuilt on demand, and the last one is cached (queries in time order
-    mostly hit it).
+    ``history[i]`` is ``(unix time, {link: delay_ms} carrying, next hops)``, the
+    time being when the update was complete (:attr:`times`); :attr:`starts` says
+    when it began changing the network. The table is rebuilt on demand, and the
+    last one is cached (queries in time order mostly hit it).
     """
 
     def __init__(self, checkpoint_every: int = 64):
         self.checkpoint_every = checkpoint_every
-        #: Unix time of each entry.
+        #: Unix time each entry was fully in force, and when its changes began.
         self.times: list[float] = []
+        self.starts: list[float] = []
         self._carrying: list[dict] = []
         self._checkpoints: dict[int, np.ndarray] = {}
         self._changes: list[RouteChanges] = []
         self._cached: tuple[int, np.ndarray] | None = None
 
-    def append(self, time_s: float, carrying: dict, hops: np.ndarray, changes: RouteChanges):
+    def append(
+        self,
+        time_s: float,
+        carrying: dict,
+        hops: np.ndarray,
+        changes: RouteChanges,
+        start_s: float | None = None,
+    ):
         i = len(self.times)
         if i % self.checkpoint_every == 0:
             self._checkpoints[i] = hops.copy()
         self.times.append(time_s)
+        self.starts.append(time_s if start_s is None else start_s)
         self._carrying.append(carrying)
         self._changes.append(changes)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import heapq
 import json
 import math
@@ -304,6 +305,10 @@ def _tune_process() -> list[str]:
         notes.append("SCHED_FIFO 50")
     except OSError as exc:  # without it tails grow to a few ms under load (notes)
         notes.append(f"no real-time priority ({exc.strerror})")
+    # Per-packet objects hold no cycles (reference counting frees them), and a
+    # collection pass over the engine's objects (thousands of links and queues at
+    # scale) would hold every packet in flight for milliseconds.
+    gc.disable()
     # Any socket asking for receive timestamps makes the kernel stamp every
     # packet on arrival; NFQUEUE then hands us that stamp.
     stamp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
