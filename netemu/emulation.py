@@ -174,6 +174,7 @@ class Emulation:
         )
         self.links: dict[tuple[int, int], Link] = {}
         self.shapes: dict[Direction, Shape] = {}
+        self._applied: dict[str, np.ndarray] = {}  # shape arrays last applied, per link
         self.events: list[dict] = []
         self.epoch: EpochPlan | None = None
         self.epoch_index = -1
@@ -476,24 +477,77 @@ class Emulation:
             )
             for link in self.links.values():
                 link.distance_km = link.delay_ms = 0.0
+            budget = epoch.budget
             rows = zip(
                 epoch.up.keys(),
                 epoch.up.distance_km.tolist(),
                 delay_ms(epoch.up.distance_km).tolist(),
-                epoch.budget["loss_ab"].tolist(),
-                epoch.budget["loss_ba"].tolist(),
+                zip(budget["loss_ab"].tolist(), budget["loss_ba"].tolist(), strict=True),
+                zip(budget["fade_ab"].tolist(), budget["fade_ba"].tolist(), strict=True),
                 strict=True,
             )
-            for key, dist, delay, loss_ab, loss_ba in rows:
+            for key, dist, delay, loss, fade in rows:
                 link = self.links[key]
                 link.distance_km, link.delay_ms = dist, delay
-                link.budget_loss = (loss_ab, loss_ba)
+                link.budget_loss, link.fade = loss, fade
             self.handovers += sum(1 for e in epoch.events if e["type"] == "handover")
             # The plan's "link-ready" is its own acquisition model, in orbital time; live,
             # acquisition runs on the wall clock and _push says when a link is ready.
             planned = [e for e in epoch.events if e["type"] != "link-ready"]
             self._push(time.monotonic(), [*events, *planned])
         return True
+
+    def _shape_changes(self, links: list[Link], states: list[str]) -> dict[Direction, Shape]:
+        """Each link direction's shape now, as arrays; a :class:`Shape` only for the
+        directions that changed (delay by a microsecond or more, anything else)."""
+        params = [lk.params for lk in links]
+        static = np.array([p.loss_percent / 100 for p in params])[:, None]
+        fault_loss, fault_jitter = np.zeros((len(links), 1)), np.zeros(len(links))
+        index = {key: i for i, key in enumerate(self.links)}
+        for key, (loss, jitter) in self.epoch.broken.degraded.items():
+            if key in index:
+                fault_loss[index[key]], fault_jitter[index[key]] = loss, jitter
+        fade = np.array([lk.fade for lk in links]).reshape(-1, 2)
+        mean_fade = np.array([p.mean_fade_ms for p in params])[:, None]
+        shape = {  # (links, 2 directions): forward, backward
+            "delay_ms": np.repeat([lk.delay_ms for lk in links], 2).reshape(-1, 2),
+            "rate_mbit": np.repeat([p.data_rate_gbps * 1000 for p in params], 2).reshape(-1, 2),
+            # Configured loss, the link budget's and a fault's, independent.
+            "loss": 1
+            - (1 - static)
+            * (1 - np.array([lk.budget_loss for lk in links]).reshape(-1, 2))
+            * (1 - fault_loss),
+            "jitter_ms": np.repeat(
+                np.array([p.jitter_ms for p in params]) + fault_jitter, 2
+            ).reshape(-1, 2),
+            "blocked": np.repeat([s != "up" for s in states], 2).reshape(-1, 2),
+            "fade_probability": fade,
+            "fade_ms": np.where(fade > 0, mean_fade, 0.0),
+        }
+        last = self._applied
+        grown = len(links) - len(last["delay_ms"]) if last else len(links)
+        if grown:  # new links: nothing applied yet (NaN differs from everything)
+            last = {
+                k: np.concatenate([last[k], np.full((grown, 2), np.nan)]) if last else
+                np.full((grown, 2), np.nan)
+                for k in shape
+            }  # fmt: skip
+        changed = (
+            ~(np.abs(shape["delay_ms"] - last["delay_ms"]) < 1e-3)
+            | ~(np.abs(shape["loss"] - last["loss"]) < 1e-6)
+            | ~(np.abs(shape["fade_probability"] - last["fade_probability"]) < 1e-6)
+        )
+        for k in ("rate_mbit", "jitter_ms", "blocked", "fade_ms"):
+            changed |= shape[k] != last[k]
+        i, j = np.nonzero(changed)
+        for k in shape:
+            last[k][i, j] = shape[k][i, j]
+        self._applied = last
+        columns = [shape[k][i, j].tolist() for k in shape]
+        return {
+            (links[a].forward, links[a].backward)[b]: Shape(**dict(zip(shape, values, strict=True)))
+            for a, b, *values in zip(i.tolist(), j.tolist(), *columns, strict=True)
+        }
 
     def _acquisition_times(self, key: tuple[int, int]) -> tuple[float, float]:
         p = self.links[key].params
@@ -506,9 +560,11 @@ class Emulation:
         events = list(events or [])
         up = set(self.epoch.up.keys())
         carrying = self.acquisition.update(now - self._wall0, up)
-        changes: dict[Direction, Shape] = {}
-        for key, link in self.links.items():
-            state = "up" if key in carrying else "acquiring" if key in up else "down"
+        links = list(self.links.values())
+        states = [
+            "up" if key in carrying else "acquiring" if key in up else "down" for key in self.links
+        ]
+        for link, state in zip(links, states, strict=True):
             if state == "up" and link.state != "up" and self.epoch_index > 0:
                 events.append(
                     {
@@ -519,24 +575,7 @@ class Emulation:
                     }
                 )
             link.state = state
-            static = link.params.loss_percent / 100
-            fault_loss, fault_jitter = self.epoch.broken.degraded.get(key, (0.0, 0.0))
-            directions = zip(
-                (link.forward, link.backward), link.budget_loss, link.fade, strict=True
-            )
-            for d, budget_loss, fade in directions:
-                # Configured loss, the link budget's and a fault's, independent.
-                shape = Shape(
-                    delay_ms=link.delay_ms,
-                    rate_mbit=link.params.data_rate_gbps * 1000,
-                    loss=1 - (1 - static) * (1 - budget_loss) * (1 - fault_loss),
-                    jitter_ms=link.params.jitter_ms + fault_jitter,
-                    blocked=state != "up",
-                    fade_probability=fade,
-                    fade_ms=link.params.mean_fade_ms if fade > 0 else 0.0,
-                )
-                if not shape.close_to(self.shapes.get(d)):
-                    changes[d] = shape
+        changes = self._shape_changes(links, states)
         if changes:
             self.shaper.apply(changes)
             self.shapes.update(changes)
