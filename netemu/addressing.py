@@ -72,6 +72,16 @@ def mac_address(ip: str) -> str:
     return "02:00:" + ":".join(f"{int(x):02x}" for x in ip.split("."))
 
 
+def mac_bytes(address_u32) -> np.ndarray:
+    """:func:`mac_address` of integer addresses, as rows of 6 bytes (vectorised)."""
+    address = np.asarray(address_u32, dtype=np.int64)
+    shifts = np.array([24, 16, 8, 0])
+    out = np.zeros((len(address), 6), dtype=np.uint8)
+    out[:, 0] = 0x02
+    out[:, 2:] = (address[:, None] >> shifts) & 0xFF
+    return out
+
+
 def interface_index(peer_index: int) -> int:
     return 1000 + peer_index
 

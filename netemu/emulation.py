@@ -50,7 +50,16 @@ from netemu.errors import InputError
 from netemu.faults import Fault, parse_target
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
-from netemu.netlink import encode_deletes, encode_replaces, encode_unreachables, send_all, socket_in
+from netemu.netlink import (
+    encode_addresses,
+    encode_deletes,
+    encode_links_up,
+    encode_neighbours,
+    encode_replaces,
+    encode_unreachables,
+    send_all,
+    socket_in,
+)
 from netemu.plan import EpochPlan, Planner, iso_utc
 from netemu.privileges import make_dirs
 from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
@@ -63,6 +72,14 @@ from netemu.topology import LinkParams, Topology
 PLAN_AHEAD_S = 600.0
 PLAN_AHEAD_STEP_S = 10.0
 REQUIRED_TOOLS = ("mnexec", "ip", "tc", "iptables")
+#: Every node is a router without IPv6.
+ROUTER_SYSCTLS = {
+    "net/ipv4/ip_forward": 1,
+    "net/ipv4/conf/all/rp_filter": 0,  # paths need not be symmetric
+    "net/ipv4/conf/default/rp_filter": 0,
+    "net/ipv6/conf/all/disable_ipv6": 1,  # no IPv6 chatter on the links
+    "net/ipv6/conf/default/disable_ipv6": 1,
+}
 
 
 @dataclass
@@ -308,26 +325,12 @@ class Emulation:
         self._advance()
         phase("first_epoch")
 
-    def _namespace_commands(self) -> list[str]:
-        """A node's own set-up: a router without IPv6, loopback with its service address."""
-        sysctl = {
-            "net/ipv4/ip_forward": 1,
-            "net/ipv4/conf/all/rp_filter": 0,  # paths need not be symmetric
-            "net/ipv4/conf/default/rp_filter": 0,
-            "net/ipv6/conf/all/disable_ipv6": 1,  # no IPv6 chatter on the links
-            "net/ipv6/conf/default/disable_ipv6": 1,
-        }
-        return [
-            *(f"echo {v} > /proc/sys/{k}" for k, v in sysctl.items()),
-            *self.shaper.namespace_commands(),
-        ]
-
     def _create_links(
         self, keys_kinds: list[tuple[tuple[int, int], int]], new_namespaces: list[str] = ()
     ) -> None:
         """veth pairs straight into both namespaces, addressed, up, with rate limiters.
 
-        Namespaces in ``new_namespaces`` get their own set-up in the same script,
+        Namespaces in ``new_namespaces`` get their own set-up in the same batches,
         so each namespace costs one round of programs.
         """
         new = [(k, kind) for k, kind in keys_kinds if k not in self.links]
@@ -345,8 +348,9 @@ class Emulation:
                 f"link add name {ia} index {index_a} address {mac_a} netns {self.netns[a]} "
                 f"type veth peer name {ib} index {index_b} address {mac_b} netns {self.netns[b]}"
             )
-            per_ns.setdefault(self.netns[a], []).append((ia, addr_a, addr_b, mac_b))
-            per_ns.setdefault(self.netns[b], []).append((ib, addr_b, addr_a, mac_a))
+            u32_a, u32_b = addressing.link_address_u32([a, b], [b, a], n).tolist()
+            per_ns.setdefault(a, []).append((index_a, u32_a, u32_b))
+            per_ns.setdefault(b, []).append((index_b, u32_b, u32_a))
             fwd = Direction((a, b), self.netns[a], ia, self.netns[b], ib)
             bwd = Direction((a, b), self.netns[b], ib, self.netns[a], ia)
             params = self.topology.link_params(
@@ -359,39 +363,45 @@ class Emulation:
             found[(self.netns[a], ia)] = index_a
             found[(self.netns[b], ib)] = index_b
         netns.ip_batch(root)
-        scripts = {ns: "\n".join(self._namespace_commands()) for ns in new_namespaces}
-        # A new node's loopback carries its service address; one `ip -batch` with its links.
-        own = {
-            ns: ["link set lo up", f"addr add {addressing.service_address(i)}/32 dev lo"]
-            for i, ns in enumerate(self.netns)
-            if ns in scripts
-        }
-        for ns in new_namespaces:
-            per_ns.setdefault(ns, [])
-        for ns, ifaces in per_ns.items():
-            # Static neighbours: no ARP on the links, no first-packet resolution delay.
-            lines = own.get(ns, [])
-            lines += [f"addr add {addr}/31 dev {ifname}" for ifname, addr, _, _ in ifaces]
-            lines += [f"link set {ifname} arp off up" for ifname, *_ in ifaces]
-            lines += [
-                f"neigh replace {peer} lladdr {mac} dev {ifname} nud permanent"
-                for ifname, _, peer, mac in ifaces
+        position = {ns: i for i, ns in enumerate(self.netns)}
+        fresh = {position[ns] for ns in new_namespaces}
+        # A new node: a router without IPv6, its service address on its loopback.
+        netns.write_sysctls({self.netns[i]: ROUTER_SYSCTLS for i in fresh})
+        for node in sorted(fresh | set(per_ns)):
+            self._configure_interfaces(node, node in fresh, per_ns.get(node, []))
+        netns.run_all(
+            [
+                *netns.tc_jobs(
+                    {ns: self.shaper.tc_lines(directions) for ns, directions in sends.items()}
+                ),
+                *netns.shell_jobs({ns: self.shaper.namespace_commands() for ns in new_namespaces}),
             ]
-            scripts[ns] = "\n".join(
-                [
-                    *([scripts[ns]] if ns in scripts else []),
-                    "ip -batch - <<'EOF'",
-                    *lines,
-                    "EOF",
-                    *self.shaper.interface_commands(sends.get(ns, [])),
-                ]
-            )
-        netns.in_namespaces(scripts)
+        )
         self.shaper.add_interfaces(found)
         for (a, b), _kind in new:
             self._register_interface(a, b)
             self._register_interface(b, a)
         self.captures.add_links(self._capture_links([k for k, _ in new]))
+
+    def _configure_interfaces(
+        self, node: int, fresh: bool, links: list[tuple[int, int, int]]
+    ) -> None:
+        """Addresses, interfaces up and static neighbours in one netlink batch (no
+        program per namespace). ``links``: (interface index, own address, peer's
+        address); ``fresh``: also the loopback with the node's service address.
+        No ARP on the links: each end knows the other's MAC (02:00 + its address),
+        so a flow's first packet waits for no address resolution."""
+        index, own, peer = np.array(links, dtype=np.int64).reshape(-1, 3).T
+        batches = []
+        if fresh:
+            service = addressing.service_address_u32([node])
+            batches += [encode_addresses([1], service, 32), encode_links_up([1], [False])]
+        batches += [
+            encode_addresses(index, own, 31),
+            encode_links_up(index, np.ones(len(index), bool)),
+            encode_neighbours(index, peer, addressing.mac_bytes(peer)),
+        ]
+        send_all(self._socket(self.netns[node]), batches)
 
     def _register_interface(self, node: int, peer: int) -> None:
         """Tell node's Mininet host (if made yet) about its interface toward peer."""

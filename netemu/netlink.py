@@ -11,6 +11,7 @@ asks for an acknowledgement, and errors come back as they happen.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -164,6 +165,77 @@ def encode_deletes(dst, dst_len=32) -> np.ndarray:
     return msgs
 
 
+# Interfaces: addresses, state, neighbours (what `ip addr/link/neigh` would send).
+RTM_NEWLINK, RTM_NEWADDR, RTM_NEWNEIGH = 16, 20, 28
+NLM_F_EXCL = 0x200
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+NDA_DST, NDA_LLADDR = 1, 2
+IFF_UP, IFF_NOARP = 0x1, 0x80
+NUD_PERMANENT = 0x80
+_NLHDR = [("len", "=u4"), ("type", "=u2"), ("flags", "=u2"), ("seq", "=u4"), ("pid", "=u4")]
+_ADDR = np.dtype(
+    [
+        *_NLHDR,
+        *[("family", "u1"), ("prefixlen", "u1"), ("ifa_flags", "u1"), ("scope", "u1")],
+        *[("index", "=u4"), ("local_rta", "=u2", (2,)), ("local", ">u4")],
+        *[("address_rta", "=u2", (2,)), ("address", ">u4")],
+    ]
+)
+_LINK = np.dtype(
+    [
+        *_NLHDR,
+        *[("family", "u1"), ("pad", "u1"), ("ltype", "=u2"), ("index", "=i4")],
+        *[("ifi_flags", "=u4"), ("change", "=u4")],
+    ]
+)
+_NEIGH = np.dtype(
+    [
+        *_NLHDR,
+        *[("family", "u1"), ("pad1", "u1"), ("pad2", "=u2"), ("index", "=i4")],
+        *[("state", "=u2"), ("ndm_flags", "u1"), ("ntype", "u1")],
+        *[("dst_rta", "=u2", (2,)), ("dst", ">u4")],
+        *[("ll_rta", "=u2", (2,)), ("lladdr", "u1", (8,))],
+    ]
+)
+
+
+def _messages(dtype: np.dtype, count: int, kind: int, flags: int) -> np.ndarray:
+    msgs = np.zeros(count, dtype)
+    msgs["len"], msgs["type"], msgs["flags"] = dtype.itemsize, kind, flags | NLM_F_REQUEST
+    msgs["family"] = socket.AF_INET
+    return msgs
+
+
+def encode_addresses(index, address, prefixlen) -> np.ndarray:
+    """RTM_NEWADDR: IPv4 ``address/prefixlen`` (integers) on interface ``index``."""
+    msgs = _messages(_ADDR, len(index), RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL)
+    msgs["prefixlen"], msgs["index"] = prefixlen, index
+    msgs["local_rta"], msgs["local"] = (8, IFA_LOCAL), address
+    msgs["address_rta"], msgs["address"] = (8, IFA_ADDRESS), address
+    return msgs
+
+
+def encode_links_up(index, noarp) -> np.ndarray:
+    """RTM_NEWLINK: interface ``index`` up, and without ARP where ``noarp``."""
+    msgs = _messages(_LINK, len(index), RTM_NEWLINK, 0)
+    msgs["family"] = socket.AF_UNSPEC
+    msgs["index"] = index
+    msgs["change"] = IFF_UP | IFF_NOARP
+    msgs["ifi_flags"] = IFF_UP | np.where(noarp, IFF_NOARP, 0)
+    return msgs
+
+
+def encode_neighbours(index, address, lladdr) -> np.ndarray:
+    """RTM_NEWNEIGH: a permanent neighbour ``address`` (integers) with MAC ``lladdr``
+    (rows of 6 bytes) on interface ``index``."""
+    msgs = _messages(_NEIGH, len(index), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE)
+    msgs["index"], msgs["state"] = index, NUD_PERMANENT
+    msgs["dst_rta"], msgs["dst"] = (8, NDA_DST), address
+    msgs["ll_rta"] = (10, NDA_LLADDR)
+    msgs["lladdr"][:, :6] = lladdr
+    return msgs
+
+
 def send_all(
     sock: socket.socket, batches: list[np.ndarray], ignore: Iterable[int] = (errno.ESRCH,)
 ) -> None:
@@ -202,22 +274,30 @@ def socket_in(netns_path: str) -> socket.socket:
     The calling thread enters the namespace just long enough to open the
     socket (setns affects only this thread), which keeps it for life.
     """
+    with entered(netns_path):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        sock.bind((0, 0))
+    return sock
+
+
+@contextlib.contextmanager
+def entered(netns_path: str):
+    """This thread inside another network namespace for the ``with`` block: what it
+    opens there (sockets, /proc/sys/net files) belongs to that namespace."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(netns_path, os.O_RDONLY)
     try:
         if _libc.setns(target, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {netns_path}")
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-            sock.bind((0, 0))
+            yield
         finally:
             if _libc.setns(own, CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "setns back")
     finally:
         os.close(own)
         os.close(target)
-    return sock
 
 
 def _drain(sock: socket.socket, block: bool) -> list[tuple[int, int]]:

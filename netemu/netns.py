@@ -19,9 +19,11 @@ import os
 import resource
 import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from netemu.addressing import NETNS_PREFIX
+from netemu.netlink import entered
 
 STATE_DIR = Path("/run/netemu")
 
@@ -71,6 +73,51 @@ def in_namespaces(scripts: dict[str, str]) -> None:
             errors.append(f"{ns}: {out.strip()[-300:]}")
     if errors:
         raise CommandError("namespace set-up failed: " + "; ".join(errors[:3]))
+
+
+def run_all(jobs: list[tuple[list[str], str]], parallel: int = 32) -> None:
+    """Run programs, each fed its stdin text, ``parallel`` at a time (enough to keep
+    every core busy without thousands of processes at once); raise on any failure."""
+
+    def one(job: tuple[list[str], str]) -> str | None:
+        argv, text = job
+        p = subprocess.run(argv, input=text, capture_output=True, text=True)
+        if p.returncode != 0:
+            return f"{' '.join(argv[:3])}: {(p.stderr or p.stdout).strip()[-300:]}"
+        return None
+
+    with ThreadPoolExecutor(parallel) as pool:
+        errors = [e for e in pool.map(one, jobs) if e]
+    if errors:
+        raise CommandError("namespace set-up failed: " + "; ".join(errors[:3]))
+
+
+def write_sysctls(values_by_netns: dict[str, dict[str, int]]) -> None:
+    """Set sysctls (``net/ipv4/ip_forward``: 1, ...) in namespaces from this process:
+    no program per namespace (one costs ~3 ms of CPU on the development machine,
+    seconds at 1,590 namespaces)."""
+    for ns, values in values_by_netns.items():
+        with entered(f"/run/netns/{ns}"):
+            for key, value in values.items():
+                Path("/proc/sys", key).write_text(f"{value}\n")
+
+
+def tc_jobs(lines_by_netns: dict[str, list[str]]) -> list[tuple[list[str], str]]:
+    """One ``tc -n NS -batch`` per namespace (for :func:`run_all`)."""
+    return [
+        (["tc", "-n", ns, "-force", "-batch", "-"], "\n".join(lines) + "\n")
+        for ns, lines in lines_by_netns.items()
+        if lines
+    ]
+
+
+def shell_jobs(commands_by_netns: dict[str, list[str]]) -> list[tuple[list[str], str]]:
+    """One shell per namespace running its commands (for :func:`run_all`)."""
+    return [
+        (["ip", "netns", "exec", ns, "sh", "-ec", "\n".join(commands)], "")
+        for ns, commands in commands_by_netns.items()
+        if commands
+    ]
 
 
 def namespaces(prefix: str = NETNS_PREFIX) -> list[str]:

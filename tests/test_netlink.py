@@ -1,5 +1,9 @@
 """Route messages encoded by netemu.netlink, decoded by pyroute2 (an independent parser)."""
 
+import json
+import os
+import subprocess
+
 import pytest
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
@@ -71,3 +75,58 @@ def test_vectorised_encoding_matches_the_single_message_encoder():
     assert many[1].tobytes() == route_message(2, "172.16.0.13", "10.0.0.5", 1007, "172.16.0.3")
     gone = encode_deletes(np.array([ip("172.16.0.9")]))
     assert gone[0].tobytes() == route_message(1, "172.16.0.9", delete=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+def test_interface_messages_configure_a_real_namespace():
+    """Addresses, link state and permanent neighbours sent as netemu encodes them,
+    read back with `ip -j` (the kernel's own account)."""
+    import ipaddress
+
+    import numpy as np
+
+    from netemu.addressing import mac_bytes
+    from netemu.netlink import (
+        encode_addresses,
+        encode_links_up,
+        encode_neighbours,
+        send_all,
+        socket_in,
+    )
+
+    def ip_json(*args):
+        out = subprocess.run(["ip", "-n", "nltest", "-j", *args], capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+    subprocess.run(["ip", "netns", "add", "nltest"], check=True)
+    try:
+        subprocess.run(
+            ["ip", "-n", "nltest", "link", "add", "v0", "index", "1005", "type", "veth",
+             "peer", "name", "v1", "index", "1006"],
+            check=True,
+        )  # fmt: skip
+        addr = int(ipaddress.IPv4Address("10.0.0.6"))
+        service = int(ipaddress.IPv4Address("172.16.0.4"))
+        sock = socket_in("/run/netns/nltest")
+        send_all(
+            sock,
+            [
+                encode_addresses([1005, 1], [addr, service], [31, 32]),
+                encode_links_up(np.array([1005, 1]), np.array([True, False])),
+                encode_neighbours([1005], [addr + 1], mac_bytes([addr + 1])),
+            ],
+        )
+        sock.close()
+        links = {x["ifname"]: x for x in ip_json("link")}
+        assert "UP" in links["v0"]["flags"] and "NOARP" in links["v0"]["flags"]
+        assert "UP" in links["lo"]["flags"] and "NOARP" not in links["lo"]["flags"]
+        addrs = {
+            x["ifname"]: {(a["local"], a["prefixlen"]) for a in x["addr_info"]}
+            for x in ip_json("addr")
+        }
+        assert ("10.0.0.6", 31) in addrs["v0"] and ("172.16.0.4", 32) in addrs["lo"]
+        (neigh,) = ip_json("neigh", "show", "dev", "v0")
+        assert neigh["dst"] == "10.0.0.7" and neigh["lladdr"] == "02:00:0a:00:00:07"
+        assert neigh["state"] == ["PERMANENT"]
+    finally:
+        subprocess.run(["ip", "netns", "del", "nltest"])

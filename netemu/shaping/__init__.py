@@ -74,8 +74,8 @@ class Shaper(ABC):
         return []
 
     @abstractmethod
-    def interface_commands(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
-        """Shell commands that prepare new sending interfaces in one namespace.
+    def tc_lines(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
+        """``tc -batch`` lines that prepare new sending interfaces in one namespace.
 
         Each direction comes with its rate (Mbit/s): the limiter starts at it.
         """
@@ -139,11 +139,6 @@ def tc_batches(lines_by_netns: dict[str, list[str]]) -> None:
             errors.append(f"{ns}: {err.strip()}")
     if errors:
         raise ShaperError("tc failed: " + "; ".join(errors))
-
-
-def tc_script(lines: list[str]) -> list[str]:
-    """A shell command running ``lines`` through one ``tc -batch`` (none if empty)."""
-    return ["tc -force -batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"] if lines else []
 
 
 def choose(kind: str) -> Shaper:

@@ -92,7 +92,7 @@ class NetemShaper(Shaper):
     def __init__(self) -> None:
         self.current: dict[Direction, Shape] = {}
 
-    def interface_commands(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
+    def tc_lines(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
         lines = []
         for d, rate in directions_out:
             blocked = Shape(delay_ms=0.0, rate_mbit=rate, blocked=True)
@@ -102,7 +102,7 @@ class NetemShaper(Shaper):
                 f"qdisc replace dev {d.src_ifname} parent 1:10 handle 10: netem "
                 + netem_args(blocked)
             )
-        return ["tc -force -batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"] if lines else []
+        return lines
 
     def apply(self, changes: dict[Direction, Shape]) -> None:
         by_ns: dict[str, list[str]] = defaultdict(list)

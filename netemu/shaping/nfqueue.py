@@ -25,7 +25,6 @@ from netemu.shaping import (
     htb_commands,
     htb_rate,
     tc_batches,
-    tc_script,
 )
 
 RULE = "-t mangle -A PREROUTING -i to-+ -j NFQUEUE --queue-num 0"
@@ -44,12 +43,12 @@ class NfqueueShaper(Shaper):
     def namespace_commands(self) -> list[str]:
         return [f"iptables {RULE}"]
 
-    def interface_commands(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
+    def tc_lines(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
         lines = []
         for d, rate in directions_out:
             self.rates[d] = rate
             lines += htb_commands(d.src_ifname, rate)
-        return tc_script(lines)
+        return lines
 
     def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
         self.ifindex.update(ifindex)
