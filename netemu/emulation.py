@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -323,6 +324,9 @@ class Emulation:
         )
         self._wall0 = time.monotonic()
         self._advance()
+        # Bring-up's large temporary arrays leave the heap fragmented: give it back.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)
         phase("first_epoch")
 
     def _create_links(
