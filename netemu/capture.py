@@ -158,10 +158,30 @@ class _Recorder:
 
     tap: Tap
     raw: Path
-    process: subprocess.Popen
+    process: subprocess.Popen | None  # None: salvaged from a killed run
     started_ns: int = 0
     stopped_ns: int = 0
     stats: dict[str, int] = field(default_factory=dict)
+    #: tcpdump's exit status when it stopped before the run did (killed, crashed).
+    exited_early: int | None = None
+
+
+def _last_write_ns(path: Path) -> int:
+    """When a recording was last written to: where a tap that stopped early ends."""
+    return path.stat().st_mtime_ns if path.exists() else time.time_ns()
+
+
+def logged_events(log: str | Path | None) -> list[dict]:
+    """The events a run log (run.jsonl) recorded, stamped; [] if there is none."""
+    if not log or not Path(log).exists():
+        return []
+    events = []
+    for line in Path(log).read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a killed run's last line may be cut short
+            logged = json.loads(line).get("events")
+            if isinstance(logged, list):  # (the closing line has a count)
+                events += [e for e in logged if "unix_s" in e]
+    return events
 
 
 def tap_window(interface: pcapng.Interface) -> tuple[int, int] | None:
@@ -262,6 +282,7 @@ class Captures:
     def stop(self, events: list[dict]) -> list[Path]:
         """Stop every tcpdump and write the pcapng files; returns their paths."""
         for r in self.recorders.values():
+            r.exited_early = r.process.poll()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(r.process.pid, signal.SIGINT)
         for r in self.recorders.values():
@@ -270,7 +291,7 @@ class Captures:
             except subprocess.TimeoutExpired:
                 os.killpg(r.process.pid, signal.SIGKILL)
                 _, err = r.process.communicate()
-            r.stopped_ns = time.time_ns()
+            r.stopped_ns = time.time_ns() if r.exited_early is None else _last_write_ns(r.raw)
             for n, what in re.findall(
                 rb"(\d+) packets? (received by filter|dropped by kernel)", err
             ):
@@ -278,6 +299,10 @@ class Captures:
         #: Packets a tap's recorder could not keep up with (kernel drops), where any.
         self.dropped = {
             t.name: r.stats["dropped"] for t, r in self.recorders.items() if r.stats.get("dropped")
+        }
+        #: Taps whose recorder stopped before the run (exit status): their files end early.
+        self.stopped_early = {
+            t.name: r.exited_early for t, r in self.recorders.items() if r.exited_early is not None
         }
         if not self.recorders and not self.points:
             return []
@@ -296,6 +321,32 @@ class Captures:
             chown_to_invoker(path)
         return written
 
+    @classmethod
+    def salvage(cls, directory: str | Path, events: list[dict] = ()) -> Path | None:
+        """After a run was killed (``netemu clean``): merge the raw recordings its taps
+        left under ``directory/.raw`` into ``directory/all.pcapng``, with the events
+        its run log had (if any); None when there was nothing to merge."""
+        directory = Path(directory)
+        files = sorted((directory / ".raw").glob("*.pcap"))
+        if not files:
+            return None
+        salvaged = cls([], directory, comment="netemu: salvaged after the run was killed")
+        for f in files:
+            tap = Tap(*f.stem.split("-"))  # sender-receiver-side: node names have no '-'
+            first = next(iter(pcapng.read(f)[1]), None)
+            start = first.time_ns if first else f.stat().st_mtime_ns
+            salvaged.recorders[tap] = _Recorder(
+                tap, f, process=None, started_ns=start, stopped_ns=_last_write_ns(f),
+                exited_early=-signal.SIGKILL,
+            )  # fmt: skip
+        path = salvaged._write(directory / "all.pcapng", list(salvaged.recorders), events)
+        for f in files:
+            f.unlink()
+        with contextlib.suppress(OSError):
+            (directory / ".raw").rmdir()
+        chown_to_invoker(path)
+        return path
+
     def _taps_of(self, point: CapturePoint) -> list[Tap]:
         return [t for t in self.recorders if t in point.taps(t.sender, t.receiver)]
 
@@ -305,6 +356,8 @@ class Captures:
             for tap in sorted(taps, key=lambda t: t.name):
                 r = self.recorders[tap]
                 window = f"[captured {r.started_ns} to {r.stopped_ns} ns]"
+                if r.exited_early is not None:
+                    window += f" [recorder stopped early, exit status {r.exited_early}]"
                 index = out.add_interface(pcapng.Interface(tap.name, f"{tap.describe()} {window}"))
                 indices[tap] = index
                 direction = pcapng.OUTBOUND if tap.side == "tx" else pcapng.INBOUND

@@ -213,6 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         status = emu.status() if emu.epoch is not None else None
+        late = emu.shaping_late()
         emu.stop()
         chown_to_invoker(log)
     if status:
@@ -221,10 +222,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"epochs, {status['handovers']} handovers, {status['late_epochs']} late epochs; "
             "everything removed"
         )
+    if late:
+        view.message(
+            f"netemu: warning: the shaping engine released {late['late']} packets more than "
+            f"0.5 ms after their due time (worst {late['worst_late_ms']} ms): the machine was "
+            "too busy for those delays to be exact"
+        )
     for path in emu.capture_files:
         view.message(f"netemu: capture {path}")
     for tap, n in emu.captures.dropped.items():
         view.message(f"netemu: warning: capture tap {tap} dropped {n} packets (too fast to record)")
+    for tap, status in emu.captures.stopped_early.items():
+        view.message(
+            f"netemu: warning: capture tap {tap}'s recorder stopped before the run "
+            f"(exit status {status}): its packets end there"
+        )
     return 130 if interrupted else 0
 
 
@@ -261,9 +273,15 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise InputError("netemu clean needs root (try: sudo netemu clean)")
     from netemu.addressing import NETNS_PREFIX
+    from netemu.capture import Captures, logged_events
     from netemu.services.runtime import remove_containers
 
-    removed = netns.clean(args.run)
+    killed = netns.states(args.run)
+    removed = netns.clean(args.run)  # kills the runs' tcpdumps with their namespaces
+    for _, info in killed:
+        if info.get("captures"):
+            saved = Captures.salvage(info["captures"], logged_events(info.get("log")))
+            removed += [f"(kept) captures of run {info['run']} in {saved}"] if saved else []
     prefix = NETNS_PREFIX + (f"{args.run}-" if args.run else "")
     removed += [f"container {c}" for c in remove_containers(prefix)]
     for item in removed:

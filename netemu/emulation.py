@@ -290,7 +290,12 @@ class Emulation:
 
         # Two pty descriptors per Mininet host and a netlink socket per namespace.
         netns.raise_open_files_limit()
-        netns.write_state(self.run_name, {"controller_pid": os.getpid()})
+        # What `netemu clean` needs after a kill -9: whom to kill, what to salvage.
+        state = {
+            "log": str(self.log_path) if self.log_path else None,
+            "captures": str(self.captures.directory) if self.captures.points else None,
+        }
+        netns.write_state(self.run_name, {**state, "controller_pid": os.getpid()})
         self._open_log()
         # Links the run will need: plan ahead (cheap: no namespaces touched).
         ahead = min(self.duration_s if self.duration_s is not None else PLAN_AHEAD_S, PLAN_AHEAD_S)
@@ -313,6 +318,7 @@ class Emulation:
         netns.write_state(
             self.run_name,
             {
+                **state,
                 "controller_pid": os.getpid(),
                 "engine_pid": getattr(getattr(self.shaper, "engine", None), "pid", None),
             },
@@ -619,7 +625,9 @@ class Emulation:
             "prefix_changes": len(prefix_changes),
             "trees_recomputed": self.router.recomputed,
         }
-        self.updates.append({"epoch": self.epoch_index, "refresh": refresh, **self.last_update})
+        self.updates.append(
+            {"epoch": self.epoch_index, "refresh": refresh, "unix_s": started, **self.last_update}
+        )
         if route_changes and self.epoch_index > 0:
             events.append({"type": "routes", "changed": len(route_changes)})
         wall = round(time.time(), 6)
@@ -629,7 +637,7 @@ class Emulation:
             for listener in self.listeners:
                 listener(event)
         self._write_log(
-            now, events, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
+            now, stamped, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
         )
 
     def _socket(self, ns: str):
@@ -818,6 +826,16 @@ class Emulation:
             "late_epochs": self.late_epochs,
             "shaper": self.shaper.name,
         }
+
+    def shaping_late(self) -> dict:
+        """Packets the nfqueue engine released late ({"late": count, "worst_late_ms"}),
+        {} when none were (or with netem, which the kernel runs on time)."""
+        engine = getattr(self.shaper, "engine", None)
+        if engine is None or engine.poll() is not None:
+            return {}
+        with self._lock:
+            stats = self.shaper.stats()
+        return {k: stats[k] for k in ("late", "worst_late_ms")} if stats.get("late") else {}
 
     def wait(self, seconds: float) -> None:
         """Sleep while the controller runs; re-raise its error if it failed."""

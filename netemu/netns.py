@@ -147,14 +147,21 @@ def delete(names: list[str]) -> None:
     ip_batch([f"netns del {n}" for n in names])
 
 
+def states(run_name: str | None = None) -> list[tuple[Path, dict]]:
+    """The state files of live or killed runs (all, or one run's), with what they say."""
+    found = []
+    for state in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []:
+        info = json.loads(state.read_text())
+        if not run_name or info.get("run") == run_name:
+            found.append((state, info))
+    return found
+
+
 def clean(run_name: str | None = None) -> list[str]:
     """Remove what netemu runs left behind (all runs, or one); return what was removed."""
     prefix = NETNS_PREFIX + (f"{run_name}-" if run_name else "")
     removed = []
-    for state in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []:
-        info = json.loads(state.read_text())
-        if run_name and info.get("run") != run_name:
-            continue
+    for state, info in states(run_name):
         for key in ("controller_pid", "engine_pid"):
             pid = info.get(key)
             if pid and pid != os.getpid() and _is_netemu_process(pid):

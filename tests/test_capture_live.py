@@ -214,3 +214,28 @@ def test_netemu_run_captures_for_the_user_behind_sudo(tmp_path):
     echo = tshark(out / "link-t0-t1.pcapng", "-Y", "icmp.type == 8", "-T", "fields",
                   "-e", "frame.interface_name")  # fmt: skip
     assert sorted(r[0] for r in echo) == ["t0>t1 rx"] * 3 + ["t0>t1 tx"] * 3
+
+
+def test_a_recorder_killed_mid_run_is_reported_and_its_file_kept(tmp_path):
+    """kill -9 of one tap's tcpdump: the run goes on, the other taps keep recording,
+    and at stop the file holds the killed tap's packets up to then, marked as such."""
+    topo = train_topology(tmp_path)
+    with Emulation(
+        topo, shaper="nfqueue", run_name="tdump", capture=["link:t1-t2"],
+        capture_dir=tmp_path / "caps",
+    ) as emu:  # fmt: skip
+        emu.start_controller()
+        send_reports(emu, "t1", "t2", 0, 20, 0.01)
+        victim = next(r for t, r in emu.captures.recorders.items() if t.name == "t1>t2 rx")
+        os.kill(victim.process.pid, signal.SIGKILL)
+        send_reports(emu, "t1", "t2", 20, 20, 0.01)
+        emu.wait(0.2)
+    assert emu.captures.stopped_early == {"t1>t2 rx": -signal.SIGKILL}
+    interfaces, records = pcapng.read(tmp_path / "caps" / "link-t1-t2.pcapng")
+    count = {i.name: 0 for i in interfaces}
+    for rec in records:
+        count[interfaces[rec.interface].name] += 1
+    assert count["t1>t2 tx"] >= 40 and 15 <= count["t1>t2 rx"] <= 25
+    rx = next(i for i in interfaces if i.name == "t1>t2 rx")
+    assert "recorder stopped early" in rx.description
+    assert not [x for x in leftovers("tdump") if "tdump" in x or "tcpdump" in x]

@@ -29,6 +29,8 @@ from live import (
     train_topology,
 )
 
+from netemu import pcapng
+from netemu.capture import logged_events
 from netemu.emulation import Emulation
 from netemu.errors import InputError
 from netemu.routing import UNREACHABLE
@@ -215,9 +217,19 @@ def test_cli_run_stopped_by_a_signal_cleans_up(sig):
 
 
 def test_sigkill_then_netemu_clean(tmp_path):
+    """kill -9 mid-run, then `netemu clean`: nothing left, partial results readable,
+    the captures' raw recordings merged into a pcapng with the logged events."""
     run = "tkill"
-    proc = _cli_run(run)
+    caps = tmp_path / "caps"
+    proc = _cli_run(run, "--capture", "link:t0-t1", "--capture-dir", str(caps))
     _wait_up(proc, run)
+    t1 = load_topology(TOPOLOGIES / "train.yaml").by_name["t1"].index
+    ping = subprocess.run(
+        ["ip", "netns", "exec", f"netemu-{run}-t0", "ping", "-c", "5", "-i", "0.05",
+         f"172.16.0.{t1 + 1}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert " 0% packet loss" in ping.stdout, ping.stdout
     proc.kill()
     proc.wait()
     time.sleep(0.3)
@@ -239,6 +251,14 @@ def test_sigkill_then_netemu_clean(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "removed namespace" in result.stdout
     assert leftovers(run) == []
+    assert f"(kept) captures of run {run} in {caps / 'all.pcapng'}" in result.stdout
+    assert not (caps / ".raw").exists()
+    interfaces, records = pcapng.read(caps / "all.pcapng")
+    names = [interfaces[r.interface].name for r in records]
+    assert names.count("t0>t1 tx") >= 5 and names.count("t1>t0 rx") >= 5  # echo, reply
+    # The events the run log had are there too.
+    assert names.count("netemu events") == len(logged_events(f"/tmp/{run}.jsonl"))
+    assert "netemu events" in [i.name for i in interfaces]
 
 
 def test_two_runs_with_different_names_coexist(tmp_path):
