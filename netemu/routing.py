@@ -79,7 +79,7 @@ def path(hops: np.ndarray, src: int, dst: int) -> list[int] | None:
 #: (~25 ms of scipy's Dijkstra on the development machine).
 WORK_PER_UPDATE = 1_000_000
 #: Two paths whose delays differ by less than this (ms) are equally short.
-TIE_MS = 1e-9
+TIE_MS = 1e-3
 
 
 class ShortestDelayRouter:
@@ -161,10 +161,30 @@ class ShortestDelayRouter:
         columns = pred.T.astype(np.int32)
         columns[columns < 0] = UNREACHABLE  # scipy marks "no path" with -9999
         columns[trees, np.arange(len(trees))] = trees
+        self._keep_equal_paths(columns, trees, dist, a, b, w)
         node, j = np.nonzero(columns != self.hops[:, trees])  # sorted by node
         self.hops[:, trees] = columns
         self.delay_ms[:, trees] = dist.T
         return RouteChanges(node, trees[j], columns[node, j])
+
+
+    def _keep_equal_paths(self, columns, trees, dist, a, b, w) -> None:
+        """Where a node's old next hop is still on a shortest path (within TIE_MS),
+        keep it: equal-delay paths abound in a +Grid, and following whichever
+        Dijkstra found first would flap thousands of routes an epoch for nothing.
+        Loop-free: every hop kept still brings the packet strictly closer (a link's
+        delay is far above TIE_MS)."""
+        old = self.hops[:, trees]
+        s, j = np.nonzero(columns != old)
+        o = old[s, j]
+        ok = (o != UNREACHABLE) & (o != s) & (columns[s, j] != UNREACHABLE)
+        s, j, o = s[ok], j[ok], o[ok]
+        if not len(s):
+            return
+        links = csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(self.n, self.n))
+        via_old = np.asarray(links[s, o]).ravel()
+        keep = (via_old > 0) & (via_old + dist[j, o] <= dist[j, s] + TIE_MS)
+        columns[s[keep], j[keep]] = o[keep]
 
 
 class RouteHistory:

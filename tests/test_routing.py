@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, next_hops, path
+from netemu.routing import (
+    TIE_MS,
+    UNREACHABLE,
+    RouteHistory,
+    ShortestDelayRouter,
+    next_hops,
+    path,
+)
 
 
 def graph(*edges):
@@ -96,7 +103,37 @@ def test_under_motion_every_tree_is_refreshed_in_turn():
     assert not np.array_equal(router.hops, exact)  # the drift needs more trees
     for _ in range(router.refresh_updates - 1):
         router.update(a, b, moved)
-    assert np.array_equal(router.hops, exact)
+    assert_shortest(router.hops, a, b, moved)  # every tree refreshed
+
+
+def assert_shortest(hops, a, b, w):
+    """Every route is a shortest path (an equal one, within TIE_MS, may be kept)."""
+    import itertools
+
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    n = len(hops)
+    best = dijkstra(csr_matrix((w, (a, b)), shape=(n, n)), directed=False)
+    weight = {(x, y): v for x, y, v in zip(a.tolist(), b.tolist(), w.tolist(), strict=True)}
+    weight |= {(y, x): v for (x, y), v in list(weight.items())}
+    for s, d in itertools.permutations(range(n), 2):
+        route = path(hops, s, d)
+        got = sum(weight[u, v] for u, v in itertools.pairwise(route))
+        assert got <= best[s, d] + TIE_MS, (s, d, got, best[s, d])
+
+
+def test_equal_paths_keep_their_routes():
+    """A +Grid with every link the same delay has many equal paths: new delays that
+    change no path's length by more than TIE_MS change no route."""
+    n, a, b, _ = shell_grid()
+    router = ShortestDelayRouter(n)
+    router.update(a, b, np.full(len(a), 5.0))
+    before = router.hops.copy()
+    wiggle = 5.0 + np.random.default_rng(3).uniform(-1e-5, 1e-5, len(a))
+    assert len(router.update(a, b, wiggle)) == 0
+    assert np.array_equal(router.hops, before)
+    assert_shortest(router.hops, a, b, wiggle)
 
 
 def test_a_small_graph_recomputes_every_tree_every_update():
