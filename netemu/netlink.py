@@ -251,18 +251,88 @@ def send_all(
         b["seq"] = np.arange(seq + 1, seq + len(b) + 1)
         seq += len(b)
     batches[-1]["flags"][-1] |= NLM_F_ACK
+    chunks = (
+        b[start : start + max(1, _CHUNK // b.dtype.itemsize)].tobytes()
+        for b in batches
+        for start in range(0, len(b), max(1, _CHUNK // b.dtype.itemsize))
+    )
+    _send_checked(sock, chunks, seq, ignore)
+
+
+def send_messages(
+    sock: socket.socket, messages: list[bytes], ignore: Iterable[int] = (errno.ESRCH,)
+) -> None:
+    """Send messages encoded one by one (sequence numbers 1..n, the last asking
+    for an ack: see :func:`netem_change`), as few system calls as fit."""
+    if not messages:
+        return
+    chunks, chunk = [], b""
+    for m in messages:
+        if len(chunk) + len(m) > _CHUNK:
+            chunks.append(chunk)
+            chunk = b""
+        chunk += m
+    _send_checked(sock, [*chunks, chunk], len(messages), ignore)
+
+
+def _send_checked(sock: socket.socket, chunks, last_seq: int, ignore: Iterable[int]) -> None:
+    """Write chunks of messages, then wait for the last one's ack; raise on errors."""
     failures: list[tuple[int, int]] = []
-    for b in batches:
-        per_chunk = max(1, _CHUNK // b.dtype.itemsize)
-        for start in range(0, len(b), per_chunk):
-            sock.send(b[start : start + per_chunk].tobytes())
-            failures += _drain(sock, block=False)
-    while not any(s == seq for s, _ in failures):
+    for chunk in chunks:
+        sock.send(chunk)
+        failures += _drain(sock, block=False)
+    while not any(s == last_seq for s, _ in failures):
         failures += _drain(sock, block=True)
     bad = [(s, e) for s, e in failures if e and e not in set(ignore)]
     if bad:
         s, err = bad[0]
-        raise OSError(err, f"route change {s} of {seq}: {os.strerror(err)}")
+        raise OSError(err, f"netlink request {s} of {last_seq}: {os.strerror(err)}")
+
+
+# Qdiscs: netem changed in place (what `tc qdisc change ... netem` sends).
+RTM_NEWQDISC = 36
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_NETEM_LOSS, TCA_NETEM_LATENCY64, TCA_NETEM_JITTER64 = 5, 10, 11
+NETEM_LOSS_GE = 2
+NLA_F_NESTED = 0x8000
+_TCMSG = struct.Struct("=BBHiIII")
+_NETEM_QOPT = struct.Struct("=6I")  # latency, limit, loss, gap, duplicate, jitter
+_U32_MAX = 0xFFFF_FFFF
+
+
+def probability_u32(p: float) -> int:
+    """A probability as netem's 32-bit fraction (``loss 100%`` is 0xffffffff)."""
+    return round(min(max(p, 0.0), 1.0) * _U32_MAX)
+
+
+def netem_change(
+    seq: int,
+    ifindex: int,
+    parent: int,
+    handle: int,
+    latency_ns: int,
+    jitter_ns: int,
+    limit: int,
+    loss: float,
+    gemodel: tuple[float, float, float, float] | None = None,
+    ack: bool = False,
+) -> bytes:
+    """RTM_NEWQDISC changing the netem qdisc ``handle`` under ``parent`` on interface
+    ``ifindex``: delay and jitter in ns (64-bit attributes: no tick rounding),
+    random ``loss``, or Gilbert-Elliott ``gemodel`` as the kernel takes it (p, r,
+    h, k1: good->bad, bad->good, kept in the bad state, lost in the good state;
+    ``tc ... loss gemodel P R 1-H 1-K`` converts its third argument). The delay
+    distribution the qdisc has (e.g. ``normal``) is kept."""
+    attrs = _attr(TCA_NETEM_LATENCY64, struct.pack("=q", latency_ns))
+    attrs += _attr(TCA_NETEM_JITTER64, struct.pack("=q", jitter_ns))
+    if gemodel is not None:
+        ge = struct.pack("=4I", *(probability_u32(x) for x in gemodel))
+        attrs += _attr(TCA_NETEM_LOSS | NLA_F_NESTED, _attr(NETEM_LOSS_GE, ge))
+    qopt = _NETEM_QOPT.pack(0, limit, probability_u32(loss), 0, 0, 0)
+    body = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, ifindex, handle, parent, 0)
+    body += _attr(TCA_KIND, b"netem\0") + _attr(TCA_OPTIONS, qopt + attrs)
+    flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_NEWQDISC, flags, seq, 0) + body
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -167,7 +167,6 @@ class ShortestDelayRouter:
         self.delay_ms[:, trees] = dist.T
         return RouteChanges(node, trees[j], columns[node, j])
 
-
     def _keep_equal_paths(self, columns, trees, dist, a, b, w) -> None:
         """Where a node's old next hop is still on a shortest path (within TIE_MS),
         keep it: equal-delay paths abound in a +Grid, and following whichever

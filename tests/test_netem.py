@@ -102,6 +102,28 @@ def test_netem_turbulence_fades(emu):
     assert abs(loss - 0.3) <= 0.08, loss
 
 
+def test_jitter_is_normal_and_stays_so_through_changes(emu):
+    """A link's first jitter goes through tc (netem loads its normal distribution);
+    later changes go as netlink messages and keep it: ping's mdev follows the
+    jitter (a normal 4 ms spread, against the uniform one would give ~2.3 ms)."""
+    t0_t1 = emu.links[(0, 1)].forward
+    base = emu.shapes[t0_t1]
+
+    def mdev_ms() -> float:
+        out = emu.host("t0").cmd(f"ping -U -q -c 60 -i 0.05 {emu.address('t1')}")
+        return float(re.search(r"= [\d.]+/[\d.]+/[\d.]+/([\d.]+)", out).group(1))
+
+    try:
+        emu.shaper.apply({t0_t1: Shape(base.delay_ms, base.rate_mbit, jitter_ms=4.0)})
+        first = mdev_ms()
+        emu.shaper.apply({t0_t1: Shape(base.delay_ms + 5, base.rate_mbit, jitter_ms=4.0)})
+        assert "delay" in netem_line(emu, "t0", t0_t1.src_ifname)
+        second = mdev_ms()
+    finally:
+        emu.shaper.apply({t0_t1: base})
+    assert 2.8 <= first <= 5.5 and 2.8 <= second <= 5.5, (first, second)
+
+
 def test_delay_changes_in_place_and_limit_follows_the_bdp(emu):
     t0_t1 = emu.links[(0, 1)].forward
     base = emu.shapes[t0_t1]

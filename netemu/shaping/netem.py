@@ -1,9 +1,13 @@
 """The netem backend: ``tc netem`` under an HTB rate limiter, changed in place.
 
 On each sending interface: ``htb`` root (rate) -> class 1:10 -> ``netem``
-(delay, jitter, loss). Changes are ``tc qdisc change`` / ``tc class change``
-lines, one ``tc -batch`` per namespace that has changes, all namespaces in
-parallel: the qdiscs are never torn down and rebuilt.
+(delay, jitter, loss), made with ``tc -batch`` at bring-up. An epoch's delay
+and loss changes go to the kernel as netlink messages, one batch per namespace
+that has changes and no program at all (Starlink shell 1 changes thousands of
+link directions in hundreds of namespaces every second); the rare changes tc
+does better stay ``tc -batch`` lines: a rate (``tc class change``) and a
+link's first jitter (tc loads netem's ``normal`` delay distribution table,
+which later changes keep). The qdiscs are never torn down and rebuilt.
 
 netem's queue ``limit`` (default 1000 packets) must hold everything in flight
 on the link, or a long fat link drops packets: it is sized to the
@@ -18,6 +22,7 @@ import subprocess
 from collections import defaultdict
 from functools import cache
 
+from netemu.netlink import netem_change, send_messages, socket_in
 from netemu.shaping import (
     BLOCKED,
     Direction,
@@ -28,6 +33,8 @@ from netemu.shaping import (
     tc_batches,
 )
 
+#: Where netem sits: class 1:10 of the HTB root, handle 10: (tc reads ids in hex).
+PARENT, HANDLE = 0x0001_0010, 0x0010_0000
 #: Smallest packet the limit is sized for: with 1,500-byte packets only, small
 #: packets (ACKs) would overflow a limit sized in full frames.
 _SIZING_PACKET_BYTES = 500
@@ -91,6 +98,17 @@ class NetemShaper(Shaper):
 
     def __init__(self) -> None:
         self.current: dict[Direction, Shape] = {}
+        self.ifindex: dict[tuple[str, str], int] = {}
+        self.with_distribution: set[Direction] = set()
+        self.sockets: dict[str, object] = {}
+
+    def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
+        self.ifindex.update(ifindex)
+
+    def stop(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
 
     def tc_lines(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
         lines = []
@@ -106,6 +124,7 @@ class NetemShaper(Shaper):
 
     def apply(self, changes: dict[Direction, Shape]) -> None:
         by_ns: dict[str, list[str]] = defaultdict(list)
+        netlink: dict[str, list[tuple[Direction, Shape]]] = defaultdict(list)
         for d, shape in changes.items():
             old = self.current.get(d, BLOCKED)
             if shape.rate_mbit != old.rate_mbit:
@@ -113,8 +132,38 @@ class NetemShaper(Shaper):
                     f"class change dev {d.src_ifname} parent 1: classid 1:10 htb "
                     + htb_rate(shape.rate_mbit)
                 )
-            by_ns[d.src_netns].append(
-                f"qdisc change dev {d.src_ifname} parent 1:10 handle 10: netem " + netem_args(shape)
-            )
+            if shape.jitter_ms > 0 and not shape.blocked and d not in self.with_distribution:
+                by_ns[d.src_netns].append(
+                    f"qdisc change dev {d.src_ifname} parent 1:10 handle 10: netem "
+                    + netem_args(shape)
+                )
+                self.with_distribution.add(d)
+            else:
+                netlink[d.src_netns].append((d, shape))
         tc_batches(by_ns)
+        for ns, items in netlink.items():
+            if ns not in self.sockets:
+                self.sockets[ns] = socket_in(f"/run/netns/{ns}")
+            send_messages(
+                self.sockets[ns],
+                [
+                    self._change(i, d, shape, ack=i == len(items))
+                    for i, (d, shape) in enumerate(items, 1)
+                ],
+            )
         self.current.update(changes)
+
+    def _change(self, seq: int, d: Direction, shape: Shape, ack: bool) -> bytes:
+        """The netlink twin of ``tc qdisc change ... netem`` + :func:`netem_args`."""
+        limit = netem_limit(shape.rate_mbit, shape.delay_ms, shape.jitter_ms)
+        ifindex = self.ifindex[(d.src_netns, d.src_ifname)]
+        if shape.blocked:
+            return netem_change(seq, ifindex, PARENT, HANDLE, 0, 0, limit, 1.0, ack=ack)
+        gemodel = None
+        if shape.fade_probability > 0 and shape.fade_ms > 0:
+            p, r = gilbert_elliott_per_packet(shape)
+            gemodel = (p, r, 0.0, shape.loss)  # h: none kept in a fade; k1: the link's loss outside
+        return netem_change(
+            seq, ifindex, PARENT, HANDLE, round(shape.delay_ms * 1e6),
+            round(shape.jitter_ms * 1e6), limit, shape.loss, gemodel, ack=ack,
+        )  # fmt: skip
