@@ -90,5 +90,11 @@ def interface_name(peer_name: str) -> str:
     return f"to-{peer_name}"
 
 
+def default_run_name(topology_name: str) -> str:
+    """A run's name when none is given: the topology's, with characters a run name
+    may not have ('-' would make one run's namespace prefix another's) as '_'."""
+    return "".join(c if c.isalnum() or c in "_." else "_" for c in topology_name)[:40]
+
+
 def netns_name(run: str, node_name: str) -> str:
     return f"{NETNS_PREFIX}{run}-{node_name}"

@@ -168,6 +168,7 @@ def _on_sigterm(signum, frame) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
+    from netemu.addressing import default_run_name
     from netemu.emulation import Emulation, preflight
     from netemu.faults import parse_cli
     from netemu.report import StatusView
@@ -175,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     topology = load_topology(args.topology)
     preflight(("tcpdump",) if args.capture else ())
-    name = args.name or topology.name
+    name = args.name or default_run_name(topology.name)
     log = args.log or Path("results") / name / "run.jsonl"
     emu = Emulation(
         topology,

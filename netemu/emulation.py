@@ -165,7 +165,7 @@ class Emulation:
         self.duration_s = duration_s
         self.step_s = step_s
         self.speed = speed
-        self.run_name = run_name or topology.name
+        self.run_name = run_name or addressing.default_run_name(topology.name)
         if not all(c.isalnum() or c in "_." for c in self.run_name) or len(self.run_name) > 40:
             raise InputError(f"run name {self.run_name!r}: use letters, digits, '_' or '.'")
         self.shaper = choose(shaper) if isinstance(shaper, str) else shaper
@@ -330,6 +330,9 @@ class Emulation:
         )
         self._wall0 = time.monotonic()
         self._advance()
+        # The schedule starts once the network is up: the first epoch's set-up (routes
+        # for every node) is bring-up, not an epoch that came late.
+        self._wall0 = time.monotonic()
         # Bring-up's large temporary arrays leave the heap fragmented: give it back.
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).malloc_trim(0)

@@ -8,6 +8,7 @@ import pytest
 from live import needs_root
 
 from netemu.errors import InputError
+from netemu.topology import load_topology
 
 from helpers import REPO, TOPOLOGIES, run_netemu
 from helpers import VANGUARD_L1 as L1
@@ -211,3 +212,13 @@ def test_not_root(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO)},
     )  # fmt: skip
     check_error(result, "netemu run needs root for network namespaces (try: sudo netemu run")
+
+
+def test_a_topology_name_with_a_dash_gives_a_usable_default_run_name():
+    """starlink-shell1 runs as starlink_shell1 ('-' in a run name would make one
+    run's namespace prefix match another's)."""
+    from netemu.emulation import Emulation
+
+    emu = Emulation(load_topology(TOPOLOGIES / "starlink-shell1.yaml"), shaper="nfqueue")
+    assert emu.run_name == "starlink_shell1"
+    assert emu.netns[0] == "netemu-starlink_shell1-sl0_0"
