@@ -59,6 +59,7 @@ from netemu.netlink import (
     encode_replaces,
     encode_unreachables,
     send_all,
+    send_requests,
     socket_in,
 )
 from netemu.plan import EpochPlan, Planner, iso_utc
@@ -380,8 +381,10 @@ class Emulation:
         fresh = {position[ns] for ns in new_namespaces}
         # A new node: a router without IPv6, its service address on its loopback.
         netns.write_sysctls({self.netns[i]: ROUTER_SYSCTLS for i in fresh})
+        self.shaper.add_interfaces(found)
         for node in sorted(fresh | set(per_ns)):
-            self._configure_interfaces(node, node in fresh, per_ns.get(node, []))
+            limiters = self.shaper.rate_limiters(sends.get(self.netns[node], []))
+            self._configure_interfaces(node, node in fresh, per_ns.get(node, []), limiters)
         netns.run_all(
             [
                 *netns.tc_jobs(
@@ -390,20 +393,19 @@ class Emulation:
                 *netns.shell_jobs({ns: self.shaper.namespace_commands() for ns in new_namespaces}),
             ]
         )
-        self.shaper.add_interfaces(found)
         for (a, b), _kind in new:
             self._register_interface(a, b)
             self._register_interface(b, a)
         self.captures.add_links(self._capture_links([k for k, _ in new]))
 
     def _configure_interfaces(
-        self, node: int, fresh: bool, links: list[tuple[int, int, int]]
+        self, node: int, fresh: bool, links: list[tuple[int, int, int]], limiters: list
     ) -> None:
-        """Addresses, interfaces up and static neighbours in one netlink batch (no
-        program per namespace). ``links``: (interface index, own address, peer's
-        address); ``fresh``: also the loopback with the node's service address.
-        No ARP on the links: each end knows the other's MAC (02:00 + its address),
-        so a flow's first packet waits for no address resolution."""
+        """Addresses, interfaces up, static neighbours and the shaper's rate limiters
+        through netlink (no program per namespace). ``links``: (interface index, own
+        address, peer's address); ``fresh``: also the loopback with the node's
+        service address. No ARP on the links: each end knows the other's MAC (02:00
+        + its address), so a flow's first packet waits for no address resolution."""
         index, own, peer = np.array(links, dtype=np.int64).reshape(-1, 3).T
         batches = []
         if fresh:
@@ -415,6 +417,7 @@ class Emulation:
             encode_neighbours(index, peer, addressing.mac_bytes(peer)),
         ]
         send_all(self._socket(self.netns[node]), batches)
+        send_requests(self._socket(self.netns[node]), limiters)
 
     def _register_interface(self, node: int, peer: int) -> None:
         """Tell node's Mininet host (if made yet) about its interface toward peer."""

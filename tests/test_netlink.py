@@ -130,3 +130,39 @@ def test_interface_messages_configure_a_real_namespace():
         assert neigh["state"] == ["PERMANENT"]
     finally:
         subprocess.run(["ip", "netns", "del", "nltest"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+@pytest.mark.parametrize("rate_mbit", [20.0, 100_000.0])  # 100 Gbit/s: 64-bit rates
+def test_htb_limiters_are_what_tc_would_make(rate_mbit):
+    """The same limiter made by netlink on one interface and by tc on another:
+    `tc -d class show` and `tc qdisc show` read them back the same."""
+    from netemu.netlink import htb_requests, send_requests, socket_in
+    from netemu.shaping import htb_burst_bytes, htb_rate
+
+    def tc(*args):
+        return subprocess.run(["tc", "-n", "htbtest", *args], capture_output=True, text=True)
+
+    subprocess.run(["ip", "netns", "add", "htbtest"], check=True)
+    try:
+        for name, index in (("a0", 2001), ("b0", 2003)):
+            subprocess.run(
+                ["ip", "-n", "htbtest", "link", "add", name, "index", str(index), "type", "veth",
+                 "peer", "name", f"{name}p"],
+                check=True,
+            )  # fmt: skip
+        sock = socket_in("/run/netns/htbtest")
+        send_requests(
+            sock,
+            htb_requests(2001, 0x10000, 0x10010, 0x10, round(rate_mbit * 1e6 / 8),
+                         htb_burst_bytes(rate_mbit)),
+        )  # fmt: skip
+        sock.close()
+        tc("qdisc", "replace", "dev", "b0", "root", "handle", "1:", "htb", "default", "10")
+        tc("class", "replace", "dev", "b0", "parent", "1:", "classid", "1:10", "htb",
+           *htb_rate(rate_mbit).split())  # fmt: skip
+        for what in (["-d", "class", "show"], ["qdisc", "show"]):
+            ours, theirs = tc(*what, "dev", "a0").stdout, tc(*what, "dev", "b0").stdout
+            assert ours and ours.split("\n")[0] == theirs.split("\n")[0]
+    finally:
+        subprocess.run(["ip", "netns", "del", "htbtest"])

@@ -20,6 +20,8 @@ import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from netemu.netlink import htb_requests
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -69,16 +71,35 @@ class ShaperError(RuntimeError):
 class Shaper(ABC):
     name: str
 
+    def __init__(self) -> None:
+        #: (namespace, interface name) -> interface index, of every link interface.
+        self.ifindex: dict[tuple[str, str], int] = {}
+
     def namespace_commands(self) -> list[str]:
         """Shell commands run once in every node's namespace at bring-up."""
         return []
 
-    @abstractmethod
-    def tc_lines(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
-        """``tc -batch`` lines that prepare new sending interfaces in one namespace.
+    def rate_limiters(self, directions_out: list[tuple[Direction, float]]) -> list:
+        """netlink requests (:func:`netemu.netlink.send_requests`) making new sending
+        interfaces' HTB limiters: root ``1:``, default class ``1:10`` at each
+        direction's rate (Mbit/s), burst :func:`htb_burst_bytes`."""
+        out = []
+        for d, rate in directions_out:
+            self.started_at(d, rate)
+            out += htb_requests(
+                self.ifindex[(d.src_netns, d.src_ifname)], HTB_ROOT, HTB_LEAF, HTB_LEAF & 0xFFFF,
+                round(rate * 1e6 / 8), htb_burst_bytes(rate),
+            )  # fmt: skip
+        return out
 
-        Each direction comes with its rate (Mbit/s): the limiter starts at it.
-        """
+    @abstractmethod
+    def started_at(self, direction: Direction, rate_mbit: float) -> None:
+        """A new sending interface gets its limiter at ``rate_mbit``."""
+
+    def tc_lines(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
+        """``tc -batch`` lines that also prepare new sending interfaces in one
+        namespace, after their limiters (none unless a shaper needs more)."""
+        return []
 
     def start(self, namespaces: list[str]) -> None:
         """Called once the namespaces are prepared, before the first :meth:`apply`."""
@@ -86,7 +107,7 @@ class Shaper(ABC):
 
     def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
         """Learn the (namespace, interface) -> index of new interfaces."""
-        return None
+        self.ifindex.update(ifindex)
 
     @abstractmethod
     def apply(self, changes: dict[Direction, Shape]) -> None:
@@ -101,22 +122,23 @@ class Shaper(ABC):
         return None
 
 
-def htb_commands(ifname: str, rate_mbit: float) -> list[str]:
-    """tc batch lines: an HTB root on ``ifname`` whose default class has ``rate_mbit``."""
-    return [
-        f"qdisc replace dev {ifname} root handle 1: htb default 10",
-        f"class replace dev {ifname} parent 1: classid 1:10 htb {htb_rate(rate_mbit)}",
-    ]
+#: The HTB limiter on every sending interface: root ``1:``, default class ``1:10``
+#: (tc writes handles in hex).
+HTB_ROOT, HTB_LEAF = 0x0001_0000, 0x0001_0010
+
+
+def htb_burst_bytes(rate_mbit: float) -> int:
+    """The burst holds 4 ms at the rate (at least 2 full frames), so the limiter
+    reaches its rate whatever the kernel's timer resolution."""
+    return max(int(rate_mbit * 1e6 / 8 * 0.004), 3028)
 
 
 def htb_rate(rate_mbit: float) -> str:
-    """HTB rate, ceiling and bursts for a rate in Mbit/s.
+    """HTB rate, ceiling and bursts for a rate in Mbit/s, as tc arguments.
 
-    ``mbit`` is megabits per second (``mbps`` would be megabytes: a classic
-    trap). The burst holds 4 ms at that rate (at least 2 full frames) so the
-    limiter reaches its rate whatever the kernel's timer resolution.
+    ``mbit`` is megabits per second (``mbps`` would be megabytes: a classic trap).
     """
-    burst = max(int(rate_mbit * 1e6 / 8 * 0.004), 3028)
+    burst = htb_burst_bytes(rate_mbit)
     return f"rate {rate_mbit:.6g}mbit ceil {rate_mbit:.6g}mbit burst {burst} cburst {burst}"
 
 

@@ -28,7 +28,6 @@ from netemu.shaping import (
     Direction,
     Shape,
     Shaper,
-    htb_commands,
     htb_rate,
     tc_batches,
 )
@@ -97,30 +96,26 @@ class NetemShaper(Shaper):
     name = "netem"
 
     def __init__(self) -> None:
+        super().__init__()
         self.current: dict[Direction, Shape] = {}
-        self.ifindex: dict[tuple[str, str], int] = {}
         self.with_distribution: set[Direction] = set()
         self.sockets: dict[str, object] = {}
-
-    def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
-        self.ifindex.update(ifindex)
 
     def stop(self) -> None:
         for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
 
+    def started_at(self, direction: Direction, rate_mbit: float) -> None:
+        self.current[direction] = Shape(delay_ms=0.0, rate_mbit=rate_mbit, blocked=True)
+
     def tc_lines(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
-        lines = []
-        for d, rate in directions_out:
-            blocked = Shape(delay_ms=0.0, rate_mbit=rate, blocked=True)
-            self.current[d] = blocked
-            lines += htb_commands(d.src_ifname, rate)
-            lines.append(
-                f"qdisc replace dev {d.src_ifname} parent 1:10 handle 10: netem "
-                + netem_args(blocked)
-            )
-        return lines
+        """netem under each new limiter, blocked until the first epoch shapes it."""
+        return [
+            f"qdisc replace dev {d.src_ifname} parent 1:10 handle 10: netem "
+            + netem_args(self.current[d])
+            for d, _ in directions_out
+        ]
 
     def apply(self, changes: dict[Direction, Shape]) -> None:
         by_ns: dict[str, list[str]] = defaultdict(list)

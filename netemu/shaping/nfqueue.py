@@ -22,7 +22,6 @@ from netemu.shaping import (
     Shape,
     Shaper,
     ShaperError,
-    htb_commands,
     htb_rate,
     tc_batches,
 )
@@ -34,24 +33,17 @@ class NfqueueShaper(Shaper):
     name = "nfqueue"
 
     def __init__(self) -> None:
+        super().__init__()
         self.engine: subprocess.Popen | None = None
         self.ns_ids: dict[str, int] = {}
-        self.ifindex: dict[tuple[str, str], int] = {}
         self.notes: list[str] = []
         self.rates: dict[Direction, float] = {}
 
     def namespace_commands(self) -> list[str]:
         return [f"iptables {RULE}"]
 
-    def tc_lines(self, directions_out: list[tuple[Direction, float]]) -> list[str]:
-        lines = []
-        for d, rate in directions_out:
-            self.rates[d] = rate
-            lines += htb_commands(d.src_ifname, rate)
-        return lines
-
-    def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
-        self.ifindex.update(ifindex)
+    def started_at(self, direction: Direction, rate_mbit: float) -> None:
+        self.rates[direction] = rate_mbit
 
     def start(self, namespaces: list[str]) -> None:
         self.engine = subprocess.Popen(
