@@ -194,6 +194,7 @@ class Emulation:
         self.links: dict[tuple[int, int], Link] = {}
         self.shapes: dict[Direction, Shape] = {}
         self._applied: dict[str, np.ndarray] = {}  # shape arrays last applied, per link
+        self._logged: dict[tuple[int, int], tuple[str, float]] = {}  # per link, in the run log
         self.events: list[dict] = []
         self.epoch: EpochPlan | None = None
         self.epoch_index = -1
@@ -697,6 +698,7 @@ class Emulation:
                     "step_s": self.step_s,
                     "speed": self.speed,
                     "duration_s": self.duration_s,
+                    "links": "each line: the links whose state or delay (to 1 us) changed",
                     "complete": False,
                 }
             )
@@ -706,18 +708,23 @@ class Emulation:
     def _write_log(self, now, events, shape_changes, route_changes, apply_ms) -> None:
         if self._log is None:
             return
-        links = [
-            {
-                "a": self.names[lk.a],
-                "b": self.names[lk.b],
-                "kind": KINDS[lk.kind].value,
-                "distance_km": round(lk.distance_km, 6),
-                "delay_ms": round(lk.delay_ms, 6),
-                "state": lk.state,
-            }
-            for lk in self.links.values()
-            if lk.state != "down" or lk.distance_km
-        ]
+        # Only what changed since the line before (state, or delay by a microsecond):
+        # every link every epoch is ~360 KB a line for Starlink shell 1.
+        links = []
+        for key, lk in self.links.items():
+            now_as = (lk.state, round(lk.delay_ms, 3))
+            if self._logged.get(key, ("down", 0.0)) != now_as:
+                self._logged[key] = now_as
+                links.append(
+                    {
+                        "a": self.names[lk.a],
+                        "b": self.names[lk.b],
+                        "kind": KINDS[lk.kind].value,
+                        "distance_km": round(lk.distance_km, 6),
+                        "delay_ms": round(lk.delay_ms, 6),
+                        "state": lk.state,
+                    }
+                )
         self._log.write(
             json.dumps(
                 {
