@@ -101,8 +101,9 @@ class Link:
     fade: tuple[float, float] = (0.0, 0.0)  # share of time in turbulence fades a->b, b->a
 
 
-#: What a live node costs the machine (namespace, links, qdiscs, controller state):
-#: ~0.95 MiB measured up to 1,590 nodes (benchmarks/results-live_scale.json); twice that.
+#: What a live node costs the machine (namespace, links, qdiscs, routes, controller
+#: state): ~0.6 MiB measured at 1,590 nodes (benchmarks/results-live_scale.json), of
+#: which ~0.2 MiB a bare namespace and ~86 KiB a veth pair; with room for other kernels.
 MIB_PER_NODE = 2.0
 MIB_BASE = 64.0
 
