@@ -12,9 +12,10 @@ table) are "don't care". Shell 1 compresses 5.5 times (2.5 M routes to ~0.46 M).
 
 ORTC's three passes run for many nodes at once as numpy arrays over the binary
 trie of the service addresses, level by level: a node's next hops are bits of
-a 64-bit mask (bit = rank of the neighbour among the node's neighbours, one
-bit for "unreachable", which becomes an ``unreachable`` route). A node with
-more than :data:`MAX_NEIGHBOURS` neighbours keeps one /32 per destination.
+a mask of 8 to 64 bits, as the nodes' degrees need (bit = rank of the neighbour
+among the node's neighbours, the top bit "unreachable", which becomes an
+``unreachable`` route). A node with more than :data:`MAX_NEIGHBOURS` neighbours
+keeps one /32 per destination.
 
 :class:`PrefixRoutes` keeps every node's current prefixes and, given the rows
 of the next-hop table that changed, reports only the prefixes to replace and
