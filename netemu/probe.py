@@ -27,16 +27,14 @@ HEADER = struct.Struct("!QQ")  # sequence number, send time (ns since the epoch)
 
 
 def _measure_promptly() -> None:
-    """Real-time priority where allowed (root), below the shaping engine's: a stamp
-    taken, or a datagram sent, late because both cores were busy elsewhere would be
-    counted as delay. Both ends sleep between datagrams."""
+    """Real-time priority where allowed (root), below the shaping engine's, for the
+    receiver (it sleeps in recv): a stamp taken late because both cores were busy
+    elsewhere would be counted as delay."""
     with contextlib.suppress(OSError, AttributeError):
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))
 
 
 def send(to: str, port: int, count: int, interval: float, size: int, bind: str | None) -> int:
-    if interval > 0:  # (a flood at real-time priority would starve the machine)
-        _measure_promptly()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     if bind:
         sock.bind((bind, 0))

@@ -172,6 +172,12 @@ class Network:
         pairs = itertools.pairwise(route) if route else self._links_of([src, dst])
         lines.append("links on the path: " if route else f"links of {src} and {dst}: ")
         lines[-1] += "; ".join(self._link_text(a, b) for a, b in pairs) or "none"
+        late = self.emu.shaping_late()
+        if late:  # the machine, not the emulated network, may have added delay
+            lines.append(
+                f"the shaping engine released {late['late']} packets more than 0.5 ms late "
+                f"so far (worst {late['worst_late_ms']} ms)"
+            )
         if self.artifacts is not None:
             lines.append(f"kept: {self.artifacts}")
         return "\n  ".join(lines)
