@@ -241,7 +241,7 @@ class Captures:
         scripts: dict[str, list[str]] = {}
         for tap, (ns, interface) in wanted.items():
             scripts.setdefault(ns, []).extend(tap.commands(interface))
-        netns.in_namespaces({ns: "\n".join(lines) for ns, lines in scripts.items()})
+        netns.run_all(netns.shell_jobs(scripts))
         started = [self._start(tap, ns, raw) for tap, (ns, _) in wanted.items()]
         for recorder in started:
             self._wait_ready(recorder)

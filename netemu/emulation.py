@@ -313,7 +313,7 @@ class Emulation:
         self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
         netns.ip_batch([f"netns add {ns}" for ns in self.netns])
         phase("namespaces")
-        # Links, addresses, neighbours, qdiscs, sysctls: one script per namespace.
+        # Links, addresses, neighbours, limiters, sysctls: netlink batches per namespace.
         self._create_links(sorted(first_links), new_namespaces=self.netns)
         phase("configure")
         self.shaper.start(self.netns)

@@ -7,8 +7,10 @@ a run's namespaces, after killing the processes inside them, removes all of
 it; :func:`clean` does that by name prefix and touches nothing else.
 
 Commands are batched: one ``ip -batch`` for the whole run in the root
-namespace, one script per namespace run in parallel, and a persistent netlink
-socket per namespace (netemu.netlink) for routes during the run.
+namespace, sysctls written after ``setns`` (no program), the few programs a
+namespace still needs (``tc -batch``, a shell for iptables) 32 at a time, and a
+persistent netlink socket per namespace (netemu.netlink) for addresses, links,
+limiters and routes.
 """
 
 from __future__ import annotations
@@ -50,29 +52,6 @@ def ip_batch(lines: list[str]) -> None:
     """Run ip commands (one per line) in one process, in the root namespace."""
     if lines:
         run(["ip", "-force", "-batch", "-"], "\n".join(lines) + "\n")
-
-
-def in_namespaces(scripts: dict[str, str]) -> None:
-    """Run one shell script in each namespace, all at once; raise on any failure."""
-    procs = [
-        (
-            ns,
-            subprocess.Popen(
-                ["ip", "netns", "exec", ns, "sh", "-ec", script],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            ),
-        )
-        for ns, script in scripts.items()
-    ]
-    errors = []
-    for ns, p in procs:
-        out, _ = p.communicate()
-        if p.returncode != 0:
-            errors.append(f"{ns}: {out.strip()[-300:]}")
-    if errors:
-        raise CommandError("namespace set-up failed: " + "; ".join(errors[:3]))
 
 
 def run_all(jobs: list[tuple[list[str], str]], parallel: int = 32) -> None:

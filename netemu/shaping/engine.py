@@ -31,7 +31,6 @@ it behind. Measured facts behind the choices here are in shared/notes/machine.md
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import gc
@@ -157,7 +156,6 @@ class Engine:
         #: a fidelity alarm (the engine could not run when it should have).
         self.late = 0
         self.worst_late_s = 0.0
-        self.recent_late: collections.deque = collections.deque(maxlen=200)
         self.fatal: str | None = None
         self.rng = random.Random(int.from_bytes(os.urandom(8), "little"))
         self.own_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -194,7 +192,6 @@ class Engine:
             "unknown": self.unknown,
             "late": self.late,
             "worst_late_ms": round(self.worst_late_s * 1000, 3),
-            "recent_late": list(self.recent_late),
             "links": {f"{ns}/{ifi}": s.counts for (ns, ifi), s in self.links.items()},
         }
 
@@ -255,7 +252,6 @@ class Engine:
             if late > LATE_S:
                 self.late += 1
                 self.worst_late_s = max(self.worst_late_s, late)
-                self.recent_late.append((round(now, 4), round(late * 1000, 3)))
             _, _, pkt, link = heapq.heappop(heap)
             pkt.accept()
             link.counts["out"] += 1
