@@ -171,7 +171,7 @@ def route_excess(emu, pairs: int = 400, every: int = 3) -> dict:
 def bench_netemu(topo, realtime_s: float) -> dict:
     before = settled_mem_available_mib()
     t0 = time.perf_counter()
-    emu = Emulation(topo, shaper="nfqueue", run_name="bench", keep_history=True)
+    emu = Emulation(topo, shaper="wire", run_name="bench", keep_history=True)
     try:
         emu.start()
         up = time.perf_counter() - t0

@@ -53,7 +53,7 @@ def main() -> int:
     topo = load_topology(args.topology)
     src, dst = topo.satellites[0].name, topo.satellites[len(topo.satellites) // 2].name
     samples = []
-    emu = Emulation(topo, speed=speed, step_s=1.0, shaper="nfqueue", run_name="longrun")
+    emu = Emulation(topo, speed=speed, step_s=1.0, shaper="wire", run_name="longrun")
     with emu:
         emu.start_controller()
         count = int(wall_s * args.rate_pps)
@@ -68,7 +68,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         t0 = time.monotonic()
-        engine = emu.shaper.engine.pid
+        engine = emu.shaper.pids[0]
         updates: list[float] = []
         while time.monotonic() - t0 < wall_s:
             emu.wait(args.sample_s)

@@ -94,9 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--shaper",
-        choices=["auto", "netem", "nfqueue"],
+        choices=["auto", "netem", "wire"],
         default="auto",
-        help="auto: netem where the kernel has it, else nfqueue",
+        help="auto: netem where the kernel has it, else wire (TAPs and a compiled engine)",
     )
     run.add_argument("--name", help="run name (default: the topology's name)")
     run.add_argument(

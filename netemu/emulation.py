@@ -65,7 +65,7 @@ from netemu.netlink import (
 from netemu.plan import EpochPlan, Planner, iso_utc
 from netemu.privileges import make_dirs
 from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
-from netemu.shaping import Direction, Shape, Shaper, choose
+from netemu.shaping import Direction, Port, Shape, Shaper, ShaperError, choose
 from netemu.topology import LinkParams, Topology
 
 #: Orbital time planned ahead at bring-up (sampled every PLAN_AHEAD_STEP_S at
@@ -81,6 +81,10 @@ ROUTER_SYSCTLS = {
     "net/ipv4/conf/default/rp_filter": 0,
     "net/ipv6/conf/all/disable_ipv6": 1,  # no IPv6 chatter on the links
     "net/ipv6/conf/default/disable_ipv6": 1,
+    # TCP buffers up to 64 MiB, as a host tuned for a long fat link has: one stream can
+    # fill 2.5 Gbit/s over 100 ms of round trip (Linux's defaults stop at 4-6 MiB).
+    "net/ipv4/tcp_rmem": "4096 131072 67108864",
+    "net/ipv4/tcp_wmem": "4096 16384 67108864",
 }
 
 
@@ -313,19 +317,15 @@ class Emulation:
         self.net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
         netns.ip_batch([f"netns add {ns}" for ns in self.netns])
         phase("namespaces")
+        # The shaper first: with the wire shaper, its engine makes the links' interfaces.
+        self.shaper.start(self.netns)
+        netns.write_state(
+            self.run_name, {**state, "controller_pid": os.getpid(), "shaper_pids": self.shaper.pids}
+        )
+        phase("shaper")
         # Links, addresses, neighbours, limiters, sysctls: netlink batches per namespace.
         self._create_links(sorted(first_links), new_namespaces=self.netns)
         phase("configure")
-        self.shaper.start(self.netns)
-        phase("shaper")
-        netns.write_state(
-            self.run_name,
-            {
-                **state,
-                "controller_pid": os.getpid(),
-                "engine_pid": getattr(getattr(self.shaper, "engine", None), "pid", None),
-            },
-        )
         self._epochs = self.planner.run(
             self.start_time,
             self.duration_s if self.duration_s is not None else 1e12,
@@ -353,16 +353,17 @@ class Emulation:
         if not new and not new_namespaces:
             return
         n = len(self.names)
-        root, per_ns, sends, found = [], {}, {}, {}
+        pairs, per_ns, sends, found = [], {}, {}, {}
         for (a, b), kind in new:
             ia = addressing.interface_name(self.names[b])
             ib = addressing.interface_name(self.names[a])
             index_a, index_b = addressing.interface_index(b), addressing.interface_index(a)
             addr_a, addr_b = addressing.link_addresses(a, b, n)
-            mac_a, mac_b = addressing.mac_address(addr_a), addressing.mac_address(addr_b)
-            root.append(
-                f"link add name {ia} index {index_a} address {mac_a} netns {self.netns[a]} "
-                f"type veth peer name {ib} index {index_b} address {mac_b} netns {self.netns[b]}"
+            pairs.append(
+                (
+                    Port(self.netns[a], ia, index_a, addressing.mac_address(addr_a)),
+                    Port(self.netns[b], ib, index_b, addressing.mac_address(addr_b)),
+                )
             )
             u32_a, u32_b = addressing.link_address_u32([a, b], [b, a], n).tolist()
             per_ns.setdefault(a, []).append((index_a, u32_a, u32_b))
@@ -378,7 +379,7 @@ class Emulation:
             self.links[(a, b)] = Link(a, b, kind, params, fwd, bwd)
             found[(self.netns[a], ia)] = index_a
             found[(self.netns[b], ib)] = index_b
-        netns.ip_batch(root)
+        self.shaper.make_links(pairs)
         position = {ns: i for i, ns in enumerate(self.netns)}
         fresh = {position[ns] for ns in new_namespaces}
         # A new node: a router without IPv6, its service address on its loopback.
@@ -842,14 +843,19 @@ class Emulation:
         }
 
     def shaping_late(self) -> dict:
-        """Packets the nfqueue engine released late ({"late": count, "worst_late_ms"}),
-        {} when none were (or with netem, which the kernel runs on time)."""
-        engine = getattr(self.shaper, "engine", None)
-        if engine is None or engine.poll() is not None:
+        """Packets the wire engine released late or could not carry ({"late": count,
+        "worst_late_ms", "overload": count}), {} when none (or with netem, which the
+        kernel runs on time)."""
+        try:
+            with self._lock:
+                stats = self.shaper.stats(full=True)
+        except (ShaperError, OSError):
             return {}
-        with self._lock:
-            stats = self.shaper.stats()
-        return {k: stats[k] for k in ("late", "worst_late_ms")} if stats.get("late") else {}
+        return (
+            {k: stats[k] for k in ("late", "worst_late_ms", "overload")}
+            if stats.get("late") or stats.get("overload")
+            else {}
+        )
 
     def wait(self, seconds: float) -> None:
         """Sleep while the controller runs; re-raise its error if it failed."""
@@ -873,11 +879,13 @@ class Emulation:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        self.shaper.stop()
         try:
-            self.capture_files = self.captures.stop(self.events)
+            self.shaper.stop()
         finally:
-            self._tear_down()
+            try:
+                self.capture_files = self.captures.stop(self.events)
+            finally:
+                self._tear_down()
 
     def _tear_down(self) -> None:
         """Hosts, namespaces (with their links, qdiscs and rules), state file, log."""

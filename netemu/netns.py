@@ -71,7 +71,7 @@ def run_all(jobs: list[tuple[list[str], str]], parallel: int = 32) -> None:
         raise CommandError("namespace set-up failed: " + "; ".join(errors[:3]))
 
 
-def write_sysctls(values_by_netns: dict[str, dict[str, int]]) -> None:
+def write_sysctls(values_by_netns: dict[str, dict[str, int | str]]) -> None:
     """Set sysctls (``net/ipv4/ip_forward``: 1, ...) in namespaces from this process:
     no program per namespace (one costs ~3 ms of CPU on the development machine,
     seconds at 1,590 namespaces)."""
@@ -141,12 +141,13 @@ def clean(run_name: str | None = None) -> list[str]:
     prefix = NETNS_PREFIX + (f"{run_name}-" if run_name else "")
     removed = []
     for state, info in states(run_name):
-        for key in ("controller_pid", "engine_pid"):
-            pid = info.get(key)
+        pids = [("controller", info.get("controller_pid"))]
+        pids += [("shaper", pid) for pid in info.get("shaper_pids", [])]
+        for what, pid in pids:
             if pid and pid != os.getpid() and _is_netemu_process(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
-                    removed.append(f"process {pid} ({key.split('_')[0]})")
+                    removed.append(f"process {pid} ({what})")
                 except ProcessLookupError:
                     pass
         state.unlink()

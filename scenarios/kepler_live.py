@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--every", type=float, default=3.0, help="wall seconds between probes")
     parser.add_argument("--src", default="patrol1")
     parser.add_argument("--dst", nargs="+", default=["c2_bodo", "svalbard"])
-    parser.add_argument("--shaper", default="auto", choices=["auto", "netem", "nfqueue"])
+    parser.add_argument("--shaper", default="auto", choices=["auto", "netem", "wire"])
     args = parser.parse_args()
     console = Console()
     try:

@@ -57,9 +57,20 @@ def leftovers(run: str) -> list[str]:
     )
     ps = subprocess.run(
         # tcpdump -i tx-PEER / rx-PEER: a capture's recorder (netemu.capture).
-        ["pgrep", "-af", f"mininet:|netemu.shaping.engine|netemu run.*{run}|tcpdump -i [tr]x-"],
+        ["pgrep", "-af", f"mininet:|netemu-engine-|netemu run.*{run}|tcpdump -i [tr]x-"],
         capture_output=True,
         text=True,
     ).stdout
-    found += [line for line in ps.splitlines() if "pgrep" not in line]
+    found += [
+        line for line in ps.splitlines() if "pgrep" not in line and not _dead(line.split()[0])
+    ]
     return found
+
+
+def _dead(pid: str) -> bool:
+    """Gone, or a zombie: dead and holding nothing, until init collects its exit status
+    (a killed controller's engine, reparented to init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True

@@ -219,6 +219,6 @@ def test_a_topology_name_with_a_dash_gives_a_usable_default_run_name():
     run's namespace prefix match another's)."""
     from netemu.emulation import Emulation
 
-    emu = Emulation(load_topology(TOPOLOGIES / "starlink-shell1.yaml"), shaper="nfqueue")
+    emu = Emulation(load_topology(TOPOLOGIES / "starlink-shell1.yaml"), shaper="wire")
     assert emu.run_name == "starlink_shell1"
     assert emu.netns[0] == "netemu-starlink_shell1-sl0_0"

@@ -68,7 +68,7 @@ def test_captures_on_two_hops_of_a_live_run(tmp_path):
     captures = tmp_path / "captures"
     with Emulation(
         topo,
-        shaper="nfqueue",
+        shaper="wire",
         speed=10,
         step_s=0.2,
         run_name="tcap",
@@ -145,7 +145,7 @@ def test_captures_on_two_hops_of_a_live_run(tmp_path):
 
 def test_the_dissector_decodes_every_field_of_a_report_from_a_real_run(tmp_path):
     topo = train_topology(tmp_path)
-    with Emulation(topo, shaper="nfqueue", run_name="tdis", capture_dir=tmp_path) as emu:
+    with Emulation(topo, shaper="wire", run_name="tdis", capture_dir=tmp_path) as emu:
         emu.start_controller()
         emu.capture("t0")  # from now on, as a script would
         send_reports(emu, "gs_south", "t0", 41, 2, 0.01)
@@ -179,7 +179,7 @@ def test_netemu_run_captures_for_the_user_behind_sudo(tmp_path):
     the sudo user; a capture point naming no node is bad input (exit 2, nothing made)."""
     out = tmp_path / "caps"
     cmd = [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"), "--name",
-           "tcapcli", "--shaper", "nfqueue", "--log", str(tmp_path / "run.jsonl")]  # fmt: skip
+           "tcapcli", "--shaper", "wire", "--log", str(tmp_path / "run.jsonl")]  # fmt: skip
     bad = subprocess.run([*cmd, "--capture", "t1,link:t1-t9"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "capture point 'link:t1-t9': no node named 't9'" in bad.stderr
@@ -221,7 +221,7 @@ def test_a_recorder_killed_mid_run_is_reported_and_its_file_kept(tmp_path):
     and at stop the file holds the killed tap's packets up to then, marked as such."""
     topo = train_topology(tmp_path)
     with Emulation(
-        topo, shaper="nfqueue", run_name="tdump", capture=["link:t1-t2"],
+        topo, shaper="wire", run_name="tdump", capture=["link:t1-t2"],
         capture_dir=tmp_path / "caps",
     ) as emu:  # fmt: skip
         emu.start_controller()

@@ -125,7 +125,7 @@ def test_bad_fault_entries_in_a_file(tmp_path):
 
 def live(tmp_path, run: str, **options) -> Emulation:
     topo = train_topology(tmp_path, QUICK)
-    emu = Emulation(topo, shaper="nfqueue", step_s=0.2, run_name=run, **options)
+    emu = Emulation(topo, shaper="wire", step_s=0.2, run_name=run, **options)
     emu.start()
     emu.start_controller()
     return emu

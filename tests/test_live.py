@@ -52,7 +52,7 @@ def test_one_way_delay_follows_the_geometry_over_a_multi_hop_path(tmp_path):
     """
     topo = train_topology(tmp_path)
     with Emulation(
-        topo, shaper="nfqueue", speed=10, step_s=0.5, keep_history=True, run_name="tdelay"
+        topo, shaper="wire", speed=10, step_s=0.5, keep_history=True, run_name="tdelay"
     ) as emu:
         emu.start_controller()
         got = stream(emu, "gs_south", "gs_north", count=400, interval=0.02)
@@ -90,7 +90,7 @@ def test_handover_outage_matches_the_acquisition_time(tmp_path):
         start="2026-06-21T03:06:20Z",  # gs_north on t3; t3 sets at 03:07:42 (8.2 s wall)
     )
     step = 0.2
-    with Emulation(topo, shaper="nfqueue", speed=10, step_s=step, run_name="thand") as emu:
+    with Emulation(topo, shaper="wire", speed=10, step_s=step, run_name="thand") as emu:
         assert emu.route("gs_south", "gs_north")[-2] == "t3"
         emu.start_controller()
         # Listen until 11.5 s only: gs_south itself loses t0 at 03:08:20 (12 s).
@@ -114,7 +114,7 @@ def test_handover_outage_matches_the_acquisition_time(tmp_path):
 def test_configured_loss_is_measured_within_statistical_bounds(tmp_path):
     topo = train_topology(tmp_path, "link_defaults:\n  isl: {loss_percent: 5}\n")
     count = 4000
-    with Emulation(topo, shaper="nfqueue", run_name="tloss") as emu:
+    with Emulation(topo, shaper="wire", run_name="tloss") as emu:
         emu.start_controller()
         assert emu.route("t0", "t1") == ["t0", "t1"]
         got = stream(emu, "t0", "t1", count=count, interval=0.001)
@@ -128,7 +128,7 @@ def test_tcp_reaches_the_bottleneck_rate_across_hops(tmp_path):
         tmp_path,
         "link_defaults:\n  isl: {data_rate_gbps: 0.02}\n  space_ground: {data_rate_gbps: 0.1}\n",
     )
-    with Emulation(topo, shaper="nfqueue", run_name="ttcp") as emu:
+    with Emulation(topo, shaper="wire", run_name="ttcp") as emu:
         emu.start_controller()
         assert len(emu.route("gs_south", "gs_north")) >= 5  # >= 2 rate-limited ISLs
         server = emu.host("gs_north").popen(
@@ -151,10 +151,10 @@ def test_tcp_reaches_the_bottleneck_rate_across_hops(tmp_path):
 
 def test_nothing_is_left_after_a_run(tmp_path):
     topo = train_topology(tmp_path)
-    emu = Emulation(topo, shaper="nfqueue", run_name="tclean")
+    emu = Emulation(topo, shaper="wire", run_name="tclean")
     with emu:
         assert leftovers("tclean")  # it did create namespaces and processes
-        engine = emu.shaper.engine.pid
+        engine = emu.shaper.pids[0]
     assert leftovers("tclean") == []
     assert not os.path.exists(f"/proc/{engine}")
 
@@ -163,7 +163,7 @@ def test_an_error_during_the_run_still_cleans_up(tmp_path):
     topo = train_topology(tmp_path)
     with (
         pytest.raises(RuntimeError, match="boom"),
-        Emulation(topo, shaper="nfqueue", run_name="tcrash"),
+        Emulation(topo, shaper="wire", run_name="tcrash"),
     ):
         raise RuntimeError("boom")
     assert leftovers("tcrash") == []
@@ -181,7 +181,7 @@ def _cli_run(run: str, *extra: str) -> subprocess.Popen:
             "--name",
             run,
             "--shaper",
-            "nfqueue",
+            "wire",
             "--log",
             f"/tmp/{run}.jsonl",
             *extra,
@@ -241,7 +241,7 @@ def test_sigkill_then_netemu_clean(tmp_path):
     assert not any(r.get("end") for r in records)
     # A new run with the same name refuses to start over them, and says how to clean.
     with pytest.raises(InputError, match=f"netemu clean --run {run}"):
-        Emulation(train_topology(tmp_path), shaper="nfqueue", run_name=run).start()
+        Emulation(train_topology(tmp_path), shaper="wire", run_name=run).start()
     result = subprocess.run(
         [sys.executable, "-m", "netemu.cli", "clean", "--run", run],
         capture_output=True,
@@ -265,8 +265,8 @@ def test_two_runs_with_different_names_coexist(tmp_path):
     """Two users' runs of the same topology on one machine: separate namespaces, both work."""
     topo = train_topology(tmp_path)
     with (
-        Emulation(topo, shaper="nfqueue", run_name="tco1") as one,
-        Emulation(topo, shaper="nfqueue", run_name="tco2") as two,
+        Emulation(topo, shaper="wire", run_name="tco1") as one,
+        Emulation(topo, shaper="wire", run_name="tco2") as two,
     ):
         one.start_controller()
         two.start_controller()
@@ -296,7 +296,7 @@ def test_link_budget_loss_is_what_the_shaper_applies(tmp_path):
     planned = float(epoch.budget["loss_ab"][epoch.up.keys().index((0, 1))])
     assert 0.05 < planned < 0.2
     count = 3000
-    with Emulation(topo, shaper="nfqueue", run_name="tbudget") as emu:
+    with Emulation(topo, shaper="wire", run_name="tbudget") as emu:
         emu.start_controller()
         assert emu.shapes[emu.links[(0, 1)].forward].loss == pytest.approx(planned)
         got = stream(emu, "t0", "t1", count=count, interval=0.001)
@@ -310,11 +310,11 @@ def test_a_broken_engine_stops_traffic_and_the_run(tmp_path):
     from netemu.shaping import ShaperError
 
     topo = train_topology(tmp_path)
-    with Emulation(topo, shaper="nfqueue", run_name="tengine") as emu:
+    with Emulation(topo, shaper="wire", run_name="tengine") as emu:
         emu.start_controller()
         dst = emu.address("t1")
         assert "1 received" in emu.host("t0").cmd(f"ping -c1 -W1 {dst}")
-        emu.shaper.engine.kill()
+        emu.shaper.engine.process.kill()
         assert "0 received" in emu.host("t0").cmd(f"ping -c1 -W1 {dst}")
         with pytest.raises(ShaperError, match="engine exited"):
             emu.wait(3)
@@ -327,7 +327,7 @@ def test_turbulence_fades_are_burst_loss(tmp_path):
 
     topo = train_topology(tmp_path)
     count, interval = 3000, 0.002
-    with Emulation(topo, shaper="nfqueue", run_name="tfade") as emu:
+    with Emulation(topo, shaper="wire", run_name="tfade") as emu:
         t0_t1 = emu.links[(0, 1)].forward
         base = emu.shapes[t0_t1]
         emu.shaper.apply(
@@ -384,7 +384,7 @@ def test_kernel_routes_follow_the_router_for_every_pair(write_topology):
             """
         )
     )
-    with Emulation(topo, shaper="nfqueue", speed=20, run_name="troutes") as emu:
+    with Emulation(topo, shaper="wire", speed=20, run_name="troutes") as emu:
         emu.router.work_per_update = 2 * 80 * 3  # three trees an update, in turn
         emu.start_controller()
         emu.wait(3)
@@ -424,7 +424,7 @@ def test_an_epoch_behind_schedule_is_reported_not_hidden(tmp_path):
     """An update that overruns (here: one made to take 0.5 s with 0.2 s epochs)
     leaves a `late` event and counts late epochs; the run then catches up."""
     topo = train_topology(tmp_path)
-    with Emulation(topo, shaper="nfqueue", step_s=0.2, speed=10, run_name="tlate") as emu:
+    with Emulation(topo, shaper="wire", step_s=0.2, speed=10, run_name="tlate") as emu:
         apply = emu.shaper.apply
         slow = {"left": 1}
 

@@ -36,7 +36,7 @@ def test_stages_add_up_and_network_stages_follow_the_geometry(tmp_path):
     """Sensor t0 -> compute t2 -> aircraft jet1 and ground gs_north, as processes."""
     topo = train_topology(tmp_path)
     with (
-        Emulation(topo, shaper="nfqueue", run_name="svc", keep_history=True) as emu,
+        Emulation(topo, shaper="wire", run_name="svc", keep_history=True) as emu,
         Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
     ):
         emu.start_controller()
@@ -95,7 +95,7 @@ def test_captures_agree_with_the_services_on_each_report(tmp_path):
     taps cost CPU on this 2-core machine, and the geometry test measures the emulation)."""
     topo = train_topology(tmp_path)
     with (
-        Emulation(topo, shaper="nfqueue", run_name="svccap", capture=["t2", "jet1", "gs_north"],
+        Emulation(topo, shaper="wire", run_name="svccap", capture=["t2", "jet1", "gs_north"],
                   capture_dir=tmp_path / "captures") as emu,
         Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
     ):  # fmt: skip
@@ -129,7 +129,7 @@ def test_a_handover_shows_as_an_outage_in_the_consumer_series(tmp_path):
         start="2026-06-21T03:06:20Z",  # the handover comes ~8.2 s into the run
     )
     with (
-        Emulation(topo, shaper="nfqueue", speed=10, step_s=0.2, run_name="svcho") as emu,
+        Emulation(topo, shaper="wire", speed=10, step_s=0.2, run_name="svcho") as emu,
         Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
     ):
         emu.start_controller()
@@ -154,7 +154,7 @@ def test_the_service_runs_in_containers_joined_to_the_hosts(tmp_path):
     ensure_image()
     topo = train_topology(tmp_path)
     with (
-        Emulation(topo, shaper="nfqueue", run_name="svcpod") as emu,
+        Emulation(topo, shaper="wire", run_name="svcpod") as emu,
         Deployment(emu, tmp_path / "res", PodmanRuntime()) as dep,
     ):
         emu.start_controller()

@@ -48,7 +48,7 @@ def parser(doc: str, topology: str = "kepler.yaml", **defaults) -> argparse.Argu
     p.add_argument("--targets", type=int, default=8, help="moving targets in the scene")
     p.add_argument("--seed", type=int, default=1, help="scene seed (same seed, same frames)")
     p.add_argument("--speed", type=float, default=1.0, help="orbital time acceleration")
-    p.add_argument("--shaper", default="auto", choices=["auto", "netem", "nfqueue"])
+    p.add_argument("--shaper", default="auto", choices=["auto", "netem", "wire"])
     p.add_argument("--runtime", default="auto", choices=["auto", "podman", "process"])
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument(

@@ -20,6 +20,7 @@ import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from netemu import netns
 from netemu.netlink import htb_requests
 
 
@@ -64,6 +65,16 @@ class Direction:
     dst_ifname: str  # in dst's namespace, toward src
 
 
+@dataclass(frozen=True)
+class Port:
+    """One end of a link: an interface in a node's namespace, with its index and MAC."""
+
+    netns: str
+    ifname: str
+    ifindex: int
+    mac: str
+
+
 class ShaperError(RuntimeError):
     """The shaper failed: traffic is stopped and the run must end."""
 
@@ -75,9 +86,25 @@ class Shaper(ABC):
         #: (namespace, interface name) -> interface index, of every link interface.
         self.ifindex: dict[tuple[str, str], int] = {}
 
+    @property
+    def pids(self) -> list[int]:
+        """Processes of the shaper's own (``netemu clean`` kills them after a kill -9)."""
+        return []
+
     def namespace_commands(self) -> list[str]:
         """Shell commands run once in every node's namespace at bring-up."""
         return []
+
+    def make_links(self, pairs: list[tuple[Port, Port]]) -> None:
+        """Create the interfaces of new links, each end in its namespace: a veth pair
+        each, all in one ``ip -batch`` (a shaper with interfaces of its own overrides)."""
+        netns.ip_batch(
+            [
+                f"link add name {a.ifname} index {a.ifindex} address {a.mac} netns {a.netns} "
+                f"type veth peer name {b.ifname} index {b.ifindex} address {b.mac} netns {b.netns}"
+                for a, b in pairs
+            ]
+        )
 
     def rate_limiters(self, directions_out: list[tuple[Direction, float]]) -> list:
         """netlink requests (:func:`netemu.netlink.send_requests`) making new sending
@@ -102,7 +129,7 @@ class Shaper(ABC):
         return []
 
     def start(self, namespaces: list[str]) -> None:
-        """Called once the namespaces are prepared, before the first :meth:`apply`."""
+        """Called once the namespaces exist, before any link is made."""
         return None
 
     def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
@@ -116,6 +143,10 @@ class Shaper(ABC):
     def check(self) -> None:
         """Raise :class:`ShaperError` if the shaper can no longer shape."""
         return None
+
+    def stats(self, full: bool = False) -> dict:
+        """What the shaper counted ({} where the kernel does it all): see the wire shaper."""
+        return {}
 
     def stop(self) -> None:
         """Release what the shaper holds outside the namespaces."""
@@ -164,14 +195,17 @@ def tc_batches(lines_by_netns: dict[str, list[str]]) -> None:
 
 
 def choose(kind: str) -> Shaper:
-    """The shaper for ``kind``: ``netem``, ``nfqueue`` or ``auto``."""
+    """The shaper for ``kind``: ``netem``, ``wire`` or ``auto``."""
     from netemu.shaping.netem import NetemShaper, netem_available
     from netemu.shaping.nfqueue import NfqueueShaper
+    from netemu.shaping.wire import WireShaper
 
     if kind == "auto":
-        kind = "netem" if netem_available() else "nfqueue"
+        kind = "netem" if netem_available() else "wire"
     if kind == "netem":
         return NetemShaper()
+    if kind == "wire":
+        return WireShaper()
     if kind == "nfqueue":
         return NfqueueShaper()
     raise ValueError(f"unknown shaper {kind!r}")

@@ -39,6 +39,10 @@ class NfqueueShaper(Shaper):
         self.notes: list[str] = []
         self.rates: dict[Direction, float] = {}
 
+    @property
+    def pids(self) -> list[int]:
+        return [self.engine.pid] if self.engine else []
+
     def namespace_commands(self) -> list[str]:
         return [f"iptables {RULE}"]
 
@@ -105,7 +109,9 @@ class NfqueueShaper(Shaper):
         if messages:
             self._send(*messages)
 
-    def stats(self) -> dict:
+    def stats(self, full: bool = False) -> dict:
+        if self.engine is None:
+            return {}
         self._send({"cmd": "stats"})
         return self._reply()
 

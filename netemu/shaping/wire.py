@@ -1,0 +1,232 @@
+"""The wire backend: every link is two TAP interfaces with a compiled engine as the wire between.
+
+For kernels without ``sch_netem`` (this project's CI). Each end of a link is a
+TAP interface (``to-<peer>``, with the deterministic index and MAC of
+:mod:`netemu.addressing`) that the engine (``engine.c`` beside this file)
+creates and holds. A node's packets leave through its HTB rate limiter into
+the TAP; the engine holds each for the direction's delay (and jitter), drops
+what the link loses, and writes it into the peer's TAP at its due time, where
+the peer's kernel receives it as from a real wire: kernel timestamps (plain
+``ping``), tcpdump in the node, routing and TCP all see the emulated delay.
+
+The engine is one process for all namespaces, built from its C source the
+first time it is needed (cached by the source's hash; ``python -m
+netemu.shaping.wire`` builds it, as ``scripts/provision`` does) and supervised
+here: :meth:`WireShaper.check` notices when it dies. Its TAPs die with it, so
+traffic has then already stopped (fail closed) and the run ends saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from netemu.shaping import (
+    BLOCKED,
+    Direction,
+    Port,
+    Shape,
+    Shaper,
+    ShaperError,
+    htb_rate,
+    tc_batches,
+)
+
+SOURCE = Path(__file__).with_name("engine.c")
+CFLAGS = ["-O2", "-g", "-std=gnu11", "-Wall", "-Wextra"]
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("NETEMU_CACHE"):
+        return Path(os.environ["NETEMU_CACHE"])
+    if os.geteuid() == 0:
+        return Path("/var/cache/netemu")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "netemu"
+
+
+def engine_binary() -> Path:
+    """The engine built from ``engine.c`` (compiled now if this source was never built)."""
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"netemu-engine-{digest}"
+    if os.access(target, os.X_OK):
+        return target
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise ShaperError(
+            "the wire shaper's engine is built from C source and no C compiler was found "
+            "(run scripts/provision, or install gcc)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside its final name and renamed: concurrent builds (pytest -n) never see half.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".build-")
+    os.close(fd)
+    try:
+        p = subprocess.run(
+            [cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True
+        )
+        if p.returncode != 0:
+            raise ShaperError(f"building the wire engine failed: {p.stderr.strip()[-500:]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+class Engine:
+    """The engine process and its control protocol (see the comment atop ``engine.c``)."""
+
+    def __init__(self) -> None:
+        # Its own session: a terminal's Ctrl-C (or a signal to the controller's process
+        # group) is the controller's to handle; the engine dies with the controller anyway.
+        self.process = subprocess.Popen(
+            [str(engine_binary())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        hello = self.reply()
+        self.notes: list[str] = hello.get("notes", [])
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, lines: list[str]) -> None:
+        try:
+            self.process.stdin.write("".join(line + "\n" for line in lines))
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.check()
+            raise
+
+    def reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.check()
+            raise ShaperError("the wire engine closed its output")
+        return json.loads(line)
+
+    def ask(self, lines: list[str]) -> list[dict]:
+        """Send commands that each get a reply; the replies, in order."""
+        self.send(lines)
+        return [self.reply() for _ in lines]
+
+    def stats(self, full: bool = False) -> dict:
+        """Counters: packets held, in, out, lost (the links' loss), blocked, overload
+        (packets the emulator could not carry: no memory left, or a TAP queue overflowed;
+        the latter only read with ``full``), late releases, the release error, CPU time;
+        with ``full`` also per direction."""
+        return self.ask(["stats dirs" if full else "stats"])[0]
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise ShaperError(
+                f"the wire engine exited (status {self.process.returncode}): "
+                "traffic on all links is stopped"
+            )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.send(["quit"])
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired, ShaperError):
+                self.process.kill()
+                self.process.wait()
+        for f in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):  # unsent bytes to a dead engine
+                f.close()
+
+
+class WireShaper(Shaper):
+    name = "wire"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine: Engine | None = None
+        self.ns_ids: dict[str, int] = {}
+        #: (namespace, sending interface) -> the engine's direction number.
+        self.dir_ids: dict[tuple[str, str], int] = {}
+        self.rates: dict[Direction, float] = {}
+        self.notes: list[str] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.engine.pid] if self.engine else []
+
+    def start(self, namespaces: list[str]) -> None:
+        self.engine = Engine()
+        self.notes = self.engine.notes
+        for i, ns in enumerate(namespaces):
+            self.ns_ids[ns] = i
+        replies = self.engine.ask([f"bind {i} /run/netns/{ns}" for ns, i in self.ns_ids.items()])
+        errors = [r["error"] for r in replies if "error" in r]
+        if errors:
+            raise ShaperError(f"wire engine: {errors[0]}")
+
+    def make_links(self, pairs: list[tuple[Port, Port]]) -> None:
+        lines = []
+        for a, b in pairs:
+            link = len(self.dir_ids) // 2
+            self.dir_ids[(a.netns, a.ifname)] = 2 * link
+            self.dir_ids[(b.netns, b.ifname)] = 2 * link + 1
+            lines.append(
+                f"link {link} {self.ns_ids[a.netns]} {a.ifindex} {a.ifname} {a.mac} "
+                f"{self.ns_ids[b.netns]} {b.ifindex} {b.ifname} {b.mac}"
+            )
+        errors = [r["error"] for r in self.engine.ask(lines) if "error" in r]
+        if errors:
+            raise ShaperError(f"wire engine: {errors[0]}" + (
+                f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            ))  # fmt: skip
+
+    def started_at(self, direction: Direction, rate_mbit: float) -> None:
+        self.rates[direction] = rate_mbit
+
+    def apply(self, changes: dict[Direction, Shape]) -> None:
+        lines = []
+        rate_lines: dict[str, list[str]] = {}
+        for d, s in changes.items():
+            lines.append(
+                f"set {self.dir_ids[(d.src_netns, d.src_ifname)]} {round(s.delay_ms * 1e6)} "
+                f"{round(s.jitter_ms * 1e6)} {s.loss:.9g} {s.fade_probability:.9g} "
+                f"{round(s.fade_ms * 1e6)} {int(s.blocked)}"
+            )
+            if self.rates.get(d, BLOCKED.rate_mbit) != s.rate_mbit:
+                rate_lines.setdefault(d.src_netns, []).append(
+                    f"class change dev {d.src_ifname} parent 1: classid 1:10 htb "
+                    + htb_rate(s.rate_mbit)
+                )
+                self.rates[d] = s.rate_mbit
+        if rate_lines:
+            tc_batches(rate_lines)
+        if lines:
+            self.engine.send(lines)
+
+    def stats(self, full: bool = False) -> dict:
+        return self.engine.stats(full) if self.engine else {}
+
+    def check(self) -> None:
+        if self.engine is not None:
+            self.engine.check()
+
+    def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+
+
+if __name__ == "__main__":  # scripts/provision: build the engine now
+    print(engine_binary())
+    sys.exit(0)
