@@ -197,6 +197,11 @@ def bench_netemu(topo, realtime_s: float) -> dict:
         }
         phases = dict(emu.timings)
         n_links = len(emu.links)
+        stats = emu.shaper.stats(full=True)
+        engine = {
+            k: stats.get(k)
+            for k in ("late", "worst_late_ms", "overload", "release_error_us", "cpu_s")
+        }
         emu._stop.set()
         emu._thread.join()
         excess = route_excess(emu)
@@ -211,6 +216,7 @@ def bench_netemu(topo, realtime_s: float) -> dict:
         "routes": routes,
         "epoch_update": update,
         "fidelity": fid,
+        "engine": engine,
         "route_excess_us": excess,
         "down_s": round(down, 2),
         "links": n_links,
@@ -297,7 +303,7 @@ def main() -> int:
             {
                 "benchmark": "live_scale",
                 "topology": "starlink-shell1 (first planes)",
-                "shaper": "nfqueue",
+                "shaper": "wire",
                 "goals_full_shell": {
                     "up_s": 20,
                     "down_s": 5,

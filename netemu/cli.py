@@ -223,11 +223,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"epochs, {status['handovers']} handovers, {status['late_epochs']} late epochs; "
             "everything removed"
         )
-    if late:
+    if late.get("late"):
         view.message(
             f"netemu: warning: the shaping engine released {late['late']} packets more than "
             f"0.5 ms after their due time (worst {late['worst_late_ms']} ms): the machine was "
             "too busy for those delays to be exact"
+        )
+    if late.get("overload"):
+        view.message(
+            f"netemu: warning: emulator overload: the shaping engine could not carry "
+            f"{late['overload']} packets (counted apart from the links' own loss): the "
+            "traffic was more than this machine can emulate"
         )
     for path in emu.capture_files:
         view.message(f"netemu: capture {path}")

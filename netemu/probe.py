@@ -1,10 +1,12 @@
 """A UDP probe with application timestamps: one-way delay and loss between nodes.
 
 All namespaces share the machine's clock, so the receiver can subtract the
-sender's CLOCK_REALTIME stamp from its own and get the one-way delay exactly;
-the receiver stamps after ``recvfrom``, so delays applied anywhere on the
-path (also at its own ingress) are included, which a kernel receive stamp
-would miss.
+sender's CLOCK_REALTIME stamp from its own and get the one-way delay exactly.
+The receiver's stamp is the kernel's (``SO_TIMESTAMPNS``): when the datagram
+reached the node, however long the receiver took to be scheduled. Both
+shapers apply the delay before the receiving kernel sees a packet (netem in
+the sender's egress queue, the wire engine between the TAPs), so that stamp is
+the emulated arrival; ``--stamp app`` stamps after ``recv`` instead.
 
     python -m netemu.probe recv --bind 172.16.0.6 --port 9000 --duration 10 > got.jsonl
     python -m netemu.probe send --to 172.16.0.6 --port 9000 --count 1000 --interval 0.01
@@ -24,6 +26,8 @@ import sys
 import time
 
 HEADER = struct.Struct("!QQ")  # sequence number, send time (ns since the epoch)
+SO_TIMESTAMPNS = 35  # Linux; the kernel's receive time as a struct timespec
+_TIMESPEC = struct.Struct("@qq")
 
 
 def _measure_promptly() -> None:
@@ -60,20 +64,26 @@ def send(to: str, port: int, count: int, interval: float, size: int, bind: str |
     return 0
 
 
-def receive(bind: str, port: int, duration: float, out) -> int:
+def receive(bind: str, port: int, duration: float, out, kernel_stamps: bool = True) -> int:
     _measure_promptly()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    if kernel_stamps:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.bind((bind, port))
     end = time.monotonic() + duration
     print(json.dumps({"listening": f"{bind}:{port}"}), file=out, flush=True)
     while (left := end - time.monotonic()) > 0:
         sock.settimeout(left)
         try:
-            data = sock.recv(65535)
+            data, ancillary, _, _ = sock.recvmsg(65535, 64)
         except TimeoutError:
             break
         now = time.time_ns()
+        for level, kind, value in ancillary:
+            if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS):
+                sec, nsec = _TIMESPEC.unpack_from(value)
+                now = sec * 1_000_000_000 + nsec
         seq, sent = HEADER.unpack_from(data)
         print(json.dumps({"seq": seq, "sent_ns": sent, "recv_ns": now}), file=out, flush=True)
     return 0
@@ -93,10 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--bind", required=True)
     r.add_argument("--port", type=int, default=9000)
     r.add_argument("--duration", type=float, default=10.0)
+    r.add_argument(
+        "--stamp", choices=["kernel", "app"], default="kernel",
+        help="receive time: the kernel's (default) or after recv",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.mode == "send":
         return send(args.to, args.port, args.count, args.interval, args.size, args.bind)
-    return receive(args.bind, args.port, args.duration, sys.stdout)
+    return receive(args.bind, args.port, args.duration, sys.stdout, args.stamp == "kernel")
 
 
 if __name__ == "__main__":

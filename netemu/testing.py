@@ -173,10 +173,11 @@ class Network:
         lines.append("links on the path: " if route else f"links of {src} and {dst}: ")
         lines[-1] += "; ".join(self._link_text(a, b) for a, b in pairs) or "none"
         late = self.emu.shaping_late()
-        if late:  # the machine, not the emulated network, may have added delay
+        if late:  # the machine, not the emulated network, may have added delay or loss
             lines.append(
                 f"the shaping engine released {late['late']} packets more than 0.5 ms late "
-                f"so far (worst {late['worst_late_ms']} ms)"
+                f"so far (worst {late['worst_late_ms']} ms) and could not carry "
+                f"{late['overload']} (emulator overload)"
             )
         if self.artifacts is not None:
             lines.append(f"kept: {self.artifacts}")

@@ -322,25 +322,28 @@ def test_a_broken_engine_stops_traffic_and_the_run(tmp_path):
 
 
 def test_turbulence_fades_are_burst_loss(tmp_path):
-    """Fades (30% of the time, 20 ms each) drop whole runs of packets, not single ones."""
+    """Fades (30% of the time, 5 ms each) drop whole runs of packets, not single ones.
+
+    Simulating the chain for this stream 2,000 times: the share lost was 0.25-0.35
+    (standard deviation 0.015; the bound is 5 of them), runs of losses averaged
+    4.8-7.0 packets (independent 30% loss would give 1.4)."""
     from netemu.shaping import Shape
 
     topo = train_topology(tmp_path)
-    count, interval = 3000, 0.002
+    count, interval = 6000, 0.001
     with Emulation(topo, shaper="wire", run_name="tfade") as emu:
         t0_t1 = emu.links[(0, 1)].forward
         base = emu.shapes[t0_t1]
         emu.shaper.apply(
-            {t0_t1: Shape(base.delay_ms, base.rate_mbit, fade_probability=0.3, fade_ms=20.0)}
+            {t0_t1: Shape(base.delay_ms, base.rate_mbit, fade_probability=0.3, fade_ms=5.0)}
         )
         got = stream(emu, "t0", "t1", count=count, interval=interval)
     lost = np.ones(count, dtype=bool)
     lost[[p["seq"] for p in got]] = False
-    assert abs(lost.mean() - 0.3) <= 0.1, lost.mean()
-    # Runs of losses: a fade of 20 ms covers ~10 packets 2 ms apart.
+    assert abs(lost.mean() - 0.3) <= 0.075, lost.mean()
     edges = np.diff(np.r_[0, lost.astype(int), 0])
     runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
-    assert runs.mean() >= 5, runs.mean()  # independent 30% loss would average 1.4
+    assert runs.mean() >= 4, runs.mean()
 
 
 def _kernel_next_hops(emu, node: str) -> dict[str, str | None]:

@@ -194,12 +194,16 @@ class WireShaper(Shaper):
     def started_at(self, direction: Direction, rate_mbit: float) -> None:
         self.rates[direction] = rate_mbit
 
+    def direction_id(self, direction: Direction) -> int:
+        """The engine's number of a direction (its key in ``stats(full=True)["dirs"]``)."""
+        return self.dir_ids[(direction.src_netns, direction.src_ifname)]
+
     def apply(self, changes: dict[Direction, Shape]) -> None:
         lines = []
         rate_lines: dict[str, list[str]] = {}
         for d, s in changes.items():
             lines.append(
-                f"set {self.dir_ids[(d.src_netns, d.src_ifname)]} {round(s.delay_ms * 1e6)} "
+                f"set {self.direction_id(d)} {round(s.delay_ms * 1e6)} "
                 f"{round(s.jitter_ms * 1e6)} {s.loss:.9g} {s.fade_probability:.9g} "
                 f"{round(s.fade_ms * 1e6)} {int(s.blocked)}"
             )
