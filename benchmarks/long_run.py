@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Long runs: does a day of orbits keep the controller's memory, its epoch timing and the
-nfqueue engine's held packets flat?
+wire engine's held packets flat?
 
 Runs topologies/kepler.yaml accelerated (a full day of orbits in ``--wall-minutes``, default
 120: speed 12) with a steady UDP stream across the ISLs, and samples every

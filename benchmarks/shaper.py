@@ -8,8 +8,8 @@ each figure reported as median with min and max:
 - ``unshaped``: the same nodes, routes and veth pairs with nothing shaped: what
   this machine's kernel does without any emulation (the physical limit);
 - ``wire``: TAP pairs and the compiled engine (netemu/shaping/engine.c);
-- ``python`` (``--with-python``, while netemu still has it): the former Python
-  NFQUEUE engine, whose figures recorded in results-shaper.json are the baseline.
+and, as recorded in results-shaper.json before it was removed (``python_recorded``),
+the former Python NFQUEUE engine: the baseline the compiled one is measured against.
 
 Figures:
 
@@ -21,14 +21,14 @@ Figures:
   engine's CPU per packet (the receiving kernel's work included: the engine's
   writes run it);
 - added delay per pass: 3,000 datagrams at 1 kHz over kep0-kep1, one-way delay
-  (receive stamps by the kernel; by the application for the python engine, whose
-  delay comes after the kernel's stamp) minus the link's delay;
+  (receive stamps by the kernel; the Python engine's by the application, since it
+  delayed packets after the kernel's stamp) minus the link's delay;
 - TCP (one iperf3 stream, 10 s) and UDP (1,200-byte datagrams offered at 600 Mbit/s
   and 1 Gbit/s, 5 s; loss as the receiving iperf3 counts it) over one kepler ISL
   (kep0-kep1, 2.5 Gbit/s, 14.35 ms) and over 5 hops (kep0 -> kep5, 71.7 ms), with
   the packets the emulator could not carry (overload) during each.
 
-Run as root:  sudo .venv/bin/python benchmarks/shaper.py [--runs 3] [--with-python]
+Run as root:  sudo .venv/bin/python benchmarks/shaper.py [--runs 3]
 """
 
 from __future__ import annotations
@@ -174,12 +174,11 @@ def capacity(emu, flood: Path, delay_ms: float) -> dict:
     return out
 
 
-def probe(emu, src: str, dst: str, count: int, interval: float, kernel_stamps: bool) -> list:
+def probe(emu, src: str, dst: str, count: int, interval: float) -> list:
     ns_src, ns_dst = emu.netns[emu.names.index(src)], emu.netns[emu.names.index(dst)]
-    stamp = "kernel" if kernel_stamps else "app"
     rx = subprocess.Popen(
         ["ip", "netns", "exec", ns_dst, sys.executable, "-m", "netemu.probe", "recv",
-         "--bind", emu.address(dst), "--duration", str(count * interval + 3), "--stamp", stamp],
+         "--bind", emu.address(dst), "--duration", str(count * interval + 3)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     rx.stdout.readline()  # listening
@@ -193,8 +192,8 @@ def probe(emu, src: str, dst: str, count: int, interval: float, kernel_stamps: b
     return [json.loads(line) for line in out.splitlines()]
 
 
-def pass_delay(emu, delay_ms: float, kernel_stamps: bool) -> dict:
-    got = probe(emu, "kep0", "kep1", 3000, 0.001, kernel_stamps)
+def pass_delay(emu, delay_ms: float) -> dict:
+    got = probe(emu, "kep0", "kep1", 3000, 0.001)
     err = sorted((p["recv_ns"] - p["sent_ns"]) / 1e3 - delay_ms * 1e3 for p in got[1:])
     return {
         "median_us": round(statistics.median(err), 1),
@@ -248,15 +247,13 @@ def udp(emu, src: str, dst: str, rate: str) -> dict:
 
 
 def one_run(topo, shaper_name: str, flood: Path) -> dict:
-    shaper = Unshaped() if shaper_name == "unshaped" else (
-        "nfqueue" if shaper_name == "python" else "wire"
-    )  # fmt: skip
+    shaper = Unshaped() if shaper_name == "unshaped" else "wire"
     with Emulation(topo, shaper=shaper, run_name=f"bsh_{shaper_name}") as emu:
         geometric = emu.links[(0, 1)].delay_ms
         out: dict = {"link_delay_ms": round(geometric, 3)}
         # Delay and goodput first: the capacity floods last (they overload an engine).
         delay = 0.0 if shaper_name == "unshaped" else geometric
-        out["pass_delay"] = pass_delay(emu, delay, kernel_stamps=shaper_name != "python")
+        out["pass_delay"] = pass_delay(emu, delay)
         out["tcp_1_hop"] = tcp(emu, "kep0", "kep1")
         out["tcp_5_hops"] = tcp(emu, "kep0", "kep5")
         for rate in ("600M", "1G"):
@@ -293,14 +290,13 @@ def summarise(runs: list[dict]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--with-python", action="store_true", help="also the Python engine")
-    parser.add_argument("--only", help="one shaper: unshaped, wire or python")
+    parser.add_argument("--only", choices=["unshaped", "wire"], help="one shaper only")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("benchmarks/shaper.py needs root", file=sys.stderr)
         return 2
     topo = load_topology(REPO / "topologies" / "kepler.yaml")
-    shapers = ["unshaped", "wire", *(["python"] if args.with_python else [])]
+    shapers = ["unshaped", "wire"]
     if args.only:
         shapers = [args.only]
     with tempfile.TemporaryDirectory() as tmp:
@@ -315,10 +311,9 @@ def main() -> int:
         "runs": args.runs,
         "shapers": {s: summarise(r) for s, r in runs.items()},
     }
-    if "python" not in runs and RESULTS.exists():
-        recorded = json.loads(RESULTS.read_text()).get("shapers", {}).get("python")
-        if recorded:
-            result["python_recorded"] = recorded
+    if RESULTS.exists():  # the Python engine's figures, kept from before it was removed
+        recorded = json.loads(RESULTS.read_text())
+        result["python_recorded"] = recorded.get("python_recorded") or recorded["shapers"]["python"]
     print(json.dumps(result, indent=1))
     return 0
 

@@ -11,13 +11,12 @@ receiver) and side:
   propagation (and any loss) and before routing.
 
 So a packet's ``rx`` stamp minus its ``tx`` stamp is its one-way latency on
-that hop, whatever the shaper. A capture on the link interface could not say
-that: netem delays packets in the sender's egress qdisc (after the point
-where an interface capture sees outgoing packets), the nfqueue engine in the
-receiver's PREROUTING (before the point where it sees incoming ones). Taps
-are therefore iptables ``TEE`` rules (mangle POSTROUTING for tx, mangle
-INPUT/FORWARD for rx) that copy the packet onto an ``ifb`` device in the
-node's namespace (``tx-<peer>``, ``rx-<peer>``; ifb drops what it is sent),
+that hop, whatever the shaper. With netem a capture on the sender's link
+interface could not say that: netem delays packets in the egress qdisc,
+before the point where an interface capture sees outgoing packets (the wire
+shaper holds them after it, between the two interfaces). Taps are therefore
+iptables ``TEE`` rules (mangle POSTROUTING for tx, mangle INPUT/FORWARD for
+rx) that copy the packet onto an ``ifb`` device in the node's namespace (``tx-<peer>``, ``rx-<peer>``; ifb drops what it is sent),
 where ``tcpdump --immediate-mode -U`` records it with a kernel timestamp in
 nanoseconds. All namespaces share one clock, so taps compare directly.
 

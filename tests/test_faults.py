@@ -1,5 +1,5 @@
 """Faults on purpose: the schedule (pure), what the plan makes of it, and each kind on a live
-run with real packets (nfqueue shaper): traffic moves to another path, or stops and resumes."""
+run with real packets (wire shaper): traffic moves to another path, or stops and resumes."""
 
 from __future__ import annotations
 

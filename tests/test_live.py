@@ -1,6 +1,6 @@
 """Live emulation with real packets: delays, handovers, loss, throughput, clean-up.
 
-Runs on this machine's kernel with the nfqueue shaper (no sch_netem here).
+Runs on this machine's kernel with the wire shaper (no sch_netem here).
 """
 
 from __future__ import annotations

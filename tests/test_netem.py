@@ -154,7 +154,7 @@ def test_teardown_leaves_nothing(emu):
 
 def test_capture_taps_sit_on_both_sides_of_the_netem_delay(tmp_path):
     """netem delays in the sender's egress qdisc; a tx tap must see the packet before it,
-    the rx tap after it, so their difference is the link's delay (as with nfqueue)."""
+    the rx tap after it, so their difference is the link's delay (as with the wire shaper)."""
     from netemu import analysis
 
     topo = train_topology(tmp_path)

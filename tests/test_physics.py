@@ -124,28 +124,6 @@ def test_fades_grow_toward_the_horizon_and_for_weak_receivers():
     assert 0 <= fade[0] < fade[1] <= 1
 
 
-def test_fade_chain_in_the_engine_has_the_configured_statistics():
-    import random
-
-    from netemu.shaping.engine import LinkState, in_fade
-
-    link = LinkState(fade_p=0.2, fade_s=0.005, blocked=False)
-    rng = random.Random(1)
-    t, states, times = 0.0, [], []
-    for _ in range(200_000):  # packets at random moments, ~0.5 ms apart
-        t += rng.expovariate(2000)
-        states.append(in_fade(link, t, rng))
-        times.append(t)
-    states = np.array(states)
-    assert states.mean() == pytest.approx(0.2, abs=0.02)
-    # Mean fade length: time from a fade's first packet to the next clear one.
-    starts = np.flatnonzero(np.diff(states.astype(int)) == 1) + 1
-    ends = np.flatnonzero(np.diff(states.astype(int)) == -1) + 1
-    ends = ends[ends > starts[0]][: len(starts) - 1]
-    lengths = np.array(times)[ends] - np.array(times)[starts[: len(ends)]]
-    assert lengths.mean() == pytest.approx(0.005, rel=0.15)
-
-
 def test_netem_gemodel_arguments():
     from netemu.shaping import Shape
     from netemu.shaping.netem import gilbert_elliott_per_packet, netem_args
@@ -155,24 +133,3 @@ def test_netem_gemodel_arguments():
     assert r == pytest.approx(1 / 50)  # 5 ms at 10,000 packets/s of 1,500 bytes
     assert p / (p + r) == pytest.approx(0.1)  # the chain's share of bad state
     assert f"loss gemodel {p * 100:.6g}% {r * 100:.6g}% 100% 1%" in netem_args(shape)
-
-
-def test_engine_callback_errors_are_fatal():
-    """An exception while handling a packet drops it and marks the engine broken."""
-    from netemu.shaping.engine import Engine
-
-    class Packet:
-        indev = 7
-        dropped = False
-
-        def drop(self):
-            self.dropped = True
-
-        def get_timestamp(self):
-            raise RuntimeError("boom")
-
-    engine = Engine()
-    engine.set({"ns": 0, "ifindex": 7, "delay_us": 1000, "blocked": False})
-    pkt = Packet()
-    engine._callback(0)(pkt)
-    assert pkt.dropped and "boom" in engine.fatal

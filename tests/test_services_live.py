@@ -1,5 +1,5 @@
 """The services on live emulations: real frames and reports through real namespaces
-(nfqueue shaper), measured stage by stage, in containers and as processes."""
+(wire shaper), measured stage by stage, in containers and as processes."""
 
 from __future__ import annotations
 

@@ -4,14 +4,17 @@ One interface, two backends:
 
 - :mod:`netemu.shaping.netem` drives ``tc netem`` (under an HTB rate limiter)
   on every normal distribution kernel;
-- :mod:`netemu.shaping.nfqueue` holds packets in a user-space engine through
-  NFQUEUE, for kernels built without ``sch_netem`` (this project's CI);
+- :mod:`netemu.shaping.wire` makes each link end a TAP interface and runs a
+  compiled engine as the wire between them, for kernels built without
+  ``sch_netem`` (this project's CI);
 
 and :func:`choose` picks one (``auto`` probes the kernel).
 
 A link between nodes a and b has two directions. Every direction has an HTB
-rate limiter on the sender's interface; netem adds delay and loss after it on
-the same interface, the NFQUEUE engine adds them at the receiver's ingress.
+rate limiter on the sender's interface; netem adds delay and loss after it in
+the same interface's queue, the wire engine between the sender's interface
+and the receiver's. Either way the receiving kernel sees a packet after its
+delay.
 """
 
 from __future__ import annotations
@@ -197,7 +200,6 @@ def tc_batches(lines_by_netns: dict[str, list[str]]) -> None:
 def choose(kind: str) -> Shaper:
     """The shaper for ``kind``: ``netem``, ``wire`` or ``auto``."""
     from netemu.shaping.netem import NetemShaper, netem_available
-    from netemu.shaping.nfqueue import NfqueueShaper
     from netemu.shaping.wire import WireShaper
 
     if kind == "auto":
@@ -206,6 +208,7 @@ def choose(kind: str) -> Shaper:
         return NetemShaper()
     if kind == "wire":
         return WireShaper()
-    if kind == "nfqueue":
-        return NfqueueShaper()
-    raise ValueError(f"unknown shaper {kind!r}")
+    raise ValueError(
+        f"unknown shaper {kind!r}"
+        + (" (the nfqueue shaper became 'wire')" if kind == "nfqueue" else "")
+    )
