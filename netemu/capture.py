@@ -12,13 +12,14 @@ receiver) and side:
 
 So a packet's ``rx`` stamp minus its ``tx`` stamp is its one-way latency on
 that hop, whatever the shaper. With netem a capture on the sender's link
-interface could not say that: netem delays packets in the egress qdisc,
-before the point where an interface capture sees outgoing packets (the wire
-shaper holds them after it, between the two interfaces). Taps are therefore
-iptables ``TEE`` rules (mangle POSTROUTING for tx, mangle INPUT/FORWARD for
-rx) that copy the packet onto an ``ifb`` device in the node's namespace (``tx-<peer>``, ``rx-<peer>``; ifb drops what it is sent),
-where ``tcpdump --immediate-mode -U`` records it with a kernel timestamp in
-nanoseconds. All namespaces share one clock, so taps compare directly.
+interface could not say that: netem delays packets in the egress qdisc, before
+the point where an interface capture sees outgoing packets (the wire shaper
+holds them after it, between the two interfaces). Taps are therefore iptables
+``TEE`` rules (mangle POSTROUTING for tx, mangle INPUT/FORWARD for rx) that
+copy the packet onto an ``ifb`` device in the node's namespace (``tx-<peer>``,
+``rx-<peer>``; ifb drops what it is sent), where ``tcpdump --immediate-mode
+-U`` records it with a kernel timestamp in nanoseconds. All namespaces share
+one clock, so taps compare directly.
 
 At stop every tcpdump is interrupted (it has written each packet as it came),
 and its file becomes part of one pcapng per point (``sat3.pcapng``,
