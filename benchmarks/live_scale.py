@@ -200,7 +200,7 @@ def bench_netemu(topo, realtime_s: float) -> dict:
         stats = emu.shaper.stats(full=True)
         engine = {
             k: stats.get(k)
-            for k in ("late", "worst_late_ms", "overload", "release_error_us", "cpu_s")
+            for k in ("late", "worst_late_ms", "overload", "release_error_us", "rests", "cpu_s")
         }
         emu._stop.set()
         emu._thread.join()

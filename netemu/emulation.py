@@ -68,6 +68,20 @@ from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
 from netemu.shaping import Direction, Port, Shape, Shaper, ShaperError, choose
 from netemu.topology import LinkParams, Topology
 
+
+def _no_huge_pages() -> None:
+    """NumPy asks for transparent huge pages on large arrays; collapsing them, khugepaged
+    runs for milliseconds at a time every 10 s, on any CPU and without preemption, and the
+    wire engine's releases wait behind it. Live runs keep the controller's arrays small-paged."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _set_madvise_hugepage
+    _set_madvise_hugepage(False)
+
+
+_no_huge_pages()
+
 #: Orbital time planned ahead at bring-up (sampled every PLAN_AHEAD_STEP_S at
 #: least) to create the links a run will need; links the sampling misses or
 #: that come later are created when they first appear (they acquire anyway).
@@ -469,7 +483,7 @@ class Emulation:
                     break
                 ready = self.acquisition.next_ready()
                 if ready is not None and now >= self._wall0 + ready:
-                    with self._lock:
+                    with self._lock, self.shaper.elsewhere():
                         self._push(now, refresh=False)
                     continue
                 wake = due if ready is None else min(due, self._wall0 + ready)
@@ -494,7 +508,7 @@ class Emulation:
         epoch = next(self._epochs, None)
         if epoch is None:
             return False
-        with self._lock:
+        with self._lock, self.shaper.elsewhere():
             self.epoch = epoch
             self.epoch_index += 1
             self._create_links(

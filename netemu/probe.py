@@ -1,17 +1,22 @@
-"""A UDP probe with application timestamps: one-way delay and loss between nodes.
+"""A UDP probe with timestamps: one-way delay and loss between nodes.
 
 All namespaces share the machine's clock, so the receiver can subtract the
 sender's CLOCK_REALTIME stamp from its own and get the one-way delay exactly.
-The receiver's stamp is the kernel's (``SO_TIMESTAMPNS``): when the datagram
-reached the node, however long the receiver took to be scheduled. Both
-shapers apply the delay before the receiving kernel sees a packet (netem in
-the sender's egress queue, the wire engine between the TAPs), so that stamp is
-the emulated arrival; ``--stamp app`` stamps after ``recv`` instead.
+Both stamps are the kernel's: the sender's when its datagram entered the link's
+queue (``SO_TIMESTAMPING``, SCHED), carried in the datagram after it (known
+only once sent, as PTP's follow-ups do), and the receiver's when the datagram
+reached its node (``SO_TIMESTAMPNS``). So neither program's scheduling counts
+as delay. Both shapers apply the delay before the receiving kernel sees a
+packet (netem in the sender's egress queue, the wire engine between the
+TAPs), so the receive stamp is the emulated arrival. A datagram whose follow-up
+never came keeps the sender's application stamp (``"sent_by": "app"``);
+``--stamp app`` stamps receptions after ``recv`` instead.
 
     python -m netemu.probe recv --bind 172.16.0.6 --port 9000 --duration 10 > got.jsonl
     python -m netemu.probe send --to 172.16.0.6 --port 9000 --count 1000 --interval 0.01
 
-The receiver writes one JSON line per datagram: ``{"seq", "sent_ns", "recv_ns"}``.
+The receiver writes one JSON line per datagram: ``{"seq", "sent_ns", "recv_ns",
+"sent_by"}``.
 """
 
 from __future__ import annotations
@@ -25,23 +30,51 @@ import struct
 import sys
 import time
 
-HEADER = struct.Struct("!QQ")  # sequence number, send time (ns since the epoch)
+#: Sequence number, application send time, the kernel's send time of the datagram
+#: before (0: unknown), all ns since the epoch. FOLLOW_UP marks the last follow-up.
+HEADER = struct.Struct("!QQQ")
+FOLLOW_UP = 1 << 63
 SO_TIMESTAMPNS = 35  # Linux; the kernel's receive time as a struct timespec
+SO_TIMESTAMPING = 37
+#: Stamp when the datagram enters the interface's queue, software clock, stamps only,
+#: numbered per socket (so each stamp names its datagram).
+_TX_FLAGS = (1 << 8) | (1 << 4) | (1 << 11) | (1 << 7)
 _TIMESPEC = struct.Struct("@qq")
+_EXTENDED_ERR = struct.Struct("@IBBBBII")  # errno, origin, type, code, pad, info, data
 
 
 def _measure_promptly() -> None:
     """Real-time priority where allowed (root), below the shaping engine's, for the
-    receiver (it sleeps in recv): a stamp taken late because both cores were busy
-    elsewhere would be counted as delay."""
+    receiver (it sleeps in recv): what it prints is read promptly."""
     with contextlib.suppress(OSError, AttributeError):
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))
+
+
+def _sent_stamps(sock: socket.socket) -> dict[int, int]:
+    """The kernel's send stamps waiting on the socket's error queue: {counter: ns}."""
+    stamps = {}
+    while True:
+        try:
+            _, ancillary, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return stamps
+        when, counter = 0, None
+        for level, kind, value in ancillary:
+            if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPING):
+                sec, nsec = _TIMESPEC.unpack_from(value)
+                when = sec * 1_000_000_000 + nsec
+            elif level == socket.SOL_IP and len(value) >= _EXTENDED_ERR.size:
+                counter = _EXTENDED_ERR.unpack_from(value)[6]
+        if counter is not None and when:
+            stamps[counter] = when
 
 
 def send(to: str, port: int, count: int, interval: float, size: int, bind: str | None) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     if bind:
         sock.bind((bind, 0))
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _TX_FLAGS)
     # Binding and the route lookup happen here, not between a timestamp and
     # its datagram (the first send of a fresh socket is ~0.4 ms slower). With
     # no route yet (an outage), each datagram looks for one as it goes.
@@ -55,12 +88,22 @@ def send(to: str, port: int, count: int, interval: float, size: int, bind: str |
 
     pad = b"\0" * max(0, size - HEADER.size)
     start = time.monotonic()
-    for seq in range(count):
+    sent = 0  # the kernel numbers the datagrams the socket sent: 0, 1, ...
+    numbered: dict[int, int] = {}  # that number -> our sequence number
+    previous, stamps = None, {}
+    for seq in range(count + 1):
         delay = start + seq * interval - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        stamps.update(_sent_stamps(sock))
+        before = stamps.get(numbered.get(previous), 0) if previous is not None else 0
+        last = seq == count  # a follow-up alone, for the last datagram's stamp
         with contextlib.suppress(OSError):  # no route right now: the datagram is lost
-            emit(HEADER.pack(seq, time.time_ns()) + pad)
+            emit(HEADER.pack(FOLLOW_UP | seq if last else seq, time.time_ns(), before) + pad)
+            numbered[sent] = seq
+            sent += 1
+        numbered = {k: v for k, v in numbered.items() if v >= seq - 1}
+        previous = seq
     return 0
 
 
@@ -73,6 +116,11 @@ def receive(bind: str, port: int, duration: float, out, kernel_stamps: bool = Tr
     sock.bind((bind, port))
     end = time.monotonic() + duration
     print(json.dumps({"listening": f"{bind}:{port}"}), file=out, flush=True)
+    waiting = None  # the last datagram's record, until its follow-up stamp comes
+
+    def emit(record: dict) -> None:
+        print(json.dumps(record), file=out, flush=True)
+
     while (left := end - time.monotonic()) > 0:
         sock.settimeout(left)
         try:
@@ -84,8 +132,19 @@ def receive(bind: str, port: int, duration: float, out, kernel_stamps: bool = Tr
             if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS):
                 sec, nsec = _TIMESPEC.unpack_from(value)
                 now = sec * 1_000_000_000 + nsec
-        seq, sent = HEADER.unpack_from(data)
-        print(json.dumps({"seq": seq, "sent_ns": sent, "recv_ns": now}), file=out, flush=True)
+        seq, sent, before = HEADER.unpack_from(data)
+        if waiting is not None:
+            # Its stamp, if this is the datagram right after it (and the stamp falls
+            # between the two datagrams' own send times, as only its stamp can).
+            if (seq & ~FOLLOW_UP) == waiting["seq"] + 1 and waiting["sent_ns"] <= before <= sent:
+                waiting["sent_ns"], waiting["sent_by"] = before, "kernel"
+            emit(waiting)
+            waiting = None
+        if seq & FOLLOW_UP:
+            continue
+        waiting = {"seq": seq, "sent_ns": sent, "recv_ns": now, "sent_by": "app"}
+    if waiting is not None:
+        emit(waiting)
     return 0
 
 

@@ -19,8 +19,11 @@ delay.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from netemu import netns
@@ -150,6 +153,25 @@ class Shaper(ABC):
     def stats(self, full: bool = False) -> dict:
         """What the shaper counted ({} where the kernel does it all): see the wire shaper."""
         return {}
+
+    #: The CPU the shaper's own process runs on, if it has one (the wire engine's).
+    cpu: int | None = None
+
+    @contextlib.contextmanager
+    def elsewhere(self) -> Iterator[None]:
+        """Run the calling thread off the shaper's CPU meanwhile (an epoch's netlink batches:
+        the kernel does not preempt a system call here, so one on that CPU would hold the
+        engine's next release back by milliseconds). Threads only: what runs in the nodes
+        keeps every CPU."""
+        allowed = os.sched_getaffinity(0)
+        if self.cpu is None or allowed - {self.cpu} == set():
+            yield
+            return
+        os.sched_setaffinity(0, allowed - {self.cpu})
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, allowed)
 
     def stop(self) -> None:
         """Release what the shaper holds outside the namespaces."""

@@ -19,8 +19,8 @@
  * spun, at real-time priority, with memory locked and the CPUs kept out of deep idle states
  * (/dev/cpu_dma_latency) while the engine runs.
  *
- * Fail closed: the TAPs live only as long as this process holds them (not persistent), so if it
- * dies every link vanishes and no packet passes undelayed. A packet the engine cannot hold (its
+ * Fail closed: a TAP whose descriptor nobody holds drops what it is sent, so if the engine dies
+ * no packet passes at all, delayed or not; the TAPs go with their namespaces. A packet the engine cannot hold (its
  * memory budget is spent) is dropped and counted as emulator overload, apart from the link's
  * own loss; so are packets the kernel dropped because a TAP's queue was full (the engine fell
  * behind), read from the TAPs' tx_dropped counters.
@@ -209,8 +209,9 @@ static bool grow_pool(bool large)
 		mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (chunk == MAP_FAILED)
 		return false;
-	/* Held packets cycle through all of the pool: huge pages spare the TLB. */
-	madvise(chunk, CHUNK_BYTES, MADV_HUGEPAGE);
+	/* No huge pages: khugepaged, collapsing them, runs for milliseconds on our CPU where the
+	 * kernel does not preempt it, and every release waits. */
+	madvise(chunk, CHUNK_BYTES, MADV_NOHUGEPAGE);
 	memset(chunk, 0, CHUNK_BYTES); /* fault it in now, not while a packet waits */
 	pool_bytes += CHUNK_BYTES;
 	for (size_t off = 0; off + size <= CHUNK_BYTES; off += size) {
@@ -318,6 +319,11 @@ static const char *make_tap(int ns, int ifindex, const char *name, const char *m
 		fail = "TUNSETIFF";
 	else if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) || ioctl(fd, TUNSETOFFLOAD, OFFLOADS))
 		fail = "TAP offloads";
+	/* Persistent: closing a TAP's last descriptor then costs nothing (unregistering one takes
+	 * ~16 ms, minutes for a constellation); the namespace's deletion removes them all at once.
+	 * Without the engine a persistent TAP has no reader and drops what it is sent. */
+	else if (ioctl(fd, TUNSETPERSIST, 1))
+		fail = "TUNSETPERSIST";
 	if (!fail) {
 		struct ifreq hwr = {0};
 		strncpy(hwr.ifr_name, name, IFNAMSIZ - 1);
@@ -768,32 +774,51 @@ static void learn_wake(int64_t late_by)
 }
 
 static char control[1 << 20];
-static size_t control_len;
+static size_t control_len, control_done; /* bytes buffered; of them, already carried out */
+static bool control_eof;
 
-/* Take what the controller wrote; false once it said quit or went away. */
-static bool take_control(void)
+/* Read what the controller wrote. */
+static void read_control(void)
 {
-	ssize_t n = read(0, control + control_len, sizeof control - 1 - control_len);
-	if (n == 0)
-		return false;
-	if (n < 0)
-		return errno == EAGAIN || errno == EINTR;
-	control_len += n;
-	char *start = control, *nl;
-	int done = 0;
-	while ((nl = memchr(start, '\n', control + control_len - start))) {
+	if (control_done) { /* make room: drop what was carried out */
+		memmove(control, control + control_done, control_len - control_done);
+		control_len -= control_done;
+		control_done = 0;
+	}
+	if (control_len == sizeof control)
+		protocol("(a line longer than 1 MiB)");
+	ssize_t n = read(0, control + control_len, sizeof control - control_len);
+	if (n > 0) {
+		control_len += n;
+	} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+		control_eof = true; /* what is buffered is still carried out */
+		epoll_ctl(epfd, EPOLL_CTL_DEL, 0, NULL);
+	}
+}
+
+/*
+ * Carry out at most CONTROL_SLICE commands; false after quit. An epoch's changes come by the
+ * thousand: between slices the loop reads the TAPs and releases what is due, so a packet
+ * never waits for the whole batch to be parsed.
+ */
+#define CONTROL_SLICE 32
+static bool control_pending(void)
+{
+	return memchr(control + control_done, '\n', control_len - control_done) != NULL;
+}
+
+static bool run_control(void)
+{
+	for (int i = 0; i < CONTROL_SLICE; i++) {
+		char *start = control + control_done;
+		char *nl = memchr(start, '\n', control_len - control_done);
+		if (!nl)
+			break;
 		*nl = 0;
+		control_done = nl + 1 - control;
 		if (!command(start))
 			return false;
-		start = nl + 1;
-		/* An epoch's changes come by the thousand: let what is due go meanwhile. */
-		if (++done % 64 == 0)
-			release(now_ns());
 	}
-	control_len -= start - control;
-	memmove(control, start, control_len);
-	if (control_len == sizeof control - 1)
-		protocol("(a line longer than 1 MiB)");
 	return true;
 }
 
@@ -802,8 +827,7 @@ static bool handle(struct epoll_event *ev, int n)
 	for (int i = 0; i < n; i++) {
 		uint64_t what = ev[i].data.u64;
 		if (what == 0) {
-			if (!take_control())
-				return false;
+			read_control();
 		} else if (what == 1) {
 			uint64_t x;
 			if (read(timer_fd, &x, sizeof x) < 0 && errno != EAGAIN)
@@ -822,9 +846,9 @@ static bool handle(struct epoll_event *ev, int n)
  * window has left it idle enough, and if a window leaves it less than REST_NS asleep it rests for
  * the difference (the TAPs' queues hold what comes meanwhile); such rests are counted.
  */
-#define BUSY_WINDOW_NS 20000000
-#define REST_NS 1500000
-#define SPIN_MAX_BUSY 0.8
+#define BUSY_WINDOW_NS 100000000
+#define REST_NS 7000000
+#define SPIN_MAX_BUSY 0.5
 
 static void account(int64_t now)
 {
@@ -851,6 +875,17 @@ static void run(void)
 		if (armed && now >= armed)
 			armed = 0; /* it fired (or is firing): a one-shot timer is then disarmed */
 		account(now);
+		if (control_pending()) { /* a slice of commands, then the TAPs and what is due */
+			if (!run_control())
+				return;
+			int n = epoll_wait(epfd, ev, 256, 0);
+			if (!handle(ev, n > 0 ? n : 0))
+				return;
+			release(now_ns());
+			continue;
+		}
+		if (control_eof)
+			return; /* the controller is gone: stop (the TAPs then carry nothing) */
 		/* Spin only while this window has left room for it (spinning is busy time). */
 		int64_t busy_so_far = now - window_start - window_idle;
 		int64_t lead = busy_so_far < SPIN_MAX_BUSY * BUSY_WINDOW_NS ? lead_ns : 0;

@@ -12,8 +12,9 @@ the peer's kernel receives it as from a real wire: kernel timestamps (plain
 The engine is one process for all namespaces, built from its C source the
 first time it is needed (cached by the source's hash; ``python -m
 netemu.shaping.wire`` builds it, as ``scripts/provision`` does) and supervised
-here: :meth:`WireShaper.check` notices when it dies. Its TAPs die with it, so
-traffic has then already stopped (fail closed) and the run ends saying so.
+here: :meth:`WireShaper.check` notices when it dies. A TAP nobody reads drops
+what it is sent, so traffic has then already stopped (fail closed) and the run
+ends saying so.
 """
 
 from __future__ import annotations
@@ -168,6 +169,8 @@ class WireShaper(Shaper):
     def start(self, namespaces: list[str]) -> None:
         self.engine = Engine()
         self.notes = self.engine.notes
+        pinned = [n for n in self.notes if n.startswith("CPU ")]
+        self.cpu = int(pinned[0].split()[1]) if pinned else None
         for i, ns in enumerate(namespaces):
             self.ns_ids[ns] = i
         replies = self.engine.ask([f"bind {i} /run/netns/{ns}" for ns, i in self.ns_ids.items()])
