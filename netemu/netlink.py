@@ -332,7 +332,8 @@ def htb_requests(
     qdisc = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, ifindex, root, TC_H_ROOT, 0)
     qdisc += kind + _attr(TCA_OPTIONS | NLA_F_NESTED, _attr(TCA_HTB_INIT, glob))
     spec = _RATESPEC.pack(0, TC_LINKLAYER_ETHERNET, 0, -1, 0, min(rate_bytes_s, _U32_MAX))
-    buffer = round(burst_bytes * 1e9 / rate_bytes_s / _PSCHED_TICK_NS)
+    # As tc computes it: the burst's transmission time in whole microseconds, then in ticks.
+    buffer = int(int(1e6 * burst_bytes / rate_bytes_s) * 1000 / _PSCHED_TICK_NS)
     attrs = _attr(TCA_HTB_PARMS, spec + spec + struct.pack("=5I", buffer, buffer, 0, 0, 0))
     if rate_bytes_s >= _U32_MAX:
         attrs += _attr(TCA_HTB_RATE64, struct.pack("=Q", rate_bytes_s))

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -114,38 +115,55 @@ def receive(bind: str, port: int, duration: float, out, kernel_stamps: bool = Tr
     if kernel_stamps:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.bind((bind, port))
-    end = time.monotonic() + duration
     print(json.dumps({"listening": f"{bind}:{port}"}), file=out, flush=True)
-    waiting = None  # the last datagram's record, until its follow-up stamp comes
-
-    def emit(record: dict) -> None:
-        print(json.dumps(record), file=out, flush=True)
-
-    while (left := end - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            data, ancillary, _, _ = sock.recvmsg(65535, 64)
-        except TimeoutError:
-            break
-        now = time.time_ns()
-        for level, kind, value in ancillary:
-            if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS):
-                sec, nsec = _TIMESPEC.unpack_from(value)
-                now = sec * 1_000_000_000 + nsec
-        seq, sent, before = HEADER.unpack_from(data)
-        if waiting is not None:
-            # Its stamp, if this is the datagram right after it (and the stamp falls
-            # between the two datagrams' own send times, as only its stamp can).
-            if (seq & ~FOLLOW_UP) == waiting["seq"] + 1 and waiting["sent_ns"] <= before <= sent:
-                waiting["sent_ns"], waiting["sent_by"] = before, "kernel"
-            emit(waiting)
-            waiting = None
-        if seq & FOLLOW_UP:
-            continue
-        waiting = {"seq": seq, "sent_ns": sent, "recv_ns": now, "sent_by": "app"}
-    if waiting is not None:
-        emit(waiting)
+    records = _Records(out)
+    # Stopped (a stream that ran until something happened): the last datagram still counts.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    end = time.monotonic() + duration
+    try:
+        while (left := end - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, ancillary, _, _ = sock.recvmsg(65535, 64)
+            except TimeoutError:
+                break
+            now = time.time_ns()
+            for level, kind, value in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS):
+                    sec, nsec = _TIMESPEC.unpack_from(value)
+                    now = sec * 1_000_000_000 + nsec
+            records.arrived(*HEADER.unpack_from(data), now)
+    finally:
+        records.flush()
     return 0
+
+
+class _Records:
+    """The receiver's output: each datagram's record waits for the next datagram, which
+    carries the kernel's send stamp of this one."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.waiting: dict | None = None
+
+    def arrived(self, seq: int, sent_ns: int, before_ns: int, recv_ns: int) -> None:
+        last = self.waiting
+        # Its stamp, if this is the datagram right after it (and the stamp falls between
+        # the two datagrams' own send times, as only its stamp can).
+        if (
+            last
+            and (seq & ~FOLLOW_UP) == last["seq"] + 1
+            and last["sent_ns"] <= before_ns <= sent_ns
+        ):
+            last["sent_ns"], last["sent_by"] = before_ns, "kernel"
+        self.flush()
+        if not seq & FOLLOW_UP:
+            self.waiting = {"seq": seq, "sent_ns": sent_ns, "recv_ns": recv_ns, "sent_by": "app"}
+
+    def flush(self) -> None:
+        if self.waiting is not None:
+            print(json.dumps(self.waiting), file=self.out, flush=True)
+            self.waiting = None
 
 
 def main(argv: list[str] | None = None) -> int:

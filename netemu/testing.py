@@ -26,6 +26,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -309,6 +310,7 @@ class Network:
         first = proc.stdout.readline()
         if "listening" not in first:
             raise RuntimeError(f"probe receiver in {node} did not start: {proc.stderr.read()}")
+        _keep_reading(proc)
         return proc
 
     def probe_sender(
@@ -408,10 +410,19 @@ class Network:
 
 def received(proc: subprocess.Popen) -> list[dict]:
     """What a probe receiver got (it is stopped or has run its duration)."""
-    out, err = proc.communicate(timeout=600)
+    proc.wait(timeout=600)
+    proc.reader.join()
     if proc.returncode not in (0, -15):
-        raise RuntimeError(f"probe receiver failed: {err}")
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+        raise RuntimeError(f"probe receiver failed: {proc.stderr.read()}")
+    return [json.loads(line) for line in proc.lines if line.strip()]
+
+
+def _keep_reading(proc: subprocess.Popen) -> None:
+    """Read a receiver's output as it comes, into ``proc.lines``: a pipe nobody reads
+    fills after ~700 datagrams and then holds the receiver back (it stops recording)."""
+    proc.lines = []
+    proc.reader = threading.Thread(target=lambda: proc.lines.extend(proc.stdout), daemon=True)
+    proc.reader.start()
 
 
 def _sample(what: str, sent: int, got: list[dict]) -> Sample:

@@ -7,7 +7,7 @@ from netemu.shaping.netem import netem_args, netem_limit
 
 def test_htb_rates_are_megabits_not_megabytes():
     assert htb_rate(2500).startswith("rate 2500mbit ceil 2500mbit")
-    assert "burst 1250000" in htb_rate(2500)  # 4 ms at 2.5 Gbit/s
+    assert "burst 78125" in htb_rate(2500)  # 0.25 ms at 2.5 Gbit/s
     assert "burst 3028" in htb_rate(1)  # never below two full frames
 
 
