@@ -259,8 +259,11 @@ def one_run(topo, shaper_name: str, flood: Path) -> dict:
         for rate in ("600M", "1G"):
             out[f"udp_{rate}_1_hop"] = udp(emu, "kep0", "kep1", rate)
             out[f"udp_{rate}_5_hops"] = udp(emu, "kep0", "kep5", rate)
-        out["capacity_no_delay"] = capacity(emu, flood, 0.0)
-        if shaper_name != "unshaped":
+        if shaper_name == "unshaped":  # no engine: what arrives of a flood is the limit
+            flat_out = flood_once(emu, flood, 3.0)
+            out["capacity_no_delay"] = {"flood_arrived_pps": round(flat_out["pps"])}
+        else:
+            out["capacity_no_delay"] = capacity(emu, flood, 0.0)
             out["capacity_with_delay"] = capacity(emu, flood, geometric)
         stats = engine_stats(emu)
         if stats:

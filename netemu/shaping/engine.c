@@ -34,6 +34,7 @@
  *   set DIR DELAY_NS JITTER_NS LOSS FADE_P FADE_NS BLOCKED
  *                                        a direction's shape from its next packet on (no reply)
  *   limit BYTES                          memory the held packets may use  (no reply)
+ *   queue PACKETS                        the queue of TAPs made from now on (no reply)
  *   stats [dirs]                         counters (and per direction)  -> {"ok":"stats",...}
  *   quit
  * A malformed command is a bug in the controller: the engine says so on stderr and exits 2.
@@ -124,6 +125,8 @@ static int *ns_fd;
 static int n_ns;
 static int *heap, heap_len;
 static int own_ns, epfd, timer_fd;
+/* Packets a TAP queues for the engine to read: what a stall of the engine can be absorbed. */
+static int tap_queue = 1000;
 
 static struct pkt *free_small, *free_large;
 static uint64_t pool_bytes, held_bytes, limit_bytes = 1ULL << 30;
@@ -324,6 +327,13 @@ static const char *make_tap(int ns, int ifindex, const char *name, const char *m
 	 * Without the engine a persistent TAP has no reader and drops what it is sent. */
 	else if (ioctl(fd, TUNSETPERSIST, 1))
 		fail = "TUNSETPERSIST";
+	if (!fail && tap_queue != 1000) {
+		struct ifreq q = {0};
+		strncpy(q.ifr_name, name, IFNAMSIZ - 1);
+		q.ifr_qlen = tap_queue;
+		if (ioctl(sock, SIOCSIFTXQLEN, &q))
+			fail = "set queue length";
+	}
 	if (!fail) {
 		struct ifreq hwr = {0};
 		strncpy(hwr.ifr_name, name, IFNAMSIZ - 1);
@@ -738,6 +748,9 @@ static bool command(char *line)
 			reply("{\"error\":\"bind %s: %s\"}", path, strerror(errno));
 		else
 			reply("{\"ok\":\"bind\",\"ns\":%d}", ns);
+	} else if (!strncmp(line, "queue ", 6)) {
+		if (sscanf(line + 6, "%d", &tap_queue) != 1 || tap_queue < 1)
+			protocol(line);
 	} else if (!strncmp(line, "limit ", 6)) {
 		if (sscanf(line + 6, "%llu", &bytes) != 1)
 			protocol(line);
