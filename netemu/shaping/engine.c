@@ -814,7 +814,7 @@ static void read_control(void)
  * thousand: between slices the loop reads the TAPs and releases what is due, so a packet
  * never waits for the whole batch to be parsed.
  */
-#define CONTROL_SLICE 32
+#define CONTROL_SLICE 8
 static bool control_pending(void)
 {
 	return memchr(control + control_done, '\n', control_len - control_done) != NULL;
