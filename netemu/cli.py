@@ -161,17 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    import signal
-
     from netemu.addressing import default_run_name
     from netemu.emulation import Emulation, preflight
     from netemu.faults import parse_cli
     from netemu.report import StatusView
+    from netemu.signals import Stopped, StopSignals
     from netemu.topology import load_topology
 
     topology = load_topology(args.topology)
@@ -191,9 +186,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         capture_dir=args.capture_dir,
         faults=[parse_cli(f) for f in args.fault],
     )
-    signal.signal(signal.SIGTERM, _on_sigterm)
     view = StatusView()
-    interrupted = False
+    # From here on a signal stops the run; Ctrl-C in --cli stops the prompt's command.
+    stop = StopSignals(interrupt=not args.cli).__enter__()
     try:
         view.message(
             f"netemu: building {topology.name} ({len(topology.nodes)} nodes) "
@@ -209,19 +204,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             with view:
                 view.update(emu.status())
-                emu.run(on_epoch=lambda e: view.update(e.status()))
-    except KeyboardInterrupt:
-        interrupted = True
+                emu.run(on_epoch=lambda e: (stop.check(), view.update(e.status())))
+        stop.check()
+    except Stopped:
+        pass  # said below, with the run's figures
     finally:
+        stop.hold()  # a second Ctrl-C must not cut the teardown short
         status = emu.status() if emu.epoch is not None else None
         late = emu.shaping_late()
         emu.stop()
         chown_to_invoker(log)
+        stop.__exit__()
+    stopped = stop.stopped
     if status:
+        how = f"stopped by {stopped.name}" if stopped else "done"
         view.message(
-            f"netemu: {'interrupted' if interrupted else 'done'} after {status['epoch'] + 1} "
-            f"epochs, {status['handovers']} handovers, {status['late_epochs']} late epochs; "
-            "everything removed"
+            f"netemu: {how} after {status['epoch'] + 1} epochs, {status['handovers']} "
+            f"handovers, {status['late_epochs']} late epochs; everything removed"
         )
     if late.get("late"):
         view.message(
@@ -244,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"netemu: warning: capture tap {tap}'s recorder stopped before the run "
             f"(exit status {status}): its packets end there"
         )
-    return 130 if interrupted else 0
+    return stopped.exit_status if stopped else 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netemu import addressing, netns
+from netemu import addressing, netns, signals
 from netemu.acquisition import Acquisition
 from netemu.aggregation import PrefixChanges, PrefixRoutes
 from netemu.capture import CapturePoint, Captures
@@ -890,16 +890,17 @@ class Emulation:
         """Stop the controller and remove everything this run created. Idempotent."""
         if not self.started:
             return
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        try:
-            self.shaper.stop()
-        finally:
+        with signals.deferred():  # a signal now is raised once all is removed
+            self._stop.set()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout=10)
             try:
-                self.capture_files = self.captures.stop(self.events)
+                self.shaper.stop()
             finally:
-                self._tear_down()
+                try:
+                    self.capture_files = self.captures.stop(self.events)
+                finally:
+                    self._tear_down()
 
     def _tear_down(self) -> None:
         """Hosts, namespaces (with their links, qdiscs and rules), state file, log."""

@@ -31,6 +31,8 @@ class InputError(Exception):
         return f"{where}{key}{self.problem}"
 
 
+# Exit statuses (README: exit statuses); a signal's stop is 128 + its number (signals.py).
+EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 

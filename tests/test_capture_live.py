@@ -203,7 +203,7 @@ def test_netemu_run_captures_for_the_user_behind_sudo(tmp_path):
     assert ping.returncode == 0, ping.stdout + ping.stderr
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err
     assert leftovers("tcapcli") == []
     files = sorted(p.name for p in out.iterdir())
     assert files == ["all.pcapng", "link-t0-t1.pcapng", "t1.pcapng"]

@@ -190,6 +190,7 @@ def _cli_run(run: str, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a shell's job
     )
 
 
@@ -203,16 +204,25 @@ def _wait_up(proc: subprocess.Popen, run: str) -> None:
     raise AssertionError("the run did not come up")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_cli_run_stopped_by_a_signal_cleans_up(sig):
-    run = f"tsig{int(sig)}"
+@pytest.mark.parametrize("to_group", [False, True], ids=["controller", "group"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
+def test_cli_run_stopped_by_a_signal_cleans_up(sig, to_group):
+    """To the controller alone, or to its whole process group as a terminal's Ctrl-C,
+    `kill -- -PGID` or a closed terminal deliver it: torn down, 128 + signal."""
+    run = f"tsig{int(sig)}{'g' if to_group else ''}"
     proc = _cli_run(run)
     _wait_up(proc, run)
     assert leftovers(run)
-    proc.send_signal(sig)
+    t0 = time.monotonic()
+    if to_group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
-    assert "everything removed" in err
+    assert proc.returncode == 128 + sig, err
+    assert f"stopped by {sig.name} after" in err and "everything removed" in err, err
+    assert "Traceback" not in err, err
+    assert time.monotonic() - t0 < 10, "the teardown took too long"
     assert leftovers(run) == []
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,9 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from netemu.cli import _on_sigterm
 from netemu.emulation import Emulation
-from netemu.errors import InputError
+from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE, InputError
 from netemu.faults import parse_cli
 from netemu.privileges import chown_tree_to_invoker, make_dirs
 from netemu.services import measure, results
@@ -31,6 +29,7 @@ from netemu.services.backend import cpu_name
 from netemu.services.deploy import Deployment, DeploymentError
 from netemu.services.runtime import PodmanRuntime
 from netemu.services.runtime import choose as choose_runtime
+from netemu.signals import Stopped, StopSignals
 from netemu.topology import Topology, load_topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,23 +68,25 @@ def parser(doc: str, topology: str = "kepler.yaml", **defaults) -> argparse.Argu
 
 
 def run_main(name: str, body: Callable[[Console], int]) -> int:
-    """Run a scenario's body: one-line errors, exit 2 on bad input, 130 on Ctrl-C."""
+    """Run a scenario's body: one-line errors, exit 2 on bad input, 1 when the
+    deployment fails, 128 + the signal's number when a signal stops it."""
     console = Console(width=None if sys.stdout.isatty() else 120)
-    signal.signal(signal.SIGTERM, _on_sigterm)  # as `netemu run`: clean up, exit 130
     if os.geteuid() != 0:
         print(f"{name}: needs root for network namespaces: run it with sudo", file=sys.stderr)
-        return 2
-    try:
-        return body(console)
-    except InputError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 2
-    except DeploymentError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; everything removed", file=sys.stderr)
-        return 130
+        return EXIT_BAD_INPUT
+    with StopSignals() as stop:
+        try:
+            return body(console)
+        except InputError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except DeploymentError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME_FAILURE
+        except Stopped:
+            stop.hold()
+            print(f"{name}: {stop.stopped}; everything removed", file=sys.stderr)
+            return stop.stopped.exit_status
 
 
 def load(args) -> Topology:

@@ -1,0 +1,125 @@
+"""How a run is stopped from outside, and the exit status that says so.
+
+SIGINT, SIGTERM and SIGHUP, sent to the controller alone or to its whole process
+group (a terminal's Ctrl-C, ``kill -- -PGID``, a closed terminal or SSH session),
+become one :class:`Stopped` exception in the main thread; the run then tears down
+and exits with 128 + the signal's number (130, 143, 129).
+
+Python runs a handler between two bytecodes of the main thread, wherever that
+thread is, and an exception raised inside a ``__del__`` or a weakref callback is
+printed and dropped. So the signal is remembered too, and :meth:`StopSignals.check`
+raises it again at the next safe point (the controller calls it every epoch).
+Signals after the first are counted, not raised, and so is a first one that comes
+during a teardown (:func:`deferred`): raised there it would cut the teardown short
+and leave the run's namespaces behind. SIGKILL, then ``netemu clean``, is the way
+to stop a teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(BaseException):
+    """The run was asked to stop by a signal (not an ``Exception``: nothing that
+    handles errors may swallow it, Mininet's CLI included)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return f"stopped by {self.name}"
+
+
+class StopSignals:
+    """While in use, the stop signals raise :class:`Stopped` in the main thread.
+
+    ``interrupt=False`` leaves SIGINT alone (``netemu run --cli``: Ctrl-C there stops
+    the command at the prompt, as in Mininet, not the run).
+    """
+
+    def __init__(self, interrupt: bool = True) -> None:
+        self.signals = STOP_SIGNALS if interrupt else STOP_SIGNALS[1:]
+        self.received: int | None = None
+        self.repeated = 0
+        self.held = False  # for good: signals only noted (the CLI's teardown)
+        self.deferring = 0  # inside deferred(): raised when it ends
+        self.pending = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            _installed.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self._previous:
+            _installed.remove(self)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            self.repeated += 1
+            return
+        self.received = signum
+        if self.held:
+            return
+        if self.deferring:
+            self.pending = True
+            return
+        raise Stopped(signum)
+
+    def hold(self) -> None:
+        """From now on (a teardown) signals are noted, not raised."""
+        self.held = True
+
+    @property
+    def stopped(self) -> Stopped | None:
+        """The stop a signal asked for, raised or not."""
+        return Stopped(self.received) if self.received is not None else None
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` if a signal came and the run still goes on (its
+        exception was dropped where Python could not raise it)."""
+        if self.received is not None:
+            raise Stopped(self.received)
+
+
+_installed: list[StopSignals] = []  # in use, innermost last
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A stop signal that comes inside is raised only once the block is done (a
+    teardown runs whole). Without :class:`StopSignals` in use, a no-op."""
+    stop = _installed[-1] if _installed else None
+    if stop is None:
+        yield
+        return
+    stop.deferring += 1
+    try:
+        yield
+    finally:
+        stop.deferring -= 1
+    if not stop.deferring and stop.pending:
+        stop.pending = False
+        raise Stopped(stop.received)
