@@ -214,9 +214,16 @@ def _on_interface(raw: Path, index: int, direction: int) -> Iterator[pcapng.Reco
 class Captures:
     """The captures of one run: taps made as links appear, pcapng files at the end."""
 
-    def __init__(self, points: list[CapturePoint], directory: str | Path, comment: str = ""):
+    def __init__(
+        self,
+        points: list[CapturePoint],
+        directory: str | Path,
+        comment: str = "",
+        env: dict[str, str] | None = None,
+    ):
         self.points = list(dict.fromkeys(points))
         self.directory = Path(directory)
+        self.env = env
         self.comment = comment
         self.recorders: dict[Tap, _Recorder] = {}
         self.dropped: dict[str, int] = {}
@@ -261,6 +268,7 @@ class Captures:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # stopped by us, after the run, not by the terminal's Ctrl-C
+            env=self.env,
         )
         recorder = self.recorders[tap] = _Recorder(tap, raw, process)
         return recorder

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from netemu.errors import EXIT_BAD_INPUT, InputError
+from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE, InputError, describe
 from netemu.privileges import chown_to_invoker
+from netemu.signals import Stopped, StopSignals
 
 MAX_EPOCHS = 10_000_000
 
@@ -57,9 +59,15 @@ def _time_arguments(parser, duration: float | None, duration_help: str, step_hel
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="netemu", description=__doc__.split("\n\n")[0])
+    debug_help = "a runtime failure prints its traceback too"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # Also after the command (netemu run --debug ...), without overriding the above.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     plan = sub.add_parser(
         "plan",
+        parents=[common],
         help="print a topology's link schedule (no root needed)",
         description="Compute which links are up, their delays and the handovers over a "
         "period, from orbital geometry. No root needed, no network is touched.",
@@ -75,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run = sub.add_parser(
         "run",
+        parents=[common],
         help="emulate a topology live (root)",
         description="Build the network (one Mininet host per node, one link per feasible "
         "link) and drive it from orbital geometry until the duration is over or Ctrl-C.",
@@ -135,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     analyze = sub.add_parser(
         "analyze",
+        parents=[common],
         help="latency and loss per hop and per message from netemu captures",
         description="Follow each packet through netemu capture files of one run (taken at "
         "several points, on one clock): one-way latency and loss per hop, end-to-end latency "
@@ -144,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true", help="print the result as JSON")
     wireshark = sub.add_parser(
         "wireshark",
+        parents=[common],
         help="install the Wireshark dissector for netemu's protocol and events",
         description="Write netemu.lua (generated from netemu's protocol definitions) into your "
         "Wireshark personal plugin folder, or to --output for 'wireshark -X lua_script:FILE'.",
@@ -153,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     clean = sub.add_parser(
         "clean",
+        parents=[common],
         help="remove what killed runs left behind (root)",
         description="Kill netemu processes and delete namespaces named netemu-* "
         "(or those of one run). Nothing else is touched.",
@@ -161,19 +173,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def emulation_for(args: argparse.Namespace):
+    """The Emulation ``netemu run`` asks for, every input checked (InputError) and
+    nothing created yet."""
     from netemu.addressing import default_run_name
-    from netemu.emulation import Emulation, preflight
+    from netemu.emulation import Emulation
     from netemu.faults import parse_cli
-    from netemu.report import StatusView
-    from netemu.signals import Stopped, StopSignals
     from netemu.topology import load_topology
 
     topology = load_topology(args.topology)
-    preflight(("tcpdump",) if args.capture else ())
     name = args.name or default_run_name(topology.name)
-    log = args.log or Path("results") / name / "run.jsonl"
-    emu = Emulation(
+    return Emulation(
         topology,
         start=args.start,
         duration_s=args.duration,
@@ -181,14 +191,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         speed=args.speed,
         shaper=args.shaper,
         run_name=name,
-        log_path=log,
+        log_path=args.log or Path("results") / name / "run.jsonl",
         capture=args.capture,
         capture_dir=args.capture_dir,
         faults=[parse_cli(f) for f in args.fault],
     )
-    view = StatusView()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     # From here on a signal stops the run; Ctrl-C in --cli stops the prompt's command.
     stop = StopSignals(interrupt=not args.cli).__enter__()
+    from netemu.emulation import preflight
+    from netemu.report import StatusView
+
+    failure: Exception | None = None
+    emu = emulation_for(args)
+    preflight(("tcpdump",) if args.capture else ())
+    topology, name, log = emu.topology, emu.run_name, emu.log_path
+    view = StatusView()
     try:
         view.message(
             f"netemu: building {topology.name} ({len(topology.nodes)} nodes) "
@@ -208,6 +228,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.check()
     except Stopped:
         pass  # said below, with the run's figures
+    except Exception as exc:  # a runtime failure: one line below (a traceback with --debug)
+        failure = exc
+        if args.debug:
+            traceback.print_exc()
     finally:
         stop.hold()  # a second Ctrl-C must not cut the teardown short
         status = emu.status() if emu.epoch is not None else None
@@ -216,12 +240,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         chown_to_invoker(log)
         stop.__exit__()
     stopped = stop.stopped
+    if failure is not None:
+        view.message(f"netemu: run {name} failed: {describe(failure)}; everything removed")
+        view.message(f"netemu: run log {log}")
+        return EXIT_RUNTIME_FAILURE
     if status:
         how = f"stopped by {stopped.name}" if stopped else "done"
         view.message(
             f"netemu: {how} after {status['epoch'] + 1} epochs, {status['handovers']} "
             f"handovers, {status['late_epochs']} late epochs; everything removed"
         )
+    elif stopped:
+        view.message(f"netemu: stopped by {stopped.name} during bring-up; everything removed")
     if late.get("late"):
         view.message(
             f"netemu: warning: the shaping engine released {late['late']} packets more than "
@@ -328,6 +358,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         args = _parser().parse_args(argv)
         commands = {
@@ -341,12 +372,20 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"netemu: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Stopped as exc:  # before anything was made
+        print(f"netemu: {exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("netemu: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `netemu plan ... --json | head`
         sys.stderr.close()
         return 0
+    except Exception as exc:  # a runtime failure: one line (a traceback with --debug)
+        if args is not None and args.debug:
+            raise
+        print(f"netemu: failed: {describe(exc)} (--debug shows where)", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ _no_huge_pages()
 #: that come later are created when they first appear (they acquire anyway).
 PLAN_AHEAD_S = 600.0
 PLAN_AHEAD_STEP_S = 10.0
-REQUIRED_TOOLS = ("mnexec", "ip", "tc", "iptables")
+#: bash: the hosts' shells; grep: Mininet counts the CPUs with it.
+REQUIRED_TOOLS = ("mnexec", "ip", "tc", "iptables", "bash", "grep")
 #: Every node is a router without IPv6.
 ROUTER_SYSCTLS = {
     "net/ipv4/ip_forward": 1,
@@ -186,6 +187,8 @@ class Emulation:
         self.step_s = step_s
         self.speed = speed
         self.run_name = run_name or addressing.default_run_name(topology.name)
+        #: The environment of every process the run starts (netns.RUN_ENV).
+        self.env = netns.run_env(self.run_name)
         if not all(c.isalnum() or c in "_." for c in self.run_name) or len(self.run_name) > 40:
             raise InputError(f"run name {self.run_name!r}: use letters, digits, '_' or '.'")
         self.shaper = choose(shaper) if isinstance(shaper, str) else shaper
@@ -249,6 +252,7 @@ class Emulation:
                 if p.strip()
             ],
             directory,
+            env=self.env,
             comment=f"netemu run {self.run_name} of {self.topology.name}, shaper "
             f"{self.shaper.name}, speed {self.speed}. Interfaces 'A>B tx' show what A sends "
             "to B as it leaves A, 'A>B rx' the same packets as they reach B, after the "
@@ -291,6 +295,7 @@ class Emulation:
                 f"(e.g. {leftovers[0]}): remove them with 'sudo netemu clean --run "
                 f"{self.run_name}' or choose another --name"
             )
+        signals.install_for_library()  # a SIGTERM now still tears down
         self.started = True
         try:
             self._bring_up()
@@ -332,7 +337,7 @@ class Emulation:
         netns.ip_batch([f"netns add {ns}" for ns in self.netns])
         phase("namespaces")
         # The shaper first: with the wire shaper, its engine makes the links' interfaces.
-        self.shaper.start(self.netns)
+        self.shaper.start(self.netns, self.env)
         netns.write_state(
             self.run_name, {**state, "controller_pid": os.getpid(), "shaper_pids": self.shaper.pids}
         )
@@ -463,7 +468,11 @@ class Emulation:
 
     def run(self, on_epoch: Callable[[Emulation], None] | None = None) -> None:
         """Advance epochs in this thread until the duration is over or :meth:`stop`."""
-        self._loop(on_epoch)
+        try:
+            self._loop(on_epoch)
+        except BaseException as exc:  # the run log's end says why the run stopped
+            self._error = exc
+            raise
 
     def _run_guarded(self) -> None:
         try:
@@ -764,7 +773,9 @@ class Emulation:
             host = self.net.nameToNode.get(name)
             if host is None:
                 index = self.topology.by_name[name].index
-                host = self.net.addHost(name, cls=_netns_host_class(), netns=self.netns[index])
+                host = self.net.addHost(
+                    name, cls=_netns_host_class(), netns=self.netns[index], env=self.env
+                )
                 for a, b in self.links:
                     if index in (a, b):
                         self._register_interface(index, b if index == a else a)
@@ -926,6 +937,7 @@ class Emulation:
                         "end": True,
                         "complete": self.finished.is_set() and self._error is None,
                         "events": len(self.events),
+                        **({"stopped": str(self._error)} if self._error else {}),
                     }
                 )
                 + "\n"
@@ -939,15 +951,18 @@ def _netns_host_class():
     from mininet.node import Host
 
     class NetnsHost(Host):
-        """A Mininet host whose shell enters an existing named network namespace."""
+        """A Mininet host whose shell enters an existing named network namespace, its
+        processes tagged with the run (``env``)."""
 
-        def __init__(self, name: str, netns: str, **params):
+        def __init__(self, name: str, netns: str, env: dict[str, str], **params):
             self.netns_name = netns
+            self.env = env
             super().__init__(name, inNamespace=False, **params)
 
         def _popen(self, cmd, **params):
             if getattr(self, "shell", None) is None and cmd[:1] == ["mnexec"]:
                 cmd = [*cmd[:2], "ip", "netns", "exec", self.netns_name, *cmd[2:]]
+            params.setdefault("env", self.env)
             return super()._popen(cmd, **params)
 
     return NetnsHost

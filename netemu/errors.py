@@ -28,7 +28,15 @@ class InputError(Exception):
                 where += f":{self.line}"
             where += ": "
         key = f"{self.key}: " if self.key else ""
-        return f"{where}{key}{self.problem}"
+        return printable(f"{where}{key}{self.problem}")
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, safe for a terminal: a user's newlines, escape sequences
+    and other unprintable characters appear escaped (\\n, \\x1b, \\u202e)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 # Exit statuses (README: exit statuses); a signal's stop is 128 + its number (signals.py).
@@ -36,11 +44,31 @@ EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a user: netemu's own say what failed and where;
+    anything else is named by its type (the traceback is for ``--debug``)."""
+    text = printable(" ".join(str(exc).split()))
+    if type(exc).__module__.startswith("netemu") and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: The most netemu reads of one input file (a full TLE catalogue is ~3 MB): /dev/zero
+#: or a runaway generator piped in is refused, not read until memory runs out.
+MAX_INPUT_BYTES = 64 * 2**20
+
+
 def read_text(path: Path, what: str = "file", encoding: str = "utf-8") -> str:
     """A user's file as text, or an :class:`InputError` saying why not."""
     try:
-        return Path(path).read_text(encoding=encoding)
+        with open(path, "rb") as f:  # any readable file, a pipe too (<(generator))
+            data = f.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            raise InputError(f"{what} is larger than {MAX_INPUT_BYTES >> 20} MiB", path)
+        return data.decode(encoding)
     except FileNotFoundError:
         raise InputError(f"{what} not found", path) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what}: {exc}", path) from None
+        raise InputError(f"cannot read {what}: {' '.join(str(exc).split())}", path) from None
+    except ValueError:  # a NUL in the path
+        raise InputError(f"{what}: not a usable path", repr(str(path))) from None

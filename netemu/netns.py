@@ -28,6 +28,9 @@ from netemu.addressing import NETNS_PREFIX
 from netemu.netlink import entered
 
 STATE_DIR = Path("/run/netemu")
+#: Set in the environment of every process a run starts (engine, recorders, hosts'
+#: shells and what runs in them, containers' podman): its leftovers are found by run.
+RUN_ENV = "NETEMU_RUN"
 
 
 class CommandError(RuntimeError):
@@ -151,6 +154,11 @@ def clean(run_name: str | None = None) -> list[str]:
                 except ProcessLookupError:
                     pass
         state.unlink()
+    # What it started, also with its state file gone (a kill -9 during bring-up).
+    for pid in run_pids(run_name):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            removed.append(f"process {pid} (of the run)")
     names = namespaces(prefix)
     delete(names)
     removed += [f"namespace {n}" for n in names]
@@ -164,6 +172,29 @@ def _is_netemu_process(pid: int) -> bool:
     except OSError:
         return False
     return b"netemu" in cmdline
+
+
+def run_env(run_name: str) -> dict[str, str]:
+    """The environment for a process the run starts: this one's, tagged with the run."""
+    return {**os.environ, RUN_ENV: run_name}
+
+
+def run_pids(run_name: str | None = None, *, prefix: bool = False) -> list[int]:
+    """Live processes tagged with the run (any run, if None; runs whose names begin
+    with ``run_name``, with ``prefix``), this one excepted."""
+    tag = f"{RUN_ENV}={run_name or ''}".encode()
+    exact = run_name is not None and not prefix
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or a kernel thread
+            continue
+        if any(v == tag if exact else v.startswith(tag) for v in environ):
+            found.append(int(entry.name))
+    return found
 
 
 def write_state(run_name: str, info: dict) -> Path:

@@ -159,7 +159,8 @@ class NetemuPlugin:
         from netemu.testing import Network
         from netemu.topology import load_topology
 
-        run = f"pt{self.worker}_{os.getpid() % 10000}_{next(self.counter)}"
+        prefix = self.config.getoption("netemu_name")
+        run = f"{prefix}{self.worker}_{os.getpid() % 10000}_{next(self.counter)}"
         artifacts = self.results / re.sub(r"[^\w.-]+", "_", scope_id).strip("_")
         shutil.rmtree(artifacts, ignore_errors=True)
         try:
@@ -252,6 +253,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where emulation logs and captures go (default: results/pytest)",
     )
     group.addoption(
+        "--netemu-name",
+        default="pt",
+        metavar="PREFIX",
+        help="the emulations' run names begin with this (default: pt): a suite's "
+        "namespaces and processes are found by it",
+    )
+    group.addoption(
         "--netemu-keep",
         action="store_true",
         help="keep logs and captures of passing tests too",
@@ -269,8 +277,9 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = NetemuPlugin(config)
     config.pluginmanager.register(plugin, "netemu-plugin")
     atexit.register(plugin.stop_all)  # whatever happens to the session
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _sigterm)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: pytest stops, emulations go
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _sigterm)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -18,7 +18,9 @@ to stop a teardown.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -49,6 +51,7 @@ class Stopped(BaseException):
 class StopSignals:
     """While in use, the stop signals raise :class:`Stopped` in the main thread.
 
+    A signal ignored when it starts (``nohup``, a script's ``&``) stays ignored.
     ``interrupt=False`` leaves SIGINT alone (``netemu run --cli``: Ctrl-C there stops
     the command at the prompt, as in Mininet, not the run).
     """
@@ -65,16 +68,18 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in self.signals:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                # Ignored by whoever started us (nohup, a script's background job): kept so.
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
             _installed.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-        if self._previous:
-            _installed.remove(self)
         self._previous.clear()
+        if self in _installed:
+            _installed.remove(self)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
@@ -123,3 +128,36 @@ def deferred() -> Iterator[None]:
     if not stop.deferring and stop.pending:
         stop.pending = False
         raise Stopped(stop.received)
+
+
+_library: StopSignals | None = None
+
+
+def install_for_library() -> None:
+    """For a program that uses netemu as a library (``with Emulation(...)``): SIGTERM
+    and SIGHUP, which would end it at once with nothing removed, raise
+    :class:`Stopped` instead, so its ``with`` blocks tear down; a Stopped nobody
+    catches then ends the program as the signal would have, after one line and no
+    traceback (as CPython does with an uncaught KeyboardInterrupt). SIGINT stays
+    Python's KeyboardInterrupt. Only from the main thread, only for signals the
+    program left at their default, once."""
+    global _library
+    if _library is not None or threading.current_thread() is not threading.main_thread():
+        return
+    if any(signal.getsignal(s) is not signal.SIG_DFL for s in STOP_SIGNALS[1:]):
+        return  # the program handles them itself (netemu's CLI, the pytest plugin)
+    _library = StopSignals(interrupt=False).__enter__()
+    previous = sys.excepthook
+
+    def excepthook(kind, value, tb) -> None:
+        if not isinstance(value, Stopped):
+            previous(kind, value, tb)
+            return
+        print(f"{os.path.basename(sys.argv[0]) or 'python'}: {value}", file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        signal.signal(value.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), value.signum)
+
+    sys.excepthook = excepthook

@@ -207,6 +207,10 @@ class Topology:
         )
 
 
+#: Beyond any constellation filed (Starlink's ~42,000), and ~2 GB of plan per epoch.
+MAX_NODES = 100_000
+
+
 def load_topology(path: str | Path, overrides: dict | None = None) -> Topology:
     """Read and check a topology file; raise :class:`InputError` on any problem.
 
@@ -268,6 +272,12 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
                     inclination = sun_synchronous_inclination_deg(w.altitude_km)
                 except ValueError as exc:
                     raise fail((*where, "walker", "inclination_deg"), str(exc)) from None
+            if len(nodes) + w.planes * w.per_plane > MAX_NODES:
+                raise fail(
+                    (*where, "walker"),
+                    f"{w.planes} planes of {w.per_plane} make more than {MAX_NODES:,} nodes, "
+                    "the most a topology may have",
+                )
             raan0 = w.raan_deg if w.raan_deg is not None else 0.0
             if w.ltan_h is not None:
                 raan0 = raan_for_ltan_deg(epoch, w.ltan_h)
@@ -329,6 +339,12 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
             if member not in seen:
                 raise fail(("roles", role, j), f"unknown node {member!r}")
             roles.setdefault(member, set()).add(role)
+    kinds = {n.name: n.kind for n in nodes}
+    for j, name in enumerate(spec.access.priority):
+        if name not in kinds:
+            raise fail(("access", "priority", j), f"unknown node {name!r}")
+        if kinds[name] is NodeKind.SATELLITE:
+            raise fail(("access", "priority", j), f"{name!r} is a satellite, not an access node")
     nodes = [
         Node(
             n.name,

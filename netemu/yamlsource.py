@@ -54,7 +54,13 @@ def load_yaml(file: str | Path) -> LocatedDocument:
     """Parse ``file`` as one YAML document, raising :class:`InputError` on any problem."""
     file = Path(file)
     text = read_text(file)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: refused before parsing
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise InputError(
+            f"invalid YAML: character {exc.character!r} is not allowed", file, None, line
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -68,7 +74,7 @@ def load_yaml(file: str | Path) -> LocatedDocument:
         problem = exc.problem or exc.context or "invalid YAML"
         raise InputError(f"invalid YAML: {problem}", file, None, line) from None
     except yaml.YAMLError as exc:
-        raise InputError(f"invalid YAML: {exc}", file) from None
+        raise InputError(f"invalid YAML: {' '.join(str(exc).split())}", file) from None
     finally:
         loader.dispose()
     return LocatedDocument(file, data, lines)

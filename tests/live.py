@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from netemu import netns
 from netemu.testing import Network, received
 from netemu.topology import load_topology
 
-from helpers import TOPOLOGIES
+from helpers import REPO, TOPOLOGIES
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -48,22 +53,22 @@ def stream(emu, src: str, dst: str, count: int, interval: float) -> list[dict]:
     return got
 
 
-def leftovers(run: str) -> list[str]:
-    """Anything of this run's still on the machine: namespaces, processes."""
-    found = (
-        [n for n in os.listdir("/run/netns") if n.startswith(f"netemu-{run}-")]
-        if (os.path.isdir("/run/netns"))
-        else []
-    )
+def leftovers(run: str, prefix: bool = False) -> list[str]:
+    """What this run left on the machine (with ``prefix``: every run whose name begins
+    so), and nothing of other runs (one may be live): its namespaces, its state file,
+    the processes tagged with it (netns.RUN_ENV: engine, recorders, hosts' shells,
+    podman), its ``netemu run`` controller."""
+    found = netns.namespaces(f"netemu-{run}" + ("" if prefix else "-"))
+    found += [str(p) for p in netns.STATE_DIR.glob(f"{run}{'*' if prefix else ''}.json")]
+    for pid in netns.run_pids(run, prefix=prefix):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            found.append(f"{pid} {cmdline.decode(errors='replace')}")
+    name = f"{run}[^ ]*" if prefix else run
     ps = subprocess.run(
-        # tcpdump -i tx-PEER / rx-PEER: a capture's recorder (netemu.capture).
-        ["pgrep", "-af", f"mininet:|netemu-engine-|netemu run.*{run}|tcpdump -i [tr]x-"],
-        capture_output=True,
-        text=True,
+        ["pgrep", "-af", f"netemu.cli run .*--name {name}( |$)"], capture_output=True, text=True
     ).stdout
-    found += [
-        line for line in ps.splitlines() if "pgrep" not in line and not _dead(line.split()[0])
-    ]
+    found += [line for line in ps.splitlines() if not _dead(line.split()[0])]
     return found
 
 
@@ -74,3 +79,49 @@ def _dead(pid: str) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
+
+
+def as_a_terminal_job() -> None:
+    """In a child: signals as a terminal's job has them (this suite may run where they
+    are ignored, e.g. under nohup or as a script's background job)."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def cli_run(run: str, *extra: str) -> subprocess.Popen:
+    """``netemu run`` of train.yaml (until stopped) as a shell's job: its own process
+    group, logging to /tmp/RUN.jsonl."""
+    Path(f"/tmp/{run}.jsonl").unlink(missing_ok=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "netemu.cli",
+            "run",
+            str(TOPOLOGIES / "train.yaml"),
+            "--name",
+            run,
+            "--shaper",
+            "wire",
+            "--log",
+            f"/tmp/{run}.jsonl",
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell's job
+        preexec_fn=as_a_terminal_job,
+    )
+
+
+def wait_up(proc: subprocess.Popen, run: str) -> None:
+    """Until the run logged its first epoch."""
+    log = Path(f"/tmp/{run}.jsonl")
+    for _ in range(200):
+        if log.exists() and '"epoch"' in log.read_text():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the run did not come up")

@@ -179,7 +179,7 @@ def _path_without(tmp_path, *missing: str) -> str:
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("mnexec", "ip", "tc", "iptables", "tcpdump", "sh"):
+    for tool in ("mnexec", "ip", "tc", "iptables", "tcpdump", "sh", "bash", "grep", "unshare"):
         if tool not in missing and (found := shutil.which(tool)):
             (bin_dir / tool).symlink_to(found)
     return str(bin_dir)
@@ -191,6 +191,7 @@ def _path_without(tmp_path, *missing: str) -> str:
     [
         ("mnexec", [], "missing system tools: mnexec (run scripts/provision"),
         ("tcpdump", ["--capture", "t1"], "missing system tools: tcpdump"),
+        ("grep", [], "missing system tools: grep"),  # Mininet's, once a traceback
     ],
 )
 def test_missing_system_tools(tmp_path, missing, extra, fragment):

@@ -10,7 +10,6 @@ import itertools
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from live import (
+    cli_run,
     leftovers,
     needs_root,
     received,
@@ -27,6 +27,7 @@ from live import (
     start_receiver,
     stream,
     train_topology,
+    wait_up,
 )
 
 from netemu import pcapng
@@ -169,70 +170,13 @@ def test_an_error_during_the_run_still_cleans_up(tmp_path):
     assert leftovers("tcrash") == []
 
 
-def _cli_run(run: str, *extra: str) -> subprocess.Popen:
-    Path(f"/tmp/{run}.jsonl").unlink(missing_ok=True)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "netemu.cli",
-            "run",
-            str(TOPOLOGIES / "train.yaml"),
-            "--name",
-            run,
-            "--shaper",
-            "wire",
-            "--log",
-            f"/tmp/{run}.jsonl",
-            *extra,
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a shell's job
-    )
-
-
-def _wait_up(proc: subprocess.Popen, run: str) -> None:
-    log = Path(f"/tmp/{run}.jsonl")
-    for _ in range(200):
-        if log.exists() and '"epoch"' in log.read_text():
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    raise AssertionError("the run did not come up")
-
-
-@pytest.mark.parametrize("to_group", [False, True], ids=["controller", "group"])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
-def test_cli_run_stopped_by_a_signal_cleans_up(sig, to_group):
-    """To the controller alone, or to its whole process group as a terminal's Ctrl-C,
-    `kill -- -PGID` or a closed terminal deliver it: torn down, 128 + signal."""
-    run = f"tsig{int(sig)}{'g' if to_group else ''}"
-    proc = _cli_run(run)
-    _wait_up(proc, run)
-    assert leftovers(run)
-    t0 = time.monotonic()
-    if to_group:
-        os.killpg(proc.pid, sig)
-    else:
-        proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + sig, err
-    assert f"stopped by {sig.name} after" in err and "everything removed" in err, err
-    assert "Traceback" not in err, err
-    assert time.monotonic() - t0 < 10, "the teardown took too long"
-    assert leftovers(run) == []
-
-
 def test_sigkill_then_netemu_clean(tmp_path):
     """kill -9 mid-run, then `netemu clean`: nothing left, partial results readable,
     the captures' raw recordings merged into a pcapng with the logged events."""
     run = "tkill"
     caps = tmp_path / "caps"
-    proc = _cli_run(run, "--capture", "link:t0-t1", "--capture-dir", str(caps))
-    _wait_up(proc, run)
+    proc = cli_run(run, "--capture", "link:t0-t1", "--capture-dir", str(caps))
+    wait_up(proc, run)
     t1 = load_topology(TOPOLOGIES / "train.yaml").by_name["t1"].index
     ping = subprocess.run(
         ["ip", "netns", "exec", f"netemu-{run}-t0", "ping", "-c", "5", "-i", "0.05",

@@ -21,9 +21,10 @@ TRAIN = TOPOLOGIES / "train.yaml"
 def run_suite(pytester: pytest.Pytester, *args: str, **files: str) -> pytest.RunResult:
     pytester.makepyfile(**files)
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--netemu-results", str(pytester.path / "res"), *args
-    )
-    assert leftovers("pt") == [], "the plugin left emulations behind"
+        "-p", "no:cacheprovider", "--netemu-results", str(pytester.path / "res"),
+        "--netemu-name", "ptsuite", *args,
+    )  # fmt: skip
+    assert leftovers("ptsuite", prefix=True) == [], "the plugin left emulations behind"
     return result
 
 
@@ -103,14 +104,16 @@ def test_scopes_share_an_emulation_whose_time_runs_on(pytester):
     assert runs[1][1] > runs[0][1]  # the second test came later in orbital time
 
 
-def test_an_interrupted_suite_tears_down(pytester):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_an_interrupted_suite_tears_down(pytester, sig):
+    """Ctrl-C, SIGTERM or a closed terminal mid-test: pytest stops, the emulations go."""
     result = run_suite(pytester, test_stop=f"""
         import os, signal
         import pytest
 
         @pytest.mark.netemu("{TRAIN}", scope="session")
         def test_killed_mid_test(network):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.{sig})
             network.advance(30)
     """)  # fmt: skip
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -150,4 +153,4 @@ def test_{i}(network):
     result = run_suite(pytester, "-n", "2", test_par="import pytest\n" + tests)
     result.assert_outcomes(passed=2)
     names = {(pytester.path / f"run-{i}.txt").read_text() for i in range(2)}
-    assert len(names) == 2 and all(n.startswith("ptgw") for n in names), names
+    assert len(names) == 2 and all(n.startswith("ptsuitegw") for n in names), names

@@ -119,7 +119,14 @@ class PodmanRuntime:
             self.image, "python3", *_module_args(app, args),
         ]  # fmt: skip
         with open(stderr, "w") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=emu.env,
+                start_new_session=True,  # stopped by the controller, not by the terminal
+            )
         return App(node, app, proc, stderr, container=name)
 
 

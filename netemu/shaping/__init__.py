@@ -134,8 +134,9 @@ class Shaper(ABC):
         namespace, after their limiters (none unless a shaper needs more)."""
         return []
 
-    def start(self, namespaces: list[str]) -> None:
-        """Called once the namespaces exist, before any link is made."""
+    def start(self, namespaces: list[str], env: dict[str, str] | None = None) -> None:
+        """Called once the namespaces exist, before any link is made; ``env``: the
+        environment for processes of the shaper's own (tagged with the run)."""
         return None
 
     def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:

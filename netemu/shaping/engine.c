@@ -38,7 +38,8 @@
  *   stats [dirs]                         counters (and per direction)  -> {"ok":"stats",...}
  *   quit
  * A malformed command is a bug in the controller: the engine says so on stderr and exits 2.
- * It dies with its parent (PR_SET_PDEATHSIG), so a killed controller never leaves it behind.
+ * It dies with its parent (PR_SET_PDEATHSIG), so a killed controller never leaves it behind;
+ * SIGINT, SIGTERM and SIGHUP it ignores (the controller's to handle).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -954,8 +955,12 @@ static void tune(char *notes, size_t size)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() == 1) /* the parent died before prctl took effect */
 		exit(1);
-	signal(SIGINT, SIG_IGN); /* a terminal's Ctrl-C is for the controller */
+	/* Stop signals are the controller's: a terminal's Ctrl-C, a closed terminal, or
+	 * `systemctl stop` signalling the whole unit must not stop traffic before the
+	 * controller's teardown, which ends with "quit". */
+	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	prctl(PR_SET_TIMERSLACK, 1);
 	/* One CPU (the last one allowed, or NETEMU_ENGINE_CPU; "any": none): a real-time task

@@ -89,7 +89,7 @@ def engine_binary() -> Path:
 class Engine:
     """The engine process and its control protocol (see the comment atop ``engine.c``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         # Its own session: a terminal's Ctrl-C (or a signal to the controller's process
         # group) is the controller's to handle; the engine dies with the controller anyway.
         self.process = subprocess.Popen(
@@ -99,6 +99,7 @@ class Engine:
             text=True,
             bufsize=1,
             start_new_session=True,
+            env=env,
         )
         hello = self.reply()
         self.notes: list[str] = hello.get("notes", [])
@@ -170,8 +171,8 @@ class WireShaper(Shaper):
     def pids(self) -> list[int]:
         return [self.engine.pid] if self.engine else []
 
-    def start(self, namespaces: list[str]) -> None:
-        self.engine = Engine()
+    def start(self, namespaces: list[str], env: dict[str, str] | None = None) -> None:
+        self.engine = Engine(env)
         self.notes = self.engine.notes
         pinned = [n for n in self.notes if n.startswith("CPU ")]
         self.cpu = int(pinned[0].split()[1]) if pinned else None

@@ -1,0 +1,305 @@
+"""However a run ends, it ends within seconds, says why in one line, exits with the
+README's status and leaves nothing of its own behind: signals to the controller or
+its process group, during bring-up or mid-run, under ``timeout``, to every process
+of the run at once (``systemctl stop``), Ctrl-C at the ``--cli`` prompt, a shaping
+engine that dies, an exception in the controller, the Python API under SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from live import as_a_terminal_job, cli_run, leftovers, needs_root, train_topology, wait_up
+
+from netemu import netns
+from netemu.emulation import Emulation
+from netemu.topology import load_topology
+
+from helpers import REPO, TOPOLOGIES
+
+pytestmark = needs_root
+
+
+def _ended(proc: subprocess.Popen, timeout: float = 30) -> tuple[str, float]:
+    """Its stderr once it exited, and how long that took."""
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=timeout)
+    return err, time.monotonic() - t0
+
+
+def _one_line_why(err: str, why: str) -> None:
+    assert why in err, err
+    assert "Traceback" not in err, err
+
+
+def _log_end(run: str) -> dict:
+    return json.loads(Path(f"/tmp/{run}.jsonl").read_text().splitlines()[-1])
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["controller", "group"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
+def test_cli_run_stopped_by_a_signal_cleans_up(sig, to_group):
+    """To the controller alone, or to its whole process group as a terminal's Ctrl-C,
+    `kill -- -PGID` or a closed terminal deliver it: torn down, 128 + signal."""
+    run = f"tsig{int(sig)}{'g' if to_group else ''}"
+    proc = cli_run(run)
+    wait_up(proc, run)
+    assert leftovers(run)
+    if to_group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    err, took = _ended(proc)
+    assert proc.returncode == 128 + sig, err
+    _one_line_why(err, f"stopped by {sig.name} after")
+    assert "everything removed" in err
+    assert took < 10, f"the teardown took {took:.1f} s"
+    assert leftovers(run) == []
+    end = _log_end(run)
+    assert end["end"] and end["complete"] is False and end["stopped"] == f"stopped by {sig.name}"
+
+
+def test_a_signal_during_bring_up_cleans_up():
+    """SIGTERM to the group while the namespaces are being made."""
+    run = "tsigup"
+    proc = cli_run(run)
+    state = netns.STATE_DIR / f"{run}.json"
+    deadline = time.monotonic() + 30
+    while not state.exists():  # written as bring-up begins
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGTERM)
+    err, took = _ended(proc)
+    assert proc.returncode == 143, err
+    _one_line_why(err, "stopped by SIGTERM")
+    assert took < 10 and leftovers(run) == []
+
+
+def test_a_run_under_timeout_cleans_up():
+    """`timeout 5 netemu run ...`: SIGTERM when the time is up."""
+    run = "ttimeout"
+    topo = str(TOPOLOGIES / "train.yaml")
+    cmd = [sys.executable, "-m", "netemu.cli", "run", topo, "--name", run, "--shaper", "wire"]
+    proc = subprocess.Popen(
+        ["timeout", "5", *cmd, "--log", f"/tmp/{run}.jsonl"],
+        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        start_new_session=True, preexec_fn=as_a_terminal_job,
+    )  # fmt: skip
+    err, took = _ended(proc)
+    assert proc.returncode == 124, err  # timeout's own status: the time was up
+    _one_line_why(err, "stopped by SIGTERM")
+    assert took < 15 and leftovers(run) == []
+
+
+def test_every_process_of_the_run_signalled_at_once():
+    """As `systemctl stop` does (SIGTERM to every process of the unit's cgroup): the
+    engine keeps forwarding until the controller's teardown quits it."""
+    run = "tsigall"
+    proc = cli_run(run)
+    wait_up(proc, run)
+    others = netns.run_pids(run)
+    assert others  # the engine, at least
+    for pid in [proc.pid, *others]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    err, took = _ended(proc)
+    assert proc.returncode == 143, err
+    _one_line_why(err, "stopped by SIGTERM after")
+    assert took < 10 and leftovers(run) == []
+
+
+@pytest.mark.skipif(
+    not Path("/run/systemd/system").is_dir() or not shutil.which("systemd-run"),
+    reason="systemd is not this machine's init (it runs units only where it is PID 1)",
+)
+def test_a_run_as_a_systemd_unit_stopped_by_systemctl():
+    run = "tunit"
+    unit = f"netemu-test-{os.getpid()}"
+    topo = str(TOPOLOGIES / "train.yaml")
+    subprocess.run(
+        ["systemd-run", "--unit", unit, "--property", "KillMode=control-group",
+         "--working-directory", str(REPO), sys.executable, "-m", "netemu.cli", "run", topo,
+         "--name", run, "--shaper", "wire", "--log", f"/tmp/{run}.jsonl"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        log = Path(f"/tmp/{run}.jsonl")
+        deadline = time.monotonic() + 30
+        while not (log.exists() and '"epoch"' in log.read_text()):
+            assert time.monotonic() < deadline, "the unit's run did not come up"
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        subprocess.run(["systemctl", "stop", unit], check=True)
+        took = time.monotonic() - t0
+        status = subprocess.run(
+            ["systemctl", "show", "-P", "ExecMainStatus", unit], capture_output=True, text=True
+        ).stdout.strip()
+    finally:
+        subprocess.run(["systemctl", "reset-failed", unit], capture_output=True)
+    assert status == "143" and took < 10
+    assert _log_end(run)["stopped"] == "stopped by SIGTERM"
+    assert leftovers(run) == []
+
+
+def test_the_engine_dying_ends_the_run_in_one_line():
+    """The wire engine killed mid-run (as the OOM killer would): traffic stops at once
+    (fail closed), the run ends within seconds, exit 1, one line, nothing left."""
+    run = "tengdie"
+    proc = cli_run(run)
+    wait_up(proc, run)
+    engine = json.loads((netns.STATE_DIR / f"{run}.json").read_text())["shaper_pids"][0]
+    os.kill(engine, signal.SIGKILL)
+    err, took = _ended(proc)
+    assert proc.returncode == 1, err
+    _one_line_why(err, f"netemu: run {run} failed: the wire engine exited (status -9)")
+    assert f"run log /tmp/{run}.jsonl" in err
+    assert took < 5 and leftovers(run) == []
+    end = _log_end(run)
+    assert end["complete"] is False and "wire engine exited" in end["stopped"]
+
+
+def test_an_exception_in_the_controller_mid_epoch_cleans_up(tmp_path):
+    """Code run every epoch (here a user's on_epoch) raises: it reaches the caller, the
+    run is torn down and its log says it did not complete, and why."""
+    log = tmp_path / "run.jsonl"
+    emu = Emulation(train_topology(tmp_path), shaper="wire", run_name="tboom", log_path=log)
+
+    def on_epoch(e: Emulation) -> None:
+        if e.epoch_index == 2:
+            raise RuntimeError("boom at epoch 2")
+
+    with pytest.raises(RuntimeError, match="boom"), emu:
+        emu.run(on_epoch)
+    assert leftovers("tboom") == []
+    end = json.loads(log.read_text().splitlines()[-1])
+    assert end["complete"] is False and end["stopped"] == "boom at epoch 2"
+
+
+API_SCRIPT = """
+import sys
+from netemu.emulation import Emulation
+from netemu.topology import load_topology
+
+topology, run, log = sys.argv[1:]
+with Emulation(load_topology(topology), shaper="wire", run_name=run, log_path=log) as emu:
+    emu.run()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=str)
+def test_a_python_program_using_the_api_stopped_by_a_signal(tmp_path, sig):
+    """A script's `with Emulation(...)` tears down on SIGTERM/SIGHUP (Python's default
+    would end it at once, nothing removed); it then ends as the signal would have,
+    with one line and no traceback."""
+    run = f"tapi{int(sig)}"
+    script = tmp_path / "script.py"
+    script.write_text(API_SCRIPT)
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(TOPOLOGIES / "train.yaml"), run, str(log)],
+        cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=as_a_terminal_job,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (log.exists() and '"epoch"' in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    os.killpg(proc.pid, sig)
+    err, took = _ended(proc)
+    assert proc.returncode == -sig, err  # a shell says 128 + signal
+    _one_line_why(err, f"script.py: stopped by {sig.name}")
+    assert took < 10 and leftovers(run) == []
+    assert json.loads(log.read_text().splitlines()[-1])["stopped"] == f"stopped by {sig.name}"
+
+
+class _Terminal:
+    """A pseudo-terminal whose foreground job is the command: Ctrl-C typed there is
+    SIGINT to the job's process group, as in a user's terminal."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.master, slave = pty.openpty()
+
+        def controlling_terminal() -> None:
+            as_a_terminal_job()
+            os.setsid()
+            import fcntl
+
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdin=slave, stdout=slave, stderr=slave,
+            preexec_fn=controlling_terminal,
+        )  # fmt: skip
+        os.close(slave)
+        self.seen = ""
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0 and self.proc.poll() is None, f"no {text!r} in:\n{self.seen}"
+            if select.select([self.master], [], [], left)[0]:
+                with contextlib.suppress(OSError):  # EIO: the other side closed
+                    self.seen += os.read(self.master, 65536).decode(errors="replace")
+        at = self.seen.index(text) + len(text)
+        before, self.seen = self.seen[:at], self.seen[at:]
+        return before
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> str:
+        """Wait for the end; everything it wrote."""
+        rest = self.seen
+        deadline = time.monotonic() + 30
+        while self.proc.poll() is None or select.select([self.master], [], [], 0)[0]:
+            assert time.monotonic() < deadline, rest
+            if select.select([self.master], [], [], 0.2)[0]:
+                try:
+                    rest += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:
+                    break
+        os.close(self.master)
+        return rest
+
+
+def test_ctrl_c_at_the_cli_prompt_stops_the_command_not_the_run():
+    """`netemu run --cli`: Ctrl-C stops the ping running at the prompt (as in
+    Mininet), the run goes on; `exit` ends it normally; SIGTERM would stop it."""
+    run = "tcliint"
+    t1 = load_topology(TOPOLOGIES / "train.yaml").by_name["t1"].index
+    term = _Terminal(
+        [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"), "--cli",
+         "--name", run, "--shaper", "wire", "--log", f"/tmp/{run}.jsonl"]
+    )  # fmt: skip
+    try:
+        term.expect("mininet>")
+        term.type(f"t0 ping -i 0.2 172.16.0.{t1 + 1}\n")
+        term.expect("bytes from")
+        term.type("\x03")  # Ctrl-C, as typed
+        out = term.expect("mininet>", timeout=10)
+        assert "packets transmitted" in out, out  # ping's summary: it got the interrupt
+        assert term.proc.poll() is None and leftovers(run)  # the run goes on
+        term.type(f"t0 ping -c 1 172.16.0.{t1 + 1}\n")
+        assert "1 received" in term.expect("mininet>")
+        term.type("exit\n")
+        rest = term.close()
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        term.proc.wait()
+    assert term.proc.returncode == 0, rest
+    assert "netemu: done after" in rest and "Traceback" not in rest, rest
+    assert leftovers(run) == []
