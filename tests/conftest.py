@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import signal
 import textwrap
 from pathlib import Path
 
 import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite runs with signals as a terminal's job has them, however it was started
+    (nohup or a script's background job would make its runs ignore Ctrl-C and SIGHUP,
+    which the tests send on purpose)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
 
 
 @pytest.fixture

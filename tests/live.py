@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -81,13 +80,6 @@ def _dead(pid: str) -> bool:
         return True
 
 
-def as_a_terminal_job() -> None:
-    """In a child: signals as a terminal's job has them (this suite may run where they
-    are ignored, e.g. under nohup or as a script's background job)."""
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 def cli_run(run: str, *extra: str) -> subprocess.Popen:
     """``netemu run`` of train.yaml (until stopped) as a shell's job: its own process
     group, logging to /tmp/RUN.jsonl."""
@@ -112,7 +104,6 @@ def cli_run(run: str, *extra: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a shell's job
-        preexec_fn=as_a_terminal_job,
     )
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from live import as_a_terminal_job, cli_run, leftovers, needs_root, train_topology, wait_up
+from live import cli_run, leftovers, needs_root, train_topology, wait_up
 
 from netemu import netns
 from netemu.emulation import Emulation
@@ -95,7 +95,7 @@ def test_a_run_under_timeout_cleans_up():
     proc = subprocess.Popen(
         ["timeout", "5", *cmd, "--log", f"/tmp/{run}.jsonl"],
         cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        start_new_session=True, preexec_fn=as_a_terminal_job,
+        start_new_session=True,
     )  # fmt: skip
     err, took = _ended(proc)
     assert proc.returncode == 124, err  # timeout's own status: the time was up
@@ -210,7 +210,6 @@ def test_a_python_program_using_the_api_stopped_by_a_signal(tmp_path, sig):
     proc = subprocess.Popen(
         [sys.executable, str(script), str(TOPOLOGIES / "train.yaml"), run, str(log)],
         cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=as_a_terminal_job,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while not (log.exists() and '"epoch"' in log.read_text()):
@@ -232,7 +231,6 @@ class _Terminal:
         self.master, slave = pty.openpty()
 
         def controlling_terminal() -> None:
-            as_a_terminal_job()
             os.setsid()
             import fcntl
 
