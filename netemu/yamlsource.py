@@ -59,7 +59,7 @@ def load_yaml(file: str | Path) -> LocatedDocument:
     except yaml.reader.ReaderError as exc:  # a control character: refused before parsing
         line = text.count("\n", 0, max(exc.position, 0)) + 1
         raise InputError(
-            f"invalid YAML: character {exc.character!r} is not allowed", file, None, line
+            f"invalid YAML: character {chr(exc.character)!a} is not allowed", file, None, line
         ) from None
     try:
         node = loader.get_single_node()
