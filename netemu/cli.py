@@ -13,6 +13,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+from netemu import signals
 from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE, InputError, describe
 from netemu.privileges import chown_to_invoker
 from netemu.signals import Stopped, StopSignals
@@ -201,6 +202,9 @@ def emulation_for(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     # From here on a signal stops the run; Ctrl-C in --cli stops the prompt's command.
     stop = StopSignals(interrupt=not args.cli).__enter__()
+    with signals.blocked():  # the threads these imports start leave signals to this one
+        import netemu.emulation  # noqa: F401
+
     from netemu.emulation import preflight
     from netemu.report import StatusView
 
@@ -228,6 +232,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.check()
     except Stopped:
         pass  # said below, with the run's figures
+    except InputError:
+        raise  # refused before anything was made (e.g. a name in use): exit 2
     except Exception as exc:  # a runtime failure: one line below (a traceback with --debug)
         failure = exc
         if args.debug:

@@ -475,6 +475,7 @@ class Emulation:
             raise
 
     def _run_guarded(self) -> None:
+        signals.only_for_the_main_thread()
         try:
             self._loop(None)
         except BaseException as exc:  # surfaces in wait() and stop()

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
@@ -64,6 +65,7 @@ class StopSignals:
         self.deferring = 0  # inside deferred(): raised when it ends
         self.pending = False
         self._previous: dict[int, object] = {}
+        self._wakeup: tuple[int, int] | None = None  # (read end, previous wakeup fd)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -72,14 +74,55 @@ class StopSignals:
                 if signal.getsignal(sig) is not signal.SIG_IGN:
                     self._previous[sig] = signal.signal(sig, self._handle)
             _installed.append(self)
+            self._start_relay()
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        if self._wakeup is not None:
+            read_end, previous = self._wakeup
+            self._wakeup = None
+            write_end = signal.set_wakeup_fd(previous)
+            os.close(write_end)  # the relay reads the end of it and stops
+            del read_end
         if self in _installed:
             _installed.remove(self)
+
+    def _start_relay(self) -> None:
+        """A signal that comes just before the main thread blocks in a system call
+        that no signal check follows (readline's select() at the ``--cli`` prompt)
+        would wait for the next keypress: Python's handler tripped, nothing ran it.
+        Python writes every signal it catches to a wakeup fd; a relay thread reading
+        it sends the signal to the main thread again if, 0.2 s later, its handler
+        still has not run (this time select() is interrupted)."""
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(read_end, True)
+        try:
+            previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread after all
+            os.close(read_end)
+            os.close(write_end)
+            return
+        self._wakeup = (read_end, previous)
+        main = threading.main_thread().ident
+        threading.Thread(
+            target=self._relay, args=(read_end, main), name="netemu-signals", daemon=True
+        ).start()
+
+    def _relay(self, read_end: int, main: int) -> None:
+        only_for_the_main_thread()
+        try:
+            while data := os.read(read_end, 64):
+                mine = [s for s in data if s in self._previous]
+                if not mine:
+                    continue
+                time.sleep(0.2)
+                if self.received is None and self._previous:
+                    signal.pthread_kill(main, mine[0])
+        finally:
+            os.close(read_end)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
@@ -161,3 +204,24 @@ def install_for_library() -> None:
         os.kill(os.getpid(), value.signum)
 
     sys.excepthook = excepthook
+
+
+def only_for_the_main_thread() -> None:
+    """Called first in a thread of netemu's own (and so in the threads it starts):
+    the stop signals are blocked there, so the kernel gives them to the main thread.
+    A main thread waiting in ``input()`` (the ``--cli`` prompt) would otherwise never
+    wake for a signal another thread received."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def blocked() -> Iterator[None]:
+    """The stop signals held back in this thread meanwhile, and in every thread it
+    starts meanwhile, native ones too (numpy's BLAS pool, started at import): those
+    keep them blocked, so the kernel gives them to the main thread. A signal that
+    came meanwhile is delivered when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

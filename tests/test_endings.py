@@ -301,3 +301,54 @@ def test_ctrl_c_at_the_cli_prompt_stops_the_command_not_the_run():
     assert term.proc.returncode == 0, rest
     assert "netemu: done after" in rest and "Traceback" not in rest, rest
     assert leftovers(run) == []
+
+
+def test_a_service_that_dies_on_its_own_ends_the_deployment(tmp_path):
+    """The compute service killed mid-run (a crash, the OOM killer): the deployment
+    stops waiting within a second, says which and where its stderr is, and the run
+    is torn down with the results written so far kept."""
+    from netemu.services.deploy import Deployment, DeploymentError
+    from netemu.services.runtime import ProcessRuntime
+
+    topo = train_topology(tmp_path)
+    with (
+        pytest.raises(DeploymentError) as failed,
+        Emulation(topo, shaper="wire", run_name="tsvcdie") as emu,
+        Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
+    ):
+        emu.start_controller()
+        dep.consumer("gs_north")
+        service = dep.compute("t2", ["gs_north"], ["t0"])
+        sensor = dep.sensor("t0", [service], frames=200, interval=0.05, size=256, seed=1)
+        emu.wait(1.0)
+        service.proc.kill()
+        t0 = time.monotonic()
+        try:
+            dep.wait(sensor, timeout=30)
+        finally:
+            took = time.monotonic() - t0
+    message = str(failed.value)
+    assert "\n" not in message and took < 1.5, (message, took)
+    assert message.startswith("inference on t2 exited on its own (status -9)"), message
+    assert str(service.stderr) in message
+    assert leftovers("tsvcdie") == []
+    assert (tmp_path / "res" / "logs" / "gs_north-consumer.jsonl").stat().st_size > 0
+
+
+def test_sigterm_stops_a_run_at_the_cli_prompt():
+    run = "tcliterm"
+    term = _Terminal(
+        [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"), "--cli",
+         "--name", run, "--shaper", "wire", "--log", f"/tmp/{run}.jsonl"]
+    )  # fmt: skip
+    try:
+        term.expect("mininet>")
+        term.proc.send_signal(signal.SIGTERM)
+        rest = term.close()
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        term.proc.wait()
+    assert term.proc.returncode == 143, rest
+    assert "stopped by SIGTERM after" in rest and "Traceback" not in rest, rest
+    assert leftovers(run) == []

@@ -154,6 +154,7 @@ class Deployment:
         """Wait for an app to finish on its own (a sensor after its frames)."""
         end = time.monotonic() + timeout
         while app.proc.poll() is None and time.monotonic() < end:
+            self._check_services(app)
             self.emu.wait(0.1)
         if app.proc.poll() is None:
             raise DeploymentError(f"{app.app} on {app.node} still running after {timeout:.0f} s")
@@ -161,6 +162,20 @@ class Deployment:
             raise DeploymentError(
                 f"{app.app} on {app.node} failed ({app.proc.returncode}): {app.errors()}"
             )
+
+    def _check_services(self, waiting_for: App) -> None:
+        """A service or consumer that exits on its own (a crash, the OOM killer, a
+        container killed; not a node's fault) ends the deployment: its results would
+        silently stop."""
+        for a in self.apps:
+            if a is waiting_for or a.stopped_by_fault:
+                continue
+            if (code := a.proc.poll()) is not None:
+                last = (a.errors().splitlines() or ["no message"])[-1]
+                raise DeploymentError(
+                    f"{a.app} on {a.label} exited on its own (status {code}): {last} "
+                    f"(its stderr: {a.stderr})"
+                )
 
     def stop(self) -> dict[str, int]:
         """Stop every app (receivers last, so they log what is still on its way)."""
