@@ -13,6 +13,12 @@ Signals after the first are counted, not raised, and so is a first one that come
 during a teardown (:func:`deferred`): raised there it would cut the teardown short
 and leave the run's namespaces behind. SIGKILL, then ``netemu clean``, is the way
 to stop a teardown.
+
+The kernel gives a process's signal to any thread that does not block it, and a
+main thread blocked in a system call hears of it only if the signal lands on it:
+netemu's own threads and the native ones its imports start block the stop
+signals (:func:`only_for_the_main_thread`, :func:`blocked`), and a relay thread
+sends a signal again to the main thread when its handler has not run soon after.
 """
 
 from __future__ import annotations

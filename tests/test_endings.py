@@ -352,3 +352,27 @@ def test_sigterm_stops_a_run_at_the_cli_prompt():
     assert term.proc.returncode == 143, rest
     assert "stopped by SIGTERM after" in rest and "Traceback" not in rest, rest
     assert leftovers(run) == []
+
+
+def test_a_scenario_stopped_by_sigterm_to_its_group(tmp_path):
+    """missile_tracking mid-deployment (services as processes on train.yaml): torn down,
+    one line, 143, the logs so far kept and marked incomplete."""
+    res = tmp_path / "res"
+    proc = subprocess.Popen(
+        [sys.executable, "scenarios/missile_tracking.py", "--topology",
+         str(TOPOLOGIES / "train.yaml"), "--runtime", "process", "--shaper", "wire",
+         "--frames", "300", "--interval", "0.1", "--size", "64", "--results", str(res)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while not any(p.stat().st_size for p in res.glob("logs/*-consumer.jsonl")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    err, took = _ended(proc)
+    assert proc.returncode == 143, err
+    _one_line_why(err, "missile_tracking: stopped by SIGTERM; everything removed")
+    assert took < 10 and leftovers("missile_tracking") == []
+    assert json.loads((res / "status.json").read_text()) == {"complete": False}
+    assert any(p.stat().st_size for p in res.glob("logs/*-consumer.jsonl"))

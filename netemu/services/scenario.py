@@ -76,7 +76,9 @@ def run_main(name: str, body: Callable[[Console], int]) -> int:
         return EXIT_BAD_INPUT
     with StopSignals() as stop:
         try:
-            return body(console)
+            code = body(console)
+            stop.check()  # a signal whose exception Python dropped (in a __del__)
+            return code
         except InputError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
