@@ -47,7 +47,7 @@ from netemu import addressing, netns, signals
 from netemu.acquisition import Acquisition
 from netemu.aggregation import PrefixChanges, PrefixRoutes
 from netemu.capture import CapturePoint, Captures
-from netemu.errors import InputError
+from netemu.errors import InputError, ResultsError
 from netemu.faults import Fault, parse_target
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
@@ -712,24 +712,32 @@ class Emulation:
     def _open_log(self) -> None:
         if self.log_path is None:
             return
-        make_dirs(self.log_path.parent)
-        self._log = self.log_path.open("w", buffering=1)
-        self._log.write(
-            json.dumps(
-                {
-                    "run": self.run_name,
-                    "topology": self.topology.name,
-                    "shaper": self.shaper.name,
-                    "start": iso_utc(self.start_time),
-                    "step_s": self.step_s,
-                    "speed": self.speed,
-                    "duration_s": self.duration_s,
-                    "links": "each line: the links whose state or delay (to 1 us) changed",
-                    "complete": False,
-                }
-            )
-            + "\n"
+        try:
+            make_dirs(self.log_path.parent)
+            self._log = self.log_path.open("w", buffering=1)
+        except OSError as exc:
+            raise ResultsError(f"cannot write the run log {self.log_path}: {exc}") from None
+        self._log_line(
+            {
+                "run": self.run_name,
+                "topology": self.topology.name,
+                "shaper": self.shaper.name,
+                "start": iso_utc(self.start_time),
+                "step_s": self.step_s,
+                "speed": self.speed,
+                "duration_s": self.duration_s,
+                "links": "each line: the links whose state or delay (to 1 us) changed",
+                "complete": False,
+            }
         )
+
+    def _log_line(self, record: dict) -> None:
+        try:
+            self._log.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a full disk, a folder gone: the run cannot record
+            raise ResultsError(
+                f"cannot write the run log {self.log_path}: {exc.strerror or exc}"
+            ) from None
 
     def _write_log(self, now, events, shape_changes, route_changes, apply_ms) -> None:
         if self._log is None:
@@ -751,20 +759,17 @@ class Emulation:
                         "state": lk.state,
                     }
                 )
-        self._log.write(
-            json.dumps(
-                {
-                    "time": iso_utc(self.epoch.time),
-                    "wall_s": round(now - self._wall0, 6),
-                    "epoch": self.epoch_index,
-                    "links": links,
-                    "events": events,
-                    "shape_changes": shape_changes,
-                    "route_changes": route_changes,
-                    "apply_ms": round(apply_ms, 3),
-                }
-            )
-            + "\n"
+        self._log_line(
+            {
+                "time": iso_utc(self.epoch.time),
+                "wall_s": round(now - self._wall0, 6),
+                "epoch": self.epoch_index,
+                "links": links,
+                "events": events,
+                "shape_changes": shape_changes,
+                "route_changes": route_changes,
+                "apply_ms": round(apply_ms, 3),
+            }
         )
 
     # -- what users and tests ask ------------------------------------------------------
@@ -932,8 +937,8 @@ class Emulation:
         state = netns.STATE_DIR / f"{self.run_name}.json"
         state.unlink(missing_ok=True)
         if self._log is not None:
-            self._log.write(
-                json.dumps(
+            with contextlib.suppress(ResultsError):  # the log that failed can say no more
+                self._log_line(
                     {
                         "end": True,
                         "complete": self.finished.is_set() and self._error is None,
@@ -941,9 +946,8 @@ class Emulation:
                         **({"stopped": str(self._error)} if self._error else {}),
                     }
                 )
-                + "\n"
-            )
-            self._log.close()
+            with contextlib.suppress(OSError):
+                self._log.close()
             self._log = None
         self.started = False
 

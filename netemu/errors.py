@@ -39,6 +39,10 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+class ResultsError(RuntimeError):
+    """A run's results could not be written (a full disk, a folder removed)."""
+
+
 # Exit statuses (README: exit statuses); a signal's stop is 128 + its number (signals.py).
 EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_INPUT = 2

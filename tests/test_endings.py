@@ -376,3 +376,36 @@ def test_a_scenario_stopped_by_sigterm_to_its_group(tmp_path):
     assert took < 10 and leftovers("missile_tracking") == []
     assert json.loads((res / "status.json").read_text()) == {"complete": False}
     assert any(p.stat().st_size for p in res.glob("logs/*-consumer.jsonl"))
+
+
+def test_a_full_disk_for_the_run_log_ends_the_run_in_one_line(tmp_path):
+    """The results' file system fills up mid-run: exit 1, one line naming the run log
+    and the problem, nothing left (the disk here: a 256 KiB tmpfs, then filled)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
+    try:
+        run = "tdiskfull"
+        log = disk / "run.jsonl"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"),
+             "--name", run, "--shaper", "wire", "--log", str(log)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not (log.exists() and '"epoch"' in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        err, took = _ended(proc)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert proc.returncode == 1, err
+    _one_line_why(err, f"run {run} failed: cannot write the run log {log}: No space left on device")
+    # The log's last page still takes a few ~600-byte records before the disk refuses one.
+    assert took < 15, took
+    assert leftovers(run) == []

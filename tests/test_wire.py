@@ -60,10 +60,15 @@ def test_plain_ping_reads_the_emulated_round_trip_over_five_hops(emu):
     geometric = emu.path_delay_ms("kep0", "kep5") + emu.path_delay_ms("kep5", "kep0")
     out = emu.host("kep0").cmd(f"ping -c 30 -i 0.05 {emu.address('kep5')}")
     # ping prints each round trip above 100 ms in whole ms; its summary to the microsecond.
-    low, mean = (float(x) for x in re.search(r"= ([\d.]+)/([\d.]+)/", out).groups())
+    low, mean, high = (float(x) for x in re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", out).groups())
     assert " 0% packet loss" in out, out
-    assert low >= geometric - 0.01, f"a round trip of {low} ms, physics allows {geometric:.3f}"
-    assert mean <= geometric + 0.3, f"mean round trip {mean} ms, geometric {geometric:.3f}"
+    seen = f"min/mean/max {low}/{mean}/{high} ms, geometric {geometric:.3f} ms"
+    assert low >= geometric - 0.01, f"faster than light: {seen}"
+    # 10 engine passes and 10 kernel forwardings: exact within 0.3 ms when the machine
+    # leaves the engine its CPU (the fastest of 30); a busy 2-core machine adds a
+    # little to some (the engine counts the releases it made late).
+    assert low <= geometric + 0.3, f"every round trip too long: {seen}"
+    assert mean <= geometric + 1.0, f"round trips too long on average: {seen}"
 
 
 @needs_root
