@@ -225,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             emu.start_controller()
             CLI(emu.mininet())
+            emu.wait(0)  # the controller failed meanwhile: this run failed
         else:
             with view:
                 view.update(emu.status())

@@ -168,3 +168,50 @@ def test_emulator_overload_is_counted_apart_from_the_links_loss(emu):
     assert after["overload"] - before["overload"] > 100
     assert after["lost"] == before["lost"]
     assert emu.shaping_late()["overload"] >= after["overload"] - before["overload"]
+
+
+@needs_root
+def test_a_sample_the_engine_spoiled_is_measured_again(emu):
+    """The engine stalled mid-measurement (SIGSTOP for 40 ms, as a host taking its CPU
+    would): its late releases are counted, the assertion measures again and says so;
+    without a stall a failing assertion is not measured again."""
+    import threading
+    import warnings
+
+    from netemu.testing import EmulatorWarning, Network, NetworkAssertionError
+
+    net = Network(emu)
+    engine = emu.shaper.engine.pid
+    delay = emu.links[(0, 1)].delay_ms
+
+    first_done = threading.Event()
+
+    def stall() -> None:  # all through the first measurement, none in the next
+        while not first_done.is_set():
+            time.sleep(0.15)
+            os.kill(engine, signal.SIGSTOP)
+            time.sleep(0.04)
+            os.kill(engine, signal.SIGCONT)
+
+    one_way = net.one_way_delay
+
+    def first_one_stalled(*args, **kwargs):
+        try:
+            return one_way(*args, **kwargs)
+        finally:
+            first_done.set()
+
+    net.one_way_delay = first_one_stalled
+    stalling = threading.Thread(target=stall)
+    stalling.start()
+    with pytest.warns(EmulatorWarning, match="measured again: the shaping engine released"):
+        sample = net.assert_one_way_delay("kep0", "kep1", below_ms=delay + 5, count=100)
+    stalling.join()
+    assert sample.percentile(99) < delay + 5  # the clean one, measured after the stall
+
+    measured = []
+    net.one_way_delay = lambda *a, **k: measured.append(1) or one_way(*a, **k)
+    late = emu.shaping_late().get("late", 0)
+    with warnings.catch_warnings(record=True), pytest.raises(NetworkAssertionError):
+        net.assert_one_way_delay("kep0", "kep1", below_ms=delay - 1, count=20)
+    assert len(measured) == 1 or emu.shaping_late().get("late", 0) > late
