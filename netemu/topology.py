@@ -207,7 +207,7 @@ class Topology:
         )
 
 
-#: Beyond any constellation filed (Starlink's ~42,000), and ~2 GB of plan per epoch.
+#: Beyond any constellation filed (Starlink's ~42,000); 10^6 satellites took minutes to plan.
 MAX_NODES = 100_000
 
 
