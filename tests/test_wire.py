@@ -187,8 +187,7 @@ def test_a_sample_the_engine_spoiled_is_measured_again(emu):
     first_done = threading.Event()
 
     def stall() -> None:  # all through the first measurement, none in the next
-        while not first_done.is_set():
-            time.sleep(0.15)
+        while not first_done.wait(0.15):
             os.kill(engine, signal.SIGSTOP)
             time.sleep(0.04)
             os.kill(engine, signal.SIGCONT)
