@@ -107,10 +107,10 @@ def cli_run(run: str, *extra: str) -> subprocess.Popen:
     )
 
 
-def wait_up(proc: subprocess.Popen, run: str) -> None:
-    """Until the run logged its first epoch."""
-    log = Path(f"/tmp/{run}.jsonl")
-    for _ in range(200):
+def wait_up(proc: subprocess.Popen, run: str, log: Path | None = None) -> None:
+    """Until the run logged its first epoch (in ``log``, /tmp/RUN.jsonl by default)."""
+    log = log or Path(f"/tmp/{run}.jsonl")
+    for _ in range(300):
         if log.exists() and '"epoch"' in log.read_text():
             return
         assert proc.poll() is None, proc.communicate()

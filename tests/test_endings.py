@@ -211,10 +211,7 @@ def test_a_python_program_using_the_api_stopped_by_a_signal(tmp_path, sig):
         [sys.executable, str(script), str(TOPOLOGIES / "train.yaml"), run, str(log)],
         cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not (log.exists() and '"epoch"' in log.read_text()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
+    wait_up(proc, run, log)
     os.killpg(proc.pid, sig)
     err, took = _ended(proc)
     assert proc.returncode == -sig, err  # a shell says 128 + signal
@@ -273,17 +270,29 @@ class _Terminal:
         return rest
 
 
-def test_ctrl_c_at_the_cli_prompt_stops_the_command_not_the_run():
-    """`netemu run --cli`: Ctrl-C stops the ping running at the prompt (as in
-    Mininet), the run goes on; `exit` ends it normally; SIGTERM would stop it."""
-    run = "tcliint"
-    t1 = load_topology(TOPOLOGIES / "train.yaml").by_name["t1"].index
+@contextlib.contextmanager
+def _cli_prompt(run: str):
+    """`netemu run --cli` of train.yaml in a pseudo-terminal, at its first prompt;
+    killed on the way out if a test left it running."""
     term = _Terminal(
         [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"), "--cli",
          "--name", run, "--shaper", "wire", "--log", f"/tmp/{run}.jsonl"]
     )  # fmt: skip
     try:
         term.expect("mininet>")
+        yield term
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        term.proc.wait()
+
+
+def test_ctrl_c_at_the_cli_prompt_stops_the_command_not_the_run():
+    """`netemu run --cli`: Ctrl-C stops the ping running at the prompt (as in
+    Mininet), the run goes on; `exit` ends it normally; SIGTERM would stop it."""
+    run = "tcliint"
+    t1 = load_topology(TOPOLOGIES / "train.yaml").by_name["t1"].index
+    with _cli_prompt(run) as term:
         term.type(f"t0 ping -i 0.2 172.16.0.{t1 + 1}\n")
         term.expect("bytes from")
         term.type("\x03")  # Ctrl-C, as typed
@@ -294,10 +303,6 @@ def test_ctrl_c_at_the_cli_prompt_stops_the_command_not_the_run():
         assert "1 received" in term.expect("mininet>")
         term.type("exit\n")
         rest = term.close()
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-        term.proc.wait()
     assert term.proc.returncode == 0, rest
     assert "netemu: done after" in rest and "Traceback" not in rest, rest
     assert leftovers(run) == []
@@ -337,18 +342,9 @@ def test_a_service_that_dies_on_its_own_ends_the_deployment(tmp_path):
 
 def test_sigterm_stops_a_run_at_the_cli_prompt():
     run = "tcliterm"
-    term = _Terminal(
-        [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"), "--cli",
-         "--name", run, "--shaper", "wire", "--log", f"/tmp/{run}.jsonl"]
-    )  # fmt: skip
-    try:
-        term.expect("mininet>")
+    with _cli_prompt(run) as term:
         term.proc.send_signal(signal.SIGTERM)
         rest = term.close()
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-        term.proc.wait()
     assert term.proc.returncode == 143, rest
     assert "stopped by SIGTERM after" in rest and "Traceback" not in rest, rest
     assert leftovers(run) == []
@@ -393,10 +389,7 @@ def test_a_full_disk_for_the_run_log_ends_the_run_in_one_line(tmp_path):
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not (log.exists() and '"epoch"' in log.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
+        wait_up(proc, run, log)
         with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
             while True:
                 f.write(b"\0" * 4096)
