@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from netemu import signals
-from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE, InputError, describe
+from netemu.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_RUNTIME_FAILURE,
+    InputError,
+    TeardownError,
+    describe,
+)
 from netemu.privileges import chown_to_invoker
 from netemu.signals import Stopped, StopSignals
 
@@ -243,12 +249,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.hold()  # a second Ctrl-C must not cut the teardown short
         status = emu.status() if emu.epoch is not None else None
         late = emu.shaping_late()
-        emu.stop()
+        try:
+            emu.stop()
+            removed = "everything removed"
+        except TeardownError as exc:
+            removed, failure = str(exc), failure or exc
         chown_to_invoker(log)
         stop.__exit__()
     stopped = stop.stopped
     if failure is not None:
-        view.message(f"netemu: run {name} failed: {describe(failure)}; everything removed")
+        if isinstance(failure, TeardownError):  # what was made is not all removed
+            view.message(f"netemu: {failure}")
+        else:
+            view.message(f"netemu: run {name} failed: {describe(failure)}; {removed}")
         view.message(f"netemu: run log {log}")
         return EXIT_RUNTIME_FAILURE
     if status:

@@ -47,7 +47,7 @@ from netemu import addressing, netns, signals
 from netemu.acquisition import Acquisition
 from netemu.aggregation import PrefixChanges, PrefixRoutes
 from netemu.capture import CapturePoint, Captures
-from netemu.errors import InputError, ResultsError
+from netemu.errors import InputError, ResultsError, TeardownError, describe
 from netemu.faults import Fault, parse_target
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
@@ -136,26 +136,61 @@ def preflight(extra_tools: tuple[str, ...] = ()) -> None:
         raise InputError(
             f"missing system tools: {', '.join(missing)} (run scripts/provision to install them)"
         )
+    # OpenBLAS allocates its work buffer at the first matrix product and exit()s the
+    # process if it cannot (under ulimit -v): let that happen before anything is made.
+    np.ones((2, 2)) @ np.ones((2, 2))
 
 
-def check_memory(n_nodes: int, available_mib: float | None = None) -> None:
+def check_memory(n_nodes: int, available: tuple[float, str] | None = None) -> None:
     """Refuse a topology the machine cannot hold live (before anything is created)."""
     need = MIB_BASE + MIB_PER_NODE * n_nodes
-    have = _available_mib() if available_mib is None else available_mib
+    have, where = available or available_mib()
     if need > have:
         raise InputError(
-            f"{n_nodes:,} nodes need about {need / 1024:.1f} GiB to emulate live, and this "
-            f"machine has {have / 1024:.1f} GiB available: use a machine with more memory, "
+            f"{n_nodes:,} nodes need about {need / 1024:.1f} GiB to emulate live, and "
+            f"{where} has {have / 1024:.1f} GiB available: use a machine with more memory, "
             "or 'netemu plan' (no namespaces) for the schedule alone"
         )
 
 
-def _available_mib() -> float:
+def available_mib() -> tuple[float, str]:
+    """Memory a run can still take, and what limits it: the machine's available memory,
+    or the tighter limit of a memory cgroup this process is in (a container's, a
+    systemd unit's MemoryMax) above which the kernel's OOM killer ends the run."""
+    have, where = float("inf"), "this machine"
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return float("inf")
+                have = int(line.split()[1]) / 1024
+    for cgroup, headroom in _cgroup_headroom_mib():
+        if headroom < have:
+            have, where = headroom, f"memory cgroup {cgroup}"
+    return have, where
+
+
+def _cgroup_headroom_mib() -> list[tuple[str, float]]:
+    """(cgroup, limit minus use) for each memory-limited cgroup above this process,
+    cgroup v2 (memory.max) or v1 (memory.limit_in_bytes)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                root, limit, use = Path("/sys/fs/cgroup"), "memory.max", "memory.current"
+            elif "memory" in controllers.split(","):
+                root = Path("/sys/fs/cgroup/memory")
+                limit, use = "memory.limit_in_bytes", "memory.usage_in_bytes"
+            else:
+                continue
+            group = root / path.lstrip("/")
+            while group.is_relative_to(root):
+                with contextlib.suppress(OSError, ValueError):  # no such file, "max"
+                    free = int((group / limit).read_text()) - int((group / use).read_text())
+                    found.append(("/" + str(group.relative_to(root)).strip("."), free / 2**20))
+                if group == root:
+                    break
+                group = group.parent
+    return found
 
 
 class Emulation:
@@ -508,6 +543,7 @@ class Emulation:
                 behind = [{"type": "late", "late_s": round(late, 3)}]
             if not self._advance(behind):
                 break
+            netns.check_present(self.netns)
             if on_epoch:
                 on_epoch(self)
         self.finished.set()
@@ -904,52 +940,69 @@ class Emulation:
 
     # -- teardown ----------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop the controller and remove everything this run created. Idempotent."""
+        """Stop the controller and remove everything this run created. Idempotent.
+        Every step is tried even when one fails (out of memory, say); then
+        :class:`TeardownError` names the first failure and how to remove the rest."""
         if not self.started:
             return
         with signals.deferred():  # a signal now is raised once all is removed
             self._stop.set()
             if self._thread is not None and self._thread is not threading.current_thread():
                 self._thread.join(timeout=10)
-            try:
-                self.shaper.stop()
-            finally:
+            failed = None
+            for step in (self.shaper.stop, self._stop_captures, self._close_sockets,
+                         self._stop_hosts, self._remove_namespaces, self._end_log):  # fmt: skip
                 try:
-                    self.capture_files = self.captures.stop(self.events)
-                finally:
-                    self._tear_down()
+                    step()
+                except Exception as exc:  # said once all steps were tried
+                    failed = failed or exc
+            self.started = False
+            if failed is not None:
+                raise TeardownError(
+                    f"removing run {self.run_name} failed: {describe(failed)}; "
+                    f"netemu clean --run {self.run_name} removes what is left"
+                ) from failed
 
-    def _tear_down(self) -> None:
-        """Hosts, namespaces (with their links, qdiscs and rules), state file, log."""
+    def _stop_captures(self) -> None:
+        self.capture_files = self.captures.stop(self.events)
+
+    def _close_sockets(self) -> None:
         for sock in self._nl.values():
             sock.close()
         self._nl.clear()
-        if self.net is not None:
-            for host in self.net.hosts:
-                if host.shell and host.shell.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(host.shell.pid, signal.SIGKILL)
-                    host.shell.wait()
-                for f in (host.stdin,):
-                    f.close()
-                os.close(host.slave)
+
+    def _stop_hosts(self) -> None:
+        if self.net is None:
+            return
+        for host in self.net.hosts:
+            if host.shell and host.shell.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(host.shell.pid, signal.SIGKILL)
+                host.shell.wait()
+            host.stdin.close()
+            os.close(host.slave)
+        self.net = None
+
+    def _remove_namespaces(self) -> None:
+        """The namespaces (with their links, qdiscs and rules), then the state file."""
         netns.delete(netns.namespaces(addressing.netns_name(self.run_name, "")))
-        state = netns.STATE_DIR / f"{self.run_name}.json"
-        state.unlink(missing_ok=True)
-        if self._log is not None:
-            with contextlib.suppress(ResultsError):  # the log that failed can say no more
-                self._log_line(
-                    {
-                        "end": True,
-                        "complete": self.finished.is_set() and self._error is None,
-                        "events": len(self.events),
-                        **({"stopped": str(self._error)} if self._error else {}),
-                    }
-                )
-            with contextlib.suppress(OSError):
-                self._log.close()
-            self._log = None
-        self.started = False
+        (netns.STATE_DIR / f"{self.run_name}.json").unlink(missing_ok=True)
+
+    def _end_log(self) -> None:
+        if self._log is None:
+            return
+        with contextlib.suppress(ResultsError):  # the log that failed can say no more
+            self._log_line(
+                {
+                    "end": True,
+                    "complete": self.finished.is_set() and self._error is None,
+                    "events": len(self.events),
+                    **({"stopped": describe(self._error)} if self._error else {}),
+                }
+            )
+        with contextlib.suppress(OSError):
+            self._log.close()
+        self._log = None
 
 
 def _netns_host_class():

@@ -7,6 +7,7 @@ any network state exists.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,10 @@ class ResultsError(RuntimeError):
     """A run's results could not be written (a full disk, a folder removed)."""
 
 
+class TeardownError(RuntimeError):
+    """Removing a run failed part-way; the message says how to remove the rest."""
+
+
 # Exit statuses (README: exit statuses); a signal's stop is 128 + its number (signals.py).
 EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -52,6 +57,12 @@ def describe(exc: BaseException) -> str:
     """An exception as one line for a user: netemu's own say what failed and where;
     anything else is named by its type (the traceback is for ``--debug``)."""
     text = printable(" ".join(str(exc).split()))
+    if (
+        isinstance(exc, MemoryError)
+        or getattr(exc, "errno", None) == errno.ENOMEM
+        or (isinstance(exc, ImportError) and "failed to map segment" in text)
+    ):  # the machine's memory, or a limit on it (ulimit -v, a container's)
+        return "out of memory" + (f" ({text})" if text else "")
     if type(exc).__module__.startswith("netemu") and text:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -65,11 +76,15 @@ MAX_INPUT_BYTES = 64 * 2**20
 def read_text(path: Path, what: str = "file", encoding: str = "utf-8") -> str:
     """A user's file as text, or an :class:`InputError` saying why not."""
     try:
+        chunks, size = [], 0
         with open(path, "rb") as f:  # any readable file, a pipe too (<(generator))
-            data = f.read(MAX_INPUT_BYTES + 1)
-        if len(data) > MAX_INPUT_BYTES:
+            # In chunks: read(MAX + 1) would allocate the whole bound for every file.
+            while size <= MAX_INPUT_BYTES and (chunk := f.read(1 << 20)):
+                chunks.append(chunk)
+                size += len(chunk)
+        if size > MAX_INPUT_BYTES:
             raise InputError(f"{what} is larger than {MAX_INPUT_BYTES >> 20} MiB", path)
-        return data.decode(encoding)
+        return b"".join(chunks).decode(encoding)
     except FileNotFoundError:
         raise InputError(f"{what} not found", path) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from netemu import netns
+from netemu.services.runtime import PODMAN
 from netemu.testing import Network, received
 from netemu.topology import load_topology
 
@@ -56,7 +58,7 @@ def leftovers(run: str, prefix: bool = False) -> list[str]:
     """What this run left on the machine (with ``prefix``: every run whose name begins
     so), and nothing of other runs (one may be live): its namespaces, its state file,
     the processes tagged with it (netns.RUN_ENV: engine, recorders, hosts' shells,
-    podman), its ``netemu run`` controller."""
+    podman), its ``netemu run`` controller, its containers."""
     found = netns.namespaces(f"netemu-{run}" + ("" if prefix else "-"))
     found += [str(p) for p in netns.STATE_DIR.glob(f"{run}{'*' if prefix else ''}.json")]
     for pid in netns.run_pids(run, prefix=prefix):
@@ -68,6 +70,11 @@ def leftovers(run: str, prefix: bool = False) -> list[str]:
         ["pgrep", "-af", f"netemu.cli run .*--name {name}( |$)"], capture_output=True, text=True
     ).stdout
     found += [line for line in ps.splitlines() if not _dead(line.split()[0])]
+    if shutil.which("podman"):
+        names = subprocess.run([*PODMAN, "ps", "-a", "--format", "{{.Names}}"],
+                               capture_output=True, text=True).stdout.split()  # fmt: skip
+        found += [f"container {n}" for n in names if n.startswith(f"netemu-{run}")
+                  and (prefix or n.startswith(f"netemu-{run}-"))]  # fmt: skip
     return found
 
 

@@ -168,9 +168,9 @@ def test_not_a_mapping(tmp_path):
 def test_a_topology_too_large_for_the_machine_is_refused():
     from netemu.emulation import check_memory
 
-    check_memory(1000, available_mib=4096)
+    check_memory(1000, available=(4096, "this machine"))
     with pytest.raises(InputError, match=r"100,000 nodes need about 195\.4 GiB .* 4\.0 GiB"):
-        check_memory(100_000, available_mib=4096)
+        check_memory(100_000, available=(4096, "this machine"))
 
 
 def _path_without(tmp_path, *missing: str) -> str:
@@ -223,3 +223,21 @@ def test_a_topology_name_with_a_dash_gives_a_usable_default_run_name():
     emu = Emulation(load_topology(TOPOLOGIES / "starlink-shell1.yaml"), shaper="wire")
     assert emu.run_name == "starlink_shell1"
     assert emu.netns[0] == "netemu-starlink_shell1-sl0_0"
+
+
+@pytest.mark.parametrize(
+    ("exc", "line"),
+    [
+        (MemoryError(), "out of memory"),
+        (OSError(12, "Cannot allocate memory"),
+         "out of memory ([Errno 12] Cannot allocate memory)"),
+        (ImportError("x.so: failed to map segment from shared object"),
+         "out of memory (x.so: failed to map segment from shared object)"),
+        (KeyError("t1"), "KeyError: 't1'"),
+        (RuntimeError("two\nlines\x1b[2J"), "RuntimeError: two lines\\x1b[2J"),
+    ],
+)  # fmt: skip
+def test_a_runtime_failure_is_described_in_one_line(exc, line):
+    from netemu.errors import describe
+
+    assert describe(exc) == line

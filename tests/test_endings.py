@@ -170,6 +170,66 @@ def test_the_engine_dying_ends_the_run_in_one_line():
     assert end["complete"] is False and "wire engine exited" in end["stopped"]
 
 
+def test_a_namespace_removed_from_outside_ends_the_run_in_one_line():
+    """``ip netns del`` of one node's namespace mid-run (a user's clean-up, another
+    tool): its node can no longer be entered, so the run ends within an epoch, exit 1,
+    naming it, and the rest is torn down."""
+    run = "tnsgone"
+    proc = cli_run(run)
+    wait_up(proc, run)
+    subprocess.run(["ip", "netns", "del", f"netemu-{run}-t1"], check=True)
+    err, took = _ended(proc)
+    assert proc.returncode == 1, err
+    _one_line_why(err, f"netemu: run {run} failed: namespace netemu-{run}-t1 was removed "
+                       "from outside the run (ip netns del?); everything removed")  # fmt: skip
+    assert took < 5 and leftovers(run) == []
+    assert _log_end(run)["complete"] is False
+
+
+@contextlib.contextmanager
+def _memory_cgroup(limit: int):
+    """A memory cgroup of its own under this process's (v2 or v1), limited to ``limit``
+    bytes, as a container or a systemd unit's MemoryMax would be; its cgroup.procs."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            root, limit_file = Path("/sys/fs/cgroup"), "memory.max"
+        elif "memory" in controllers.split(","):
+            root, limit_file = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        group = root / path.lstrip("/") / f"netemu-test-{os.getpid()}"
+        try:
+            group.mkdir()
+            (group / limit_file).write_text(str(limit))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+            pytest.skip(f"no memory cgroup can be made here: {exc}")
+        try:
+            yield group / "cgroup.procs"
+        finally:
+            group.rmdir()
+        return
+    pytest.skip("this process is in no memory cgroup")
+
+
+def test_a_topology_larger_than_its_memory_cgroup_allows_is_refused():
+    """Starlink's shell 1 (1,590 nodes, ~3.2 GiB live) in a cgroup limited to 1 GiB:
+    refused in one line naming the cgroup, exit 2, before anything exists (else the
+    kernel's OOM killer would end the controller part-way, with everything left)."""
+    with _memory_cgroup(1 << 30) as procs:
+        p = subprocess.run(
+            ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", sys.executable, "-m",
+             "netemu.cli", "run", str(TOPOLOGIES / "starlink-shell1.yaml"), "--name", "tcgroup"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "1,590 nodes need about 3.2 GiB to emulate live, and memory cgroup /" in p.stderr
+    assert "netemu-test-" in p.stderr and leftovers("tcgroup") == []
+
+
 def test_an_exception_in_the_controller_mid_epoch_cleans_up(tmp_path):
     """Code run every epoch (here a user's on_epoch) raises: it reaches the caller, the
     run is torn down and its log says it did not complete, and why."""
@@ -184,7 +244,43 @@ def test_an_exception_in_the_controller_mid_epoch_cleans_up(tmp_path):
         emu.run(on_epoch)
     assert leftovers("tboom") == []
     end = json.loads(log.read_text().splitlines()[-1])
-    assert end["complete"] is False and end["stopped"] == "boom at epoch 2"
+    assert end["complete"] is False and end["stopped"] == "RuntimeError: boom at epoch 2"
+
+
+OOM_SCRIPT = """
+import resource, sys
+import numpy as np
+from netemu.emulation import Emulation
+from netemu.topology import load_topology
+
+def on_epoch(emu):
+    if emu.epoch_index == 2:  # from now on, what the process has and 32 MiB more
+        status = open("/proc/self/status").read()
+        size = int(status.split("VmSize:")[1].split()[0]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + (32 << 20), resource.RLIM_INFINITY))
+        emu.results = np.ones(1 << 28)  # 2 GiB of the script's per-epoch results
+
+topology, run, log = sys.argv[1:]
+with Emulation(load_topology(topology), shaper="wire", run_name=run, log_path=log) as emu:
+    emu.run(on_epoch)
+"""
+
+
+def test_out_of_memory_mid_run_still_tears_down(tmp_path):
+    """A script's run that runs out of memory (``ulimit -v`` reached mid-run): the
+    MemoryError reaches the script, and the teardown, under the same limit, removes
+    everything; the run log ends saying so."""
+    script, log = tmp_path / "script.py", tmp_path / "run.jsonl"
+    script.write_text(OOM_SCRIPT)
+    p = subprocess.run(
+        [sys.executable, str(script), str(TOPOLOGIES / "train.yaml"), "toom", str(log)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 1 and "MemoryError: Unable to allocate 2.00 GiB" in p.stderr, p.stderr
+    assert leftovers("toom") == []
+    end = json.loads(log.read_text().splitlines()[-1])
+    assert end["complete"] is False
+    assert end["stopped"].startswith("out of memory (Unable to allocate 2.00 GiB"), end
 
 
 API_SCRIPT = """
@@ -338,6 +434,54 @@ def test_a_service_that_dies_on_its_own_ends_the_deployment(tmp_path):
     assert str(service.stderr) in message
     assert leftovers("tsvcdie") == []
     assert (tmp_path / "res" / "logs" / "gs_north-consumer.jsonl").stat().st_size > 0
+
+
+@pytest.mark.skipif(not shutil.which("podman"), reason="podman (container engine) not installed")
+def test_a_container_killed_on_its_own_ends_the_deployment(tmp_path):
+    """``podman kill`` of the compute service's container (its engine, an operator):
+    one line naming it, within seconds, and no container, namespace or process left."""
+    from netemu.services.deploy import Deployment, DeploymentError
+    from netemu.services.runtime import PODMAN, PodmanRuntime, ensure_image
+
+    ensure_image()
+    topo = train_topology(tmp_path)
+    with (
+        pytest.raises(DeploymentError) as failed,
+        Emulation(topo, shaper="wire", run_name="tpoddie") as emu,
+        Deployment(emu, tmp_path / "res", PodmanRuntime()) as dep,
+    ):
+        emu.start_controller()
+        dep.consumer("gs_north")
+        service = dep.compute("t2", ["gs_north"], ["t0"])
+        sensor = dep.sensor("t0", [service], frames=400, interval=0.05, size=256, seed=1)
+        emu.wait(1.0)
+        subprocess.run([*PODMAN, "kill", service.container], check=True, capture_output=True)
+        t0 = time.monotonic()
+        try:
+            dep.wait(sensor, timeout=30)
+        finally:
+            took = time.monotonic() - t0
+    message = str(failed.value)
+    assert "\n" not in message and took < 3, (message, took)
+    assert message.startswith("inference on t2 exited on its own (status 137)"), message
+    assert leftovers("tpoddie") == []
+
+
+@pytest.mark.skipif(not shutil.which("podman"), reason="podman (container engine) not installed")
+def test_a_missing_container_image_is_one_line_and_leaves_nothing(tmp_path):
+    from netemu.errors import InputError
+    from netemu.services.deploy import Deployment
+    from netemu.services.runtime import PodmanRuntime
+
+    topo = train_topology(tmp_path)
+    t0 = time.monotonic()
+    with (
+        pytest.raises(InputError, match="container image localhost/netemu-absent:0 is not on"),
+        Emulation(topo, shaper="wire", run_name="tnoimage") as emu,
+        Deployment(emu, tmp_path / "res", PodmanRuntime("localhost/netemu-absent:0")) as dep,
+    ):
+        dep.consumer("gs_north")
+    assert time.monotonic() - t0 < 30 and leftovers("tnoimage") == []
 
 
 def test_sigterm_stops_a_run_at_the_cli_prompt():

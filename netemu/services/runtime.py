@@ -101,9 +101,14 @@ class PodmanRuntime:
 
     def __init__(self, image: str = IMAGE):
         self.image = image
+        self.image_checked = False
         self.gpus = any(p.exists() for p in CDI_SPECS)
 
     def start(self, emu, node: str, app: str, args: list[str], stderr: Path) -> App:
+        # Checked once: podman would otherwise try to pull it, minutes where offline.
+        if not self.image_checked and not image_exists(self.image):
+            raise InputError(f"container image {self.image} is not on this machine (podman images)")
+        self.image_checked = True
         netns = emu.netns[emu.topology.by_name[node].index]
         # netemu-<run>-<label>-<app>: the log's name, unique per instance.
         name = netns.removesuffix(node) + stderr.stem
@@ -155,7 +160,7 @@ def choose(kind: str = "auto") -> ProcessRuntime | PodmanRuntime:
 
 
 def image_exists(image: str = IMAGE) -> bool:
-    return subprocess.run([*PODMAN, "image", "exists", image]).returncode == 0
+    return subprocess.run([*PODMAN, "image", "exists", image], capture_output=True).returncode == 0
 
 
 def ensure_image(image: str = IMAGE, log=sys.stderr) -> str:
