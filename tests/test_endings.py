@@ -2,7 +2,8 @@
 README's status and leaves nothing of its own behind: signals to the controller or
 its process group, during bring-up or mid-run, under ``timeout``, to every process
 of the run at once (``systemctl stop``), Ctrl-C at the ``--cli`` prompt, a shaping
-engine that dies, an exception in the controller, the Python API under SIGTERM.
+engine, a service or a container that dies, a namespace removed from outside, an
+exception in the controller, out of memory, a full disk, the Python API under SIGTERM.
 """
 
 from __future__ import annotations
@@ -404,58 +405,45 @@ def test_ctrl_c_at_the_cli_prompt_stops_the_command_not_the_run():
     assert leftovers(run) == []
 
 
-def test_a_service_that_dies_on_its_own_ends_the_deployment(tmp_path):
-    """The compute service killed mid-run (a crash, the OOM killer): the deployment
-    stops waiting within a second, says which and where its stderr is, and the run
-    is torn down with the results written so far kept."""
-    from netemu.services.deploy import Deployment, DeploymentError
-    from netemu.services.runtime import ProcessRuntime
+def _kill_process(app) -> None:
+    app.proc.kill()
 
-    topo = train_topology(tmp_path)
+
+def _kill_container(app) -> None:
+    from netemu.services.runtime import PODMAN
+
+    subprocess.run([*PODMAN, "kill", app.container], check=True, capture_output=True)
+
+
+_podman = pytest.mark.skipif(
+    not shutil.which("podman"), reason="podman (container engine) not installed"
+)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "kill", "status"),
+    [("process", _kill_process, -9), pytest.param("podman", _kill_container, 137, marks=_podman)],
+    ids=["process", "container"],
+)
+def test_a_service_that_dies_on_its_own_ends_the_deployment(tmp_path, runtime, kill, status):
+    """The compute service killed mid-run (a crash, the OOM killer, ``podman kill``):
+    the deployment stops waiting within seconds, says which and where its stderr is,
+    and the run is torn down (containers too) with the results written so far kept."""
+    from netemu.services import runtime as runtimes
+    from netemu.services.deploy import Deployment, DeploymentError
+
+    run = f"tsvcdie{runtime[0]}"
     with (
         pytest.raises(DeploymentError) as failed,
-        Emulation(topo, shaper="wire", run_name="tsvcdie") as emu,
-        Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
-    ):
-        emu.start_controller()
-        dep.consumer("gs_north")
-        service = dep.compute("t2", ["gs_north"], ["t0"])
-        sensor = dep.sensor("t0", [service], frames=200, interval=0.05, size=256, seed=1)
-        emu.wait(1.0)
-        service.proc.kill()
-        t0 = time.monotonic()
-        try:
-            dep.wait(sensor, timeout=30)
-        finally:
-            took = time.monotonic() - t0
-    message = str(failed.value)
-    assert "\n" not in message and took < 1.5, (message, took)
-    assert message.startswith("inference on t2 exited on its own (status -9)"), message
-    assert str(service.stderr) in message
-    assert leftovers("tsvcdie") == []
-    assert (tmp_path / "res" / "logs" / "gs_north-consumer.jsonl").stat().st_size > 0
-
-
-@pytest.mark.skipif(not shutil.which("podman"), reason="podman (container engine) not installed")
-def test_a_container_killed_on_its_own_ends_the_deployment(tmp_path):
-    """``podman kill`` of the compute service's container (its engine, an operator):
-    one line naming it, within seconds, and no container, namespace or process left."""
-    from netemu.services.deploy import Deployment, DeploymentError
-    from netemu.services.runtime import PODMAN, PodmanRuntime, ensure_image
-
-    ensure_image()
-    topo = train_topology(tmp_path)
-    with (
-        pytest.raises(DeploymentError) as failed,
-        Emulation(topo, shaper="wire", run_name="tpoddie") as emu,
-        Deployment(emu, tmp_path / "res", PodmanRuntime()) as dep,
+        Emulation(train_topology(tmp_path), shaper="wire", run_name=run) as emu,
+        Deployment(emu, tmp_path / "res", runtimes.choose(runtime)) as dep,
     ):
         emu.start_controller()
         dep.consumer("gs_north")
         service = dep.compute("t2", ["gs_north"], ["t0"])
         sensor = dep.sensor("t0", [service], frames=400, interval=0.05, size=256, seed=1)
         emu.wait(1.0)
-        subprocess.run([*PODMAN, "kill", service.container], check=True, capture_output=True)
+        kill(service)
         t0 = time.monotonic()
         try:
             dep.wait(sensor, timeout=30)
@@ -463,11 +451,13 @@ def test_a_container_killed_on_its_own_ends_the_deployment(tmp_path):
             took = time.monotonic() - t0
     message = str(failed.value)
     assert "\n" not in message and took < 3, (message, took)
-    assert message.startswith("inference on t2 exited on its own (status 137)"), message
-    assert leftovers("tpoddie") == []
+    assert message.startswith(f"inference on t2 exited on its own (status {status})"), message
+    assert str(service.stderr) in message
+    assert leftovers(run) == []
+    assert (tmp_path / "res" / "logs" / "gs_north-consumer.jsonl").stat().st_size > 0
 
 
-@pytest.mark.skipif(not shutil.which("podman"), reason="podman (container engine) not installed")
+@_podman
 def test_a_missing_container_image_is_one_line_and_leaves_nothing(tmp_path):
     from netemu.errors import InputError
     from netemu.services.deploy import Deployment
