@@ -72,20 +72,42 @@ def test_cli_run_stopped_by_a_signal_cleans_up(sig, to_group):
     assert end["end"] and end["complete"] is False and end["stopped"] == f"stopped by {sig.name}"
 
 
-def test_a_signal_during_bring_up_cleans_up():
-    """SIGTERM to the group while the namespaces are being made."""
-    run = "tsigup"
+def _bringing_up(run: str) -> subprocess.Popen:
+    """``netemu run`` caught as its bring-up begins (its state file written)."""
     proc = cli_run(run)
     state = netns.STATE_DIR / f"{run}.json"
     deadline = time.monotonic() + 30
-    while not state.exists():  # written as bring-up begins
+    while not state.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.005)
+    return proc
+
+
+def test_a_signal_during_bring_up_cleans_up():
+    """SIGTERM to the group while the namespaces are being made."""
+    run = "tsigup"
+    proc = _bringing_up(run)
     os.killpg(proc.pid, signal.SIGTERM)
     err, took = _ended(proc)
     assert proc.returncode == 143, err
     _one_line_why(err, "stopped by SIGTERM")
     assert took < 10 and leftovers(run) == []
+
+
+def test_kill_9_during_bring_up_then_netemu_clean():
+    """SIGKILL to the whole group mid-bring-up (the OOM killer, a hard stop): whatever
+    was made by then (namespaces, the engine, its state) is removed by ``netemu clean``,
+    found by the run's name and by NETEMU_RUN in its processes' environment."""
+    run = "tkillup"
+    proc = _bringing_up(run)
+    time.sleep(0.1)  # into the namespaces and the engine's start
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert leftovers(run)  # kill -9 leaves what it made
+    clean = subprocess.run([sys.executable, "-m", "netemu.cli", "clean", "--run", run],
+                           cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert clean.returncode == 0, clean.stderr
+    assert leftovers(run) == []
 
 
 def test_a_run_under_timeout_cleans_up():
@@ -474,13 +496,15 @@ def test_a_missing_container_image_is_one_line_and_leaves_nothing(tmp_path):
     assert time.monotonic() - t0 < 30 and leftovers("tnoimage") == []
 
 
-def test_sigterm_stops_a_run_at_the_cli_prompt():
-    run = "tcliterm"
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=str)
+def test_a_signal_stops_a_run_at_the_cli_prompt(sig):
+    """SIGTERM (``kill``) or SIGHUP (the SSH session dropped) while the prompt waits."""
+    run = f"tcli{int(sig)}"
     with _cli_prompt(run) as term:
-        term.proc.send_signal(signal.SIGTERM)
+        term.proc.send_signal(sig)
         rest = term.close()
-    assert term.proc.returncode == 143, rest
-    assert "stopped by SIGTERM after" in rest and "Traceback" not in rest, rest
+    assert term.proc.returncode == 128 + sig, rest
+    assert f"stopped by {sig.name} after" in rest and "Traceback" not in rest, rest
     assert leftovers(run) == []
 
 
