@@ -197,13 +197,12 @@ def bench_netemu(topo, realtime_s: float) -> dict:
         }
         phases = dict(emu.timings)
         n_links = len(emu.links)
-        stats = emu.shaper.stats(full=True)
+        stats = emu.shaper_stats(full=True)
         engine = {
             k: stats.get(k)
             for k in ("late", "worst_late_ms", "overload", "release_error_us", "rests", "cpu_s")
         }
-        emu._stop.set()
-        emu._thread.join()
+        emu.stop_controller()
         excess = route_excess(emu)
     finally:
         t1 = time.perf_counter()

@@ -72,8 +72,7 @@ def main() -> int:
         updates: list[float] = []
         while time.monotonic() - t0 < wall_s:
             emu.wait(args.sample_s)
-            with emu._lock:
-                stats = emu.shaper.stats()
+            stats = emu.shaper_stats()
             last = emu.last_update
             updates.append(last.get("links_ms", 0) + last.get("routes_ms", 0))
             samples.append(
@@ -92,8 +91,7 @@ def main() -> int:
             print(json.dumps(samples[-1]), file=sys.stderr, flush=True)
         stream.kill()
         emu.wait(1.0)  # what is in flight lands
-        with emu._lock:
-            held_after = emu.shaper.stats()["held"]
+        held_after = emu.shaper_stats()["held"]
         sink.kill()
     tenth = max(1, len(samples) // 10)
     first, last = samples[:tenth], samples[-tenth:]

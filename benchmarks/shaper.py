@@ -91,7 +91,7 @@ def sink_packets(ns: str) -> int:
 
 
 def engine_stats(emu) -> dict:
-    return emu.shaper.stats(full=True) if emu.shaper.name != "unshaped" else {}
+    return emu.shaper_stats(full=True) if emu.shaper.name != "unshaped" else {}
 
 
 def settle(emu, timeout_s: float = 60.0) -> None:

@@ -33,10 +33,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from netemu import addressing, netns, signals
+from netemu import events as ev
 from netemu.acquisition import Acquisition
 from netemu.aggregation import PrefixChanges, PrefixRoutes
 from netemu.capture import CapturePoint, Captures
@@ -52,6 +52,7 @@ from netemu.faults import Fault, parse_target
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
 from netemu.netlink import (
+    NamespaceSockets,
     encode_addresses,
     encode_deletes,
     encode_links_up,
@@ -60,11 +61,11 @@ from netemu.netlink import (
     encode_unreachables,
     send_all,
     send_requests,
-    socket_in,
 )
 from netemu.plan import EpochPlan, Planner, iso_utc
 from netemu.privileges import make_dirs
 from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
+from netemu.shapes import fault_arrays, link_shapes, total_loss
 from netemu.shaping import Direction, Port, Shape, Shaper, ShaperError, choose
 from netemu.topology import LinkParams, Topology
 
@@ -251,14 +252,14 @@ class Emulation:
         self.links: dict[tuple[int, int], Link] = {}
         self.shapes: dict[Direction, Shape] = {}
         self._applied: dict[str, np.ndarray] = {}  # shape arrays last applied, per link
-        self._logged: dict[tuple[int, int], tuple[str, float]] = {}  # per link, in the run log
+        self._logged: dict[tuple[int, int], tuple] = {}  # per link, as the run log has it
         self.events: list[dict] = []
         self.epoch: EpochPlan | None = None
         self.epoch_index = -1
         self.late_epochs = 0
         self.handovers = 0
         self.net = None
-        self._nl: dict[str, socket.socket] = {}
+        self.sockets = NamespaceSockets()  # one netlink socket per namespace, shared
         self._log = None
         self._wall0 = 0.0
         self._epochs = None
@@ -372,7 +373,7 @@ class Emulation:
         netns.ip_batch([f"netns add {ns}" for ns in self.netns])
         phase("namespaces")
         # The shaper first: with the wire shaper, its engine makes the links' interfaces.
-        self.shaper.start(self.netns, self.env)
+        self.shaper.start(self.netns, self.env, self.sockets)
         netns.write_state(
             self.run_name, {**state, "controller_pid": os.getpid(), "shaper_pids": self.shaper.pids}
         )
@@ -473,8 +474,8 @@ class Emulation:
             encode_links_up(index, np.ones(len(index), bool)),
             encode_neighbours(index, peer, addressing.mac_bytes(peer)),
         ]
-        send_all(self._socket(self.netns[node]), batches)
-        send_requests(self._socket(self.netns[node]), limiters)
+        send_all(self.sockets(self.netns[node]), batches)
+        send_requests(self.sockets(self.netns[node]), limiters)
 
     def _register_interface(self, node: int, peer: int) -> None:
         """Tell node's Mininet host (if made yet) about its interface toward peer."""
@@ -540,7 +541,7 @@ class Emulation:
             if late > self.step_s / 2:
                 # Said, not hidden: the epoch applies now, and the next ones catch up.
                 self.late_epochs += 1
-                behind = [{"type": "late", "late_s": round(late, 3)}]
+                behind = [ev.late(late)]
             if not self._advance(behind):
                 break
             netns.check_present(self.netns)
@@ -589,30 +590,16 @@ class Emulation:
     def _shape_changes(self, links: list[Link], states: list[str]) -> dict[Direction, Shape]:
         """Each link direction's shape now, as arrays; a :class:`Shape` only for the
         directions that changed (delay by a microsecond or more, anything else)."""
-        params = [lk.params for lk in links]
-        static = np.array([p.loss_percent / 100 for p in params])[:, None]
-        fault_loss, fault_jitter = np.zeros((len(links), 1)), np.zeros(len(links))
-        index = {key: i for i, key in enumerate(self.links)}
-        for key, (loss, jitter) in self.epoch.broken.degraded.items():
-            if key in index:
-                fault_loss[index[key]], fault_jitter[index[key]] = loss, jitter
-        fade = np.array([lk.fade for lk in links]).reshape(-1, 2)
-        mean_fade = np.array([p.mean_fade_ms for p in params])[:, None]
-        shape = {  # (links, 2 directions): forward, backward
-            "delay_ms": np.repeat([lk.delay_ms for lk in links], 2).reshape(-1, 2),
-            "rate_mbit": np.repeat([p.data_rate_gbps * 1000 for p in params], 2).reshape(-1, 2),
-            # Configured loss, the link budget's and a fault's, independent.
-            "loss": 1
-            - (1 - static)
-            * (1 - np.array([lk.budget_loss for lk in links]).reshape(-1, 2))
-            * (1 - fault_loss),
-            "jitter_ms": np.repeat(
-                np.array([p.jitter_ms for p in params]) + fault_jitter, 2
-            ).reshape(-1, 2),
-            "blocked": np.repeat([s != "up" for s in states], 2).reshape(-1, 2),
-            "fade_probability": fade,
-            "fade_ms": np.where(fade > 0, mean_fade, 0.0),
-        }
+        fault_loss, fault_jitter = fault_arrays(list(self.links), self.epoch.broken.degraded)
+        budget = np.array([(*lk.budget_loss, *lk.fade) for lk in links], float).reshape(-1, 4)
+        shape = link_shapes(
+            np.array([lk.distance_km for lk in links], float),
+            [lk.params for lk in links],
+            dict(zip(("loss_ab", "loss_ba", "fade_ab", "fade_ba"), budget.T, strict=True)),
+            fault_loss,
+            fault_jitter,
+            blocked=np.array([s != "up" for s in states], bool),
+        )
         last = self._applied
         grown = len(links) - len(last["delay_ms"]) if last else len(links)
         if grown:  # new links: nothing applied yet (NaN differs from everything)
@@ -656,12 +643,7 @@ class Emulation:
         for link, state in zip(links, states, strict=True):
             if state == "up" and link.state != "up" and self.epoch_index > 0:
                 events.append(
-                    {
-                        "type": "link-ready",
-                        "a": self.names[link.a],
-                        "b": self.names[link.b],
-                        "kind": KINDS[link.kind].value,
-                    }
+                    ev.link_ready(self.names[link.a], self.names[link.b], KINDS[link.kind].value)
                 )
             link.state = state
         changes = self._shape_changes(links, states)
@@ -698,7 +680,7 @@ class Emulation:
             {"epoch": self.epoch_index, "refresh": refresh, "unix_s": started, **self.last_update}
         )
         if route_changes and self.epoch_index > 0:
-            events.append({"type": "routes", "changed": len(route_changes)})
+            events.append(ev.routes(len(route_changes)))
         wall = round(time.time(), 6)
         stamped = [{"time": iso_utc(self.epoch.time), "unix_s": wall, **e} for e in events]
         self.events += stamped
@@ -708,12 +690,6 @@ class Emulation:
         self._write_log(
             now, stamped, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
         )
-
-    def _socket(self, ns: str):
-        sock = self._nl.get(ns)
-        if sock is None:
-            sock = self._nl[ns] = socket_in(f"/run/netns/{ns}")
-        return sock
 
     def _install_routes(self, changes: PrefixChanges) -> None:
         """Aggregated routes toward service addresses (:mod:`netemu.aggregation`): via
@@ -742,7 +718,7 @@ class Emulation:
             for owner, msgs in batches:  # each sorted by node
                 lo, hi = np.searchsorted(owner, [one, one + 1])
                 mine.append(msgs[lo:hi])
-            send_all(self._socket(self.netns[one]), mine)
+            send_all(self.sockets(self.netns[one]), mine)
 
     # -- results ---------------------------------------------------------------------
     def _open_log(self) -> None:
@@ -778,12 +754,19 @@ class Emulation:
     def _write_log(self, now, events, shape_changes, route_changes, apply_ms) -> None:
         if self._log is None:
             return
-        # Only what changed since the line before (state, or delay by a microsecond):
-        # every link every epoch is ~360 KB a line for Starlink shell 1.
+        # Only what changed since the line before (state, delay by a microsecond, loss,
+        # jitter): every link every epoch is ~360 KB a line for Starlink shell 1. Loss
+        # and jitter as applied, in the plan's JSON form (the worse direction's).
+        loss = fade = jitter = []
+        if applied := self._applied:  # none before the first link
+            loss = total_loss(applied).max(axis=1).tolist()
+            fade = applied["fade_probability"].max(axis=1).tolist()
+            jitter = applied["jitter_ms"][:, 0].tolist()
         links = []
-        for key, lk in self.links.items():
-            now_as = (lk.state, round(lk.delay_ms, 3))
-            if self._logged.get(key, ("down", 0.0)) != now_as:
+        for i, (key, lk) in enumerate(self.links.items()):
+            shape = (float(f"{loss[i]:.4g}"), float(f"{fade[i]:.4g}"), round(jitter[i], 6))
+            now_as = (lk.state, round(lk.delay_ms, 3), *shape)
+            if self._logged.get(key) != now_as:
                 self._logged[key] = now_as
                 links.append(
                     {
@@ -793,6 +776,7 @@ class Emulation:
                         "distance_km": round(lk.distance_km, 6),
                         "delay_ms": round(lk.delay_ms, 6),
                         "state": lk.state,
+                        **dict(zip(("loss", "fade_probability", "jitter_ms"), shape, strict=True)),
                     }
                 )
         self._log_line(
@@ -909,13 +893,32 @@ class Emulation:
             "shaper": self.shaper.name,
         }
 
+    def shaper_stats(self, full: bool = False) -> dict:
+        """The shaper's counters now (the wire engine's: packets held, late, overload,
+        with ``full`` its timing too; {} with netem), between two updates."""
+        with self._lock:
+            return self.shaper.stats(full)
+
+    @contextlib.contextmanager
+    def between_updates(self) -> Iterator[Emulation]:
+        """Hold the controller between two updates while the block reads several things
+        that must agree (routes, the kernel's tables, link states)."""
+        with self._lock:
+            yield self
+
+    def stop_controller(self) -> None:
+        """Stop advancing epochs (the network stays as it is) and wait for the
+        controller to finish its update."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
     def shaping_late(self) -> dict:
         """Packets the wire engine released late or could not carry ({"late": count,
         "worst_late_ms", "overload": count}), {} when none (or with netem, which the
         kernel runs on time)."""
         try:
-            with self._lock:
-                stats = self.shaper.stats(full=True)
+            stats = self.shaper_stats(full=True)
         except (ShaperError, OSError):
             return {}
         return (
@@ -946,9 +949,7 @@ class Emulation:
         if not self.started:
             return
         with signals.deferred():  # a signal now is raised once all is removed
-            self._stop.set()
-            if self._thread is not None and self._thread is not threading.current_thread():
-                self._thread.join(timeout=10)
+            self.stop_controller()
             failed = None
             for step in (self.shaper.stop, self._stop_captures, self._close_sockets,
                          self._stop_hosts, self._remove_namespaces, self._end_log):  # fmt: skip
@@ -967,9 +968,7 @@ class Emulation:
         self.capture_files = self.captures.stop(self.events)
 
     def _close_sockets(self) -> None:
-        for sock in self._nl.values():
-            sock.close()
-        self._nl.clear()
+        self.sockets.close()
 
     def _stop_hosts(self) -> None:
         if self.net is None:

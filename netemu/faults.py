@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass, field
 
 from netemu.errors import InputError
+from netemu.events import FaultEvent
+from netemu.events import fault as fault_event
 
 KINDS = ("cut", "terminal", "lose", "reboot", "degrade")
 #: Kinds that name a link (``a-b``); the others name a node.
@@ -115,7 +117,7 @@ class FaultPlan:
                 )
         return out
 
-    def events(self, t_s: float) -> list[dict]:
+    def events(self, t_s: float) -> list[FaultEvent]:
         """Faults that began (``fault``) or ended (``fault-cleared``) since the last call; one
         that began and ended in between (shorter than an epoch: it broke nothing) both."""
         now = {f for f in self.faults if f.active(t_s)}
@@ -123,8 +125,8 @@ class FaultPlan:
         began = sorted((now - self._active) | brief, key=lambda f: f.at_s)
         ended = sorted((self._active - now) | brief, key=lambda f: f.at_s)
         self._active, self._last_s = now, t_s
-        return [{"type": "fault", **f.describe()} for f in began] + [
-            {"type": "fault-cleared", **f.describe()} for f in ended
+        return [fault_event(True, f.describe()) for f in began] + [
+            fault_event(False, f.describe()) for f in ended
         ]
 
 

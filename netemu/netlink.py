@@ -404,6 +404,25 @@ def socket_in(netns_path: str) -> socket.socket:
     return sock
 
 
+class NamespaceSockets:
+    """One rtnetlink socket per network namespace of a run, opened on first use and
+    shared by all that talk to that namespace's kernel (links, routes, qdiscs)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, socket.socket] = {}
+
+    def __call__(self, netns: str) -> socket.socket:
+        sock = self._open.get(netns)
+        if sock is None:
+            sock = self._open[netns] = socket_in(f"/run/netns/{netns}")
+        return sock
+
+    def close(self) -> None:
+        for sock in self._open.values():
+            sock.close()
+        self._open.clear()
+
+
 @contextlib.contextmanager
 def entered(netns_path: str):
     """This thread inside another network namespace for the ``with`` block: what it

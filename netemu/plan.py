@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from netemu import physics
+from netemu import events, physics
 from netemu.acquisition import Acquisition
 from netemu.faults import Broken, FaultPlan, random_faults
 from netemu.geometry import (
@@ -36,7 +36,8 @@ from netemu.geometry import (
     epochs,
 )
 from netemu.links import KINDS, LinkModel, LinkSet
-from netemu.topology import NodeKind, Topology
+from netemu.shapes import fault_arrays, link_shapes, total_loss
+from netemu.topology import LinkParams, NodeKind, Topology
 from netemu.weather import availability
 
 #: Epochs whose positions are computed together (vectorised over time).
@@ -54,19 +55,27 @@ class EpochPlan:
     up: LinkSet
     went_down: list[tuple[int, int, int, float, str]]  # a, b, kind, distance_km, reason
     events: list[dict] = field(default_factory=list)
-    #: Link budgets of the links up, aligned with ``up``: rx_power_dbm and ber
-    #: of the weaker direction, loss_ab / loss_ba per direction, loss the worse.
+    #: Link budgets of the links up, aligned with ``up``: rx_power_dbm and ber of the
+    #: weaker direction, loss_ab / loss_ba and fade_ab / fade_ba per direction.
     budget: dict[str, np.ndarray] = field(default_factory=dict)
     #: Links up but still acquiring (carrying nothing yet), aligned with ``up``.
     acquiring: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     #: What faults break in this epoch (degraded links are shaped by the emulation).
     broken: Broken = field(default_factory=Broken)
+    #: Each link's parameters, aligned with ``up``.
+    params: list[LinkParams] = field(default_factory=list)
+
+    def shapes(self) -> dict[str, np.ndarray]:
+        """What each direction of the links up does to packets (:mod:`netemu.shapes`),
+        as the emulation applies it, acquisition aside."""
+        fault_loss, fault_jitter = fault_arrays(self.up.keys(), self.broken.degraded)
+        return link_shapes(self.up.distance_km, self.params, self.budget, fault_loss, fault_jitter)
 
     def to_json(self, topology: Topology) -> dict:
         names = [n.name for n in topology.nodes]
 
         def link(
-            a, b, kind, dist, up, power=None, ber=None, loss=None, acq=False, fade=None
+            a, b, kind, dist, up, power=None, ber=None, loss=None, acq=False, fade=None, jit=None
         ) -> dict:
             return {
                 "a": names[a],
@@ -80,9 +89,10 @@ class EpochPlan:
                 "ber": None if ber is None else float(f"{ber:.4g}"),
                 "loss": None if loss is None else float(f"{loss:.4g}"),
                 "fade_probability": None if fade is None else float(f"{fade:.4g}"),
+                "jitter_ms": None if jit is None else round(jit, 6),
             }
 
-        b = self.budget
+        b, shapes = self.budget, self.shapes()
         up = zip(
             self.up.a.tolist(),
             self.up.b.tolist(),
@@ -90,12 +100,13 @@ class EpochPlan:
             self.up.distance_km.tolist(),
             b["rx_power_dbm"].tolist(),
             b["ber"].tolist(),
-            b["loss"].tolist(),
+            total_loss(shapes).max(axis=1).tolist(),  # the worse direction's
             self.acquiring.tolist(),
-            b["fade_probability"].tolist(),
+            shapes["fade_probability"].max(axis=1).tolist(),
+            shapes["jitter_ms"][:, 0].tolist(),
             strict=True,
         )
-        links = [link(a, b_, k, d, True, p, e, lo, q, f) for a, b_, k, d, p, e, lo, q, f in up]
+        links = [link(a, b_, k, d, True, *rest) for a, b_, k, d, *rest in up]
         links += [link(a, b_, k, d, False) for a, b_, k, d, _reason in self.went_down]
         return {"time": iso_utc(self.time), "links": links, "events": self.events}
 
@@ -158,27 +169,15 @@ class Planner:
         Links are grouped by kind and the terminals at their ends, so each
         group is one vectorised computation (a shell's ISLs are one group).
         Per direction: ``loss_*`` is the packet loss outside fades and
-        ``fade_*`` the probability of being in a turbulence fade (all lost);
-        ``loss`` and ``fade_probability`` are the worse direction's totals.
+        ``fade_*`` the probability of being in a turbulence fade (all lost); what
+        a link does to packets, these composed with the rest, is
+        :meth:`EpochPlan.shapes`.
         """
         n = len(up)
         keys = ("rx_power_dbm", "ber", "loss_ab", "loss_ba", "fade_ab", "fade_ba")
         out = {k: np.zeros(n) for k in keys}
-        nodes = self.topology.nodes
-        groups: dict[tuple, list[int]] = {}
-        rows = zip(up.a.tolist(), up.b.tolist(), up.kind.tolist(), strict=True)
-        for i, (a, b, k) in enumerate(rows):
-            groups.setdefault((k, nodes[a].terminals, nodes[b].terminals), []).append(i)
-        for key, idx in groups.items():
+        for key, idx in self._groups_of(up).items():
             idx = np.array(idx)
-            k, a, b = key[0], nodes[up.a[idx[0]]], nodes[up.b[idx[0]]]
-            if key not in self._groups:
-                params = self.topology.link_params(KINDS[k], a, b)
-                self._groups[key] = (
-                    params,
-                    self.topology.terminal(KINDS[k], a),
-                    self.topology.terminal(KINDS[k], b),
-                )
             params, term_a, term_b = self._groups[key]
             rng, elev = up.distance_km[idx], up.elevation_deg[idx]
             l_atm = 1.0
@@ -200,11 +199,32 @@ class Planner:
                 for budget, rx, name in ((ab, term_b, "fade_ab"), (ba, term_a, "fade_ba")):
                     threshold = physics.fade_threshold_ppb(rx) / budget.photons_per_bit
                     out[name][idx] = physics.lognormal_fade_probability(sigma, threshold)
-        total_ab = out["fade_ab"] + (1 - out["fade_ab"]) * out["loss_ab"]
-        total_ba = out["fade_ba"] + (1 - out["fade_ba"]) * out["loss_ba"]
-        out["loss"] = np.maximum(total_ab, total_ba)
-        out["fade_probability"] = np.maximum(out["fade_ab"], out["fade_ba"])
         return out
+
+    def _groups_of(self, up: LinkSet) -> dict[tuple, list[int]]:
+        """The links of ``up`` grouped by kind and the terminals at their ends (one
+        vectorised computation each), each group's parameters and terminals cached."""
+        nodes = self.topology.nodes
+        groups: dict[tuple, list[int]] = {}
+        rows = zip(up.a.tolist(), up.b.tolist(), up.kind.tolist(), strict=True)
+        for i, (a, b, k) in enumerate(rows):
+            key = (k, nodes[a].terminals, nodes[b].terminals)
+            groups.setdefault(key, []).append(i)
+            if key not in self._groups:
+                self._groups[key] = (
+                    self.topology.link_params(KINDS[k], nodes[a], nodes[b]),
+                    self.topology.terminal(KINDS[k], nodes[a]),
+                    self.topology.terminal(KINDS[k], nodes[b]),
+                )
+        return groups
+
+    def link_params(self, up: LinkSet) -> list[LinkParams]:
+        """Each link's parameters, aligned with ``up``."""
+        params: list[LinkParams] = [None] * len(up)  # type: ignore[list-item]
+        for key, idx in self._groups_of(up).items():
+            for i in idx:
+                params[i] = self._groups[key][0]
+        return params
 
     def _altitude_km(self, node: int, time: datetime) -> float:
         """Altitude of a ground station or aircraft (the bottom of its air column)."""
@@ -274,7 +294,9 @@ class Planner:
         self, time: datetime, positions: np.ndarray, before: LinkSet | None, now: LinkSet
     ) -> EpochPlan:
         """Events between the previous epoch's links and this one's."""
-        plan = EpochPlan(time, now, [], budget=self.budgets(now, time))
+        plan = EpochPlan(
+            time, now, [], budget=self.budgets(now, time), params=self.link_params(now)
+        )
         seconds = (time - self._start).total_seconds()
         first = before is None
         keys = now.keys()
@@ -302,27 +324,12 @@ class Planner:
             )
             dist = float(np.linalg.norm(positions[b] - positions[a]))
             plan.went_down.append((a, b, kind, dist, reason))
-            plan.events.append(
-                {
-                    "type": "link-down",
-                    "a": names[a],
-                    "b": names[b],
-                    "kind": KINDS[kind].value,
-                    "reason": reason,
-                }
-            )
+            plan.events.append(events.link_down(names[a], names[b], KINDS[kind].value, reason))
         for a, b in gained:
-            plan.events.append(
-                {"type": "link-up", "a": names[a], "b": names[b], "kind": KINDS[new[(a, b)]].value}
-            )
+            plan.events.append(events.link_up(names[a], names[b], KINDS[new[(a, b)]].value))
         for key in sorted(carrying - self._carrying_before - set(gained) - set(lost)):
             plan.events.append(
-                {
-                    "type": "link-ready",
-                    "a": names[key[0]],
-                    "b": names[key[1]],
-                    "kind": KINDS[new[key]].value,
-                }
+                events.link_ready(names[key[0]], names[key[1]], KINDS[new[key]].value)
             )
         plan.events += self._handovers(lost, gained, reasons, carrying, seconds, names)
         self._carrying_before = carrying
@@ -336,7 +343,7 @@ class Planner:
             return "fault: link cut"
         return None
 
-    def _handovers(self, lost, gained, reasons, carrying, seconds, names) -> list[dict]:
+    def _handovers(self, lost, gained, reasons, carrying, seconds, names) -> list[events.Handover]:
         """Access nodes that lost a satellite and moved to another.
 
         Break-before-make: the node gained a new satellite in the same epoch;
@@ -348,38 +355,22 @@ class Planner:
         for a, b in gained:
             if b >= n_sat:
                 gained_by.setdefault(b, []).append(a)
-        events = []
+        out: list[events.Handover] = []
         for sat, node in lost:
             if node < n_sat:
                 continue
-            event = {
-                "type": "handover",
-                "node": names[node],
-                "from": names[sat],
-                "reason": reasons[(sat, node)],
-            }
+            moved, reason = (names[node], names[sat]), reasons[(sat, node)]
             held = sorted(s for s, n in carrying if n == node)
             if held:
-                events.append(
-                    {
-                        **event,
-                        "to": names[held[0]],
-                        "mode": "make-before-break",
-                        "interruption_s": 0.0,
-                    }
-                )
+                out.append(events.handover(*moved, names[held[0]], reason, "make-before-break"))
             elif gained_by.get(node):
                 new = gained_by[node].pop(0)
                 ready = self.acquisition.ready_at.get((new, node), seconds)
-                events.append(
-                    {
-                        **event,
-                        "to": names[new],
-                        "mode": "break-before-make",
-                        "interruption_s": round(ready - seconds, 3),
-                    }
-                )
-        return events
+                out.append(
+                    events.handover(*moved, names[new], reason, "break-before-make",
+                                    round(ready - seconds, 3))
+                )  # fmt: skip
+        return out
 
 
 @dataclass

@@ -259,6 +259,41 @@ def test_link_budget_loss_is_what_the_shaper_applies(tmp_path):
     assert abs(loss - planned) <= 4.5 * sigma, f"measured {loss:.4f}, planned {planned:.4f}"
 
 
+def test_the_run_log_reports_the_plans_shapes(tmp_path):
+    """Epoch by epoch, each link's loss, fade share and jitter in the run log (what the
+    shapers were given) are the plan's: configured loss and jitter, the link budget's
+    loss and a degrade fault's, composed once (netemu.shapes)."""
+    from netemu.plan import Planner, iso_utc
+
+    topo = train_topology(tmp_path, """
+link_defaults:
+  isl: {loss_percent: 10, jitter_ms: 0.5}
+faults:
+  - {kind: degrade, target: t1-t2, at_s: 2, for_s: 3, loss_percent: 50, jitter_ms: 2}
+""")  # fmt: skip
+    log = tmp_path / "run.jsonl"
+    with Emulation(topo, shaper="wire", run_name="tshapes", log_path=log, duration_s=7) as emu:
+        emu.run()
+    fields = ("loss", "fade_probability", "jitter_ms")
+    planned = {
+        iso_utc(epoch.time): {
+            (x["a"], x["b"]): tuple(x[f] for f in fields)
+            for x in epoch.to_json(topo)["links"] if x["up"]
+        }
+        for epoch in Planner(topo).run(duration_s=7, step_s=1)
+    }  # fmt: skip
+    applied: dict[tuple[str, str], tuple] = {}
+    degraded = set()
+    for record in map(json.loads, log.read_text().splitlines()):
+        if "epoch" not in record:
+            continue
+        applied |= {(x["a"], x["b"]): tuple(x[f] for f in fields) for x in record["links"]}
+        plan = planned[record["time"]]
+        assert {k: applied[k] for k in plan} == plan, record["time"]
+        degraded |= {record["time"] for k, v in plan.items() if k == ("t1", "t2") and v[2] == 2.5}
+    assert len(degraded) == 3  # the fault's three epochs were among those compared
+
+
 def test_a_broken_engine_stops_traffic_and_the_run(tmp_path):
     """Fail closed: an engine that dies (here: killed) stops traffic; the run says so."""
     from netemu.shaping import ShaperError
@@ -345,7 +380,7 @@ def test_kernel_routes_follow_the_router_for_every_pair(write_topology):
         emu.router.work_per_update = 2 * 80 * 3  # three trees an update, in turn
         emu.start_controller()
         emu.wait(3)
-        with emu._lock:
+        with emu.between_updates():
             hops = emu.router.hops.copy()
             prefixes = len(emu.prefixes)
             kernel = {n: _kernel_next_hops(emu, n) for n in emu.names}
@@ -362,13 +397,13 @@ def test_kernel_routes_follow_the_router_for_every_pair(write_topology):
         lost = far[2]
         emu.inject("reboot", lost, for_s=40)  # 2 s at speed 20
         assert emu.wait_until(lambda: emu.link_state(far[1], lost) == "down", timeout=10)
-        with emu._lock:
+        with emu.between_updates():
             toward_lost = {n: _kernel_next_hops(emu, n)[lost] for n in emu.names if n != lost}
             assert all(v is None for v in toward_lost.values()), toward_lost
             assert lost not in emu.route("s0_0", "s2_5")
         # Back up: the unreachable routes give way to real ones again.
         assert emu.wait_until(lambda: emu.link_state(far[1], lost) == "up", timeout=10)
-        with emu._lock:
+        with emu.between_updates():
             back = {n: _kernel_next_hops(emu, n)[lost] for n in emu.names if n != lost}
             want = {n: emu.route(n, lost)[1] for n in back}
         assert back == want

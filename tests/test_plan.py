@@ -45,6 +45,7 @@ def test_kepler_plan_json_lines():
                 "ber",
                 "loss",
                 "fade_probability",
+                "jitter_ms",
             }
             assert link["kind"] in {"isl", "space-air", "space-ground"}
             want = link["distance_km"] / SPEED_OF_LIGHT_KM_S * 1000

@@ -49,7 +49,7 @@ def emu():
 
 
 def direction_stats(emu, direction) -> dict:
-    return emu.shaper.stats(full=True)["dirs"][str(emu.shaper.direction_id(direction))]
+    return emu.shaper_stats(full=True)["dirs"][str(emu.shaper.direction_id(direction))]
 
 
 @needs_root

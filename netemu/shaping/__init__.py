@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from netemu import netns
-from netemu.netlink import htb_requests
+from netemu.netlink import NamespaceSockets, htb_requests
 
 
 @dataclass(frozen=True)
@@ -134,10 +133,16 @@ class Shaper(ABC):
         namespace, after their limiters (none unless a shaper needs more)."""
         return []
 
-    def start(self, namespaces: list[str], env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        namespaces: list[str],
+        env: dict[str, str] | None = None,
+        sockets: NamespaceSockets | None = None,
+    ) -> None:
         """Called once the namespaces exist, before any link is made; ``env``: the
-        environment for processes of the shaper's own (tagged with the run)."""
-        return None
+        environment for processes of the shaper's own (tagged with the run); ``sockets``:
+        the run's netlink socket per namespace (its owner closes them)."""
+        self.sockets = sockets or NamespaceSockets()
 
     def add_interfaces(self, ifindex: dict[tuple[str, str], int]) -> None:
         """Learn the (namespace, interface) -> index of new interfaces."""
@@ -203,24 +208,11 @@ def htb_rate(rate_mbit: float) -> str:
 
 
 def tc_batches(lines_by_netns: dict[str, list[str]]) -> None:
-    """Run one ``tc -batch`` per namespace, all at once; raise on any failure."""
-    procs = []
-    for ns, lines in lines_by_netns.items():
-        p = subprocess.Popen(
-            ["tc", "-n", ns, "-force", "-batch", "-"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append((ns, p, "\n".join(lines) + "\n"))
-    errors = []
-    for ns, p, text in procs:
-        _, err = p.communicate(text)
-        if p.returncode != 0:
-            errors.append(f"{ns}: {err.strip()}")
-    if errors:
-        raise ShaperError("tc failed: " + "; ".join(errors))
+    """Run one ``tc -batch`` per namespace (:func:`netns.run_all`); raise on any failure."""
+    try:
+        netns.run_all(netns.tc_jobs(lines_by_netns))
+    except netns.CommandError as exc:
+        raise ShaperError(f"tc failed: {exc}") from None
 
 
 def choose(kind: str) -> Shaper:

@@ -21,7 +21,7 @@ import subprocess
 from collections import defaultdict
 from functools import cache
 
-from netemu.netlink import netem_change, send_messages, socket_in
+from netemu.netlink import netem_change, send_messages
 from netemu.shaping import (
     BLOCKED,
     Direction,
@@ -97,12 +97,6 @@ class NetemShaper(Shaper):
         super().__init__()
         self.current: dict[Direction, Shape] = {}
         self.with_distribution: set[Direction] = set()
-        self.sockets: dict[str, object] = {}
-
-    def stop(self) -> None:
-        for sock in self.sockets.values():
-            sock.close()
-        self.sockets.clear()
 
     def started_at(self, direction: Direction, rate_mbit: float) -> None:
         self.current[direction] = Shape(delay_ms=0.0, rate_mbit=rate_mbit, blocked=True)
@@ -135,10 +129,8 @@ class NetemShaper(Shaper):
                 netlink[d.src_netns].append((d, shape))
         tc_batches(by_ns)
         for ns, items in netlink.items():
-            if ns not in self.sockets:
-                self.sockets[ns] = socket_in(f"/run/netns/{ns}")
             send_messages(
-                self.sockets[ns],
+                self.sockets(ns),
                 [
                     self._change(i, d, shape, ack=i == len(items))
                     for i, (d, shape) in enumerate(items, 1)

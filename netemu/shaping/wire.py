@@ -29,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from netemu.netlink import NamespaceSockets
 from netemu.shaping import (
     BLOCKED,
     Direction,
@@ -171,7 +172,13 @@ class WireShaper(Shaper):
     def pids(self) -> list[int]:
         return [self.engine.pid] if self.engine else []
 
-    def start(self, namespaces: list[str], env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        namespaces: list[str],
+        env: dict[str, str] | None = None,
+        sockets: NamespaceSockets | None = None,
+    ) -> None:
+        super().start(namespaces, env, sockets)
         self.engine = Engine(env)
         self.notes = self.engine.notes
         pinned = [n for n in self.notes if n.startswith("CPU ")]
