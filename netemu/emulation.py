@@ -29,7 +29,6 @@ import collections
 import contextlib
 import ctypes
 import itertools
-import json
 import os
 import shutil
 import signal
@@ -47,7 +46,7 @@ from netemu import events as ev
 from netemu.acquisition import Acquisition
 from netemu.aggregation import PrefixChanges, PrefixRoutes
 from netemu.capture import CapturePoint, Captures
-from netemu.errors import InputError, ResultsError, TeardownError, describe
+from netemu.errors import InputError, TeardownError, describe
 from netemu.faults import Fault, parse_target
 from netemu.geometry import delay_ms
 from netemu.links import KINDS
@@ -63,8 +62,8 @@ from netemu.netlink import (
     send_requests,
 )
 from netemu.plan import EpochPlan, Planner, iso_utc
-from netemu.privileges import make_dirs
 from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
+from netemu.runlog import RunLog, link_row
 from netemu.shapes import fault_arrays, link_shapes, total_loss
 from netemu.shaping import Direction, Port, Shape, Shaper, ShaperError, choose
 from netemu.topology import LinkParams, Topology
@@ -252,7 +251,6 @@ class Emulation:
         self.links: dict[tuple[int, int], Link] = {}
         self.shapes: dict[Direction, Shape] = {}
         self._applied: dict[str, np.ndarray] = {}  # shape arrays last applied, per link
-        self._logged: dict[tuple[int, int], tuple] = {}  # per link, as the run log has it
         self.events: list[dict] = []
         self.epoch: EpochPlan | None = None
         self.epoch_index = -1
@@ -260,7 +258,7 @@ class Emulation:
         self.handovers = 0
         self.net = None
         self.sockets = NamespaceSockets()  # one netlink socket per namespace, shared
-        self._log = None
+        self._log: RunLog | None = None
         self._wall0 = 0.0
         self._epochs = None
         self._thread: threading.Thread | None = None
@@ -724,12 +722,8 @@ class Emulation:
     def _open_log(self) -> None:
         if self.log_path is None:
             return
-        try:
-            make_dirs(self.log_path.parent)
-            self._log = self.log_path.open("w", buffering=1)
-        except OSError as exc:
-            raise ResultsError(f"cannot write the run log {self.log_path}: {exc}") from None
-        self._log_line(
+        self._log = RunLog(
+            self.log_path,
             {
                 "run": self.run_name,
                 "topology": self.topology.name,
@@ -738,58 +732,35 @@ class Emulation:
                 "step_s": self.step_s,
                 "speed": self.speed,
                 "duration_s": self.duration_s,
-                "links": "each line: the links whose state or delay (to 1 us) changed",
-                "complete": False,
-            }
+            },
         )
-
-    def _log_line(self, record: dict) -> None:
-        try:
-            self._log.write(json.dumps(record) + "\n")
-        except OSError as exc:  # a full disk, a folder gone: the run cannot record
-            raise ResultsError(
-                f"cannot write the run log {self.log_path}: {exc.strerror or exc}"
-            ) from None
 
     def _write_log(self, now, events, shape_changes, route_changes, apply_ms) -> None:
         if self._log is None:
             return
-        # Only what changed since the line before (state, delay by a microsecond, loss,
-        # jitter): every link every epoch is ~360 KB a line for Starlink shell 1. Loss
-        # and jitter as applied, in the plan's JSON form (the worse direction's).
         loss = fade = jitter = []
-        if applied := self._applied:  # none before the first link
+        if applied := self._applied:  # the shapes as applied (none before the first link)
             loss = total_loss(applied).max(axis=1).tolist()
             fade = applied["fade_probability"].max(axis=1).tolist()
             jitter = applied["jitter_ms"][:, 0].tolist()
-        links = []
-        for i, (key, lk) in enumerate(self.links.items()):
-            shape = (float(f"{loss[i]:.4g}"), float(f"{fade[i]:.4g}"), round(jitter[i], 6))
-            now_as = (lk.state, round(lk.delay_ms, 3), *shape)
-            if self._logged.get(key) != now_as:
-                self._logged[key] = now_as
-                links.append(
-                    {
-                        "a": self.names[lk.a],
-                        "b": self.names[lk.b],
-                        "kind": KINDS[lk.kind].value,
-                        "distance_km": round(lk.distance_km, 6),
-                        "delay_ms": round(lk.delay_ms, 6),
-                        "state": lk.state,
-                        **dict(zip(("loss", "fade_probability", "jitter_ms"), shape, strict=True)),
-                    }
-                )
-        self._log_line(
+        links = (
+            link_row(self.names[lk.a], self.names[lk.b], KINDS[lk.kind].value, lk.distance_km,
+                     lk.delay_ms, lk.state, loss[i], fade[i], jitter[i])
+            for i, lk in enumerate(self.links.values())
+        )  # fmt: skip
+        self._log.update(
             {
                 "time": iso_utc(self.epoch.time),
                 "wall_s": round(now - self._wall0, 6),
                 "epoch": self.epoch_index,
-                "links": links,
+            },
+            links,
+            {
                 "events": events,
                 "shape_changes": shape_changes,
                 "route_changes": route_changes,
                 "apply_ms": round(apply_ms, 3),
-            }
+            },
         )
 
     # -- what users and tests ask ------------------------------------------------------
@@ -988,20 +959,10 @@ class Emulation:
         (netns.STATE_DIR / f"{self.run_name}.json").unlink(missing_ok=True)
 
     def _end_log(self) -> None:
-        if self._log is None:
-            return
-        with contextlib.suppress(ResultsError):  # the log that failed can say no more
-            self._log_line(
-                {
-                    "end": True,
-                    "complete": self.finished.is_set() and self._error is None,
-                    "events": len(self.events),
-                    **({"stopped": describe(self._error)} if self._error else {}),
-                }
-            )
-        with contextlib.suppress(OSError):
-            self._log.close()
-        self._log = None
+        if self._log is not None:
+            complete = self.finished.is_set() and self._error is None
+            self._log.end(complete, len(self.events), self._error and describe(self._error))
+            self._log = None
 
 
 def _netns_host_class():
