@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import textwrap
 from pathlib import Path
@@ -19,6 +20,11 @@ def pytest_configure(config: pytest.Config) -> None:
     for sig in (signal.SIGHUP, signal.SIGTERM):
         if signal.getsignal(sig) is signal.SIG_IGN:
             signal.signal(sig, signal.SIG_DFL)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("live") and os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,9 @@ from netemu.topology import load_topology
 
 from helpers import REPO, TOPOLOGIES
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+#: A live test: real namespaces and packets, so root (tests/conftest.py skips it
+#: without); ``pytest -m "not live"`` runs the unit tests alone.
+needs_root = pytest.mark.live
 
 
 def train_topology(tmp_path: Path, extra: str = "", start: str | None = None):
