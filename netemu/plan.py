@@ -85,6 +85,7 @@ class EpochPlan:
                 "delay_ms": round(float(delay_ms(dist)), 6),
                 "up": up,
                 "acquiring": bool(acq),
+                "state": ("acquiring" if acq else "up") if up else "down",  # as the run log
                 "rx_power_dbm": None if power is None else round(power, 3),
                 "ber": None if ber is None else float(f"{ber:.4g}"),
                 "loss": None if loss is None else float(f"{loss:.4g}"),

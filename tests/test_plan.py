@@ -46,7 +46,10 @@ def test_kepler_plan_json_lines():
                 "loss",
                 "fade_probability",
                 "jitter_ms",
+                "state",
             }
+            state = ("acquiring" if link["acquiring"] else "up") if link["up"] else "down"
+            assert link["state"] == state
             assert link["kind"] in {"isl", "space-air", "space-ground"}
             want = link["distance_km"] / SPEED_OF_LIGHT_KM_S * 1000
             assert link["delay_ms"] == pytest.approx(want, abs=1e-6)  # 1 ns
