@@ -26,20 +26,31 @@ import socket
 import struct
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netemu import pcapng
 from netemu.capture import Tap, tap_window
 from netemu.errors import InputError
-from netemu.services.measure import percentiles
-from netemu.services.protocol import FRAGMENT, MAGIC, Layout, Nemu, TrackReport
+from netemu.stats import percentiles
 
 #: A packet sent this long before its receiver's tap stopped may still have been in flight.
 IN_FLIGHT_GRACE_NS = 500_000_000
-_KINDS = {1: "netemu fragment", 2: "netemu report", 3: "netemu status"}
 _PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp"}
-_REPORT = Layout(Nemu, TrackReport, upto="capture_ns")
+
+#: What a UDP payload is, for the protocols that registered a recogniser: each takes
+#: the payload and says (kind, label, fields), or None for not mine. netemu's own
+#: services register theirs (netemu.services.dissect); this module knows none.
+Recogniser = Callable[[bytes], tuple[str, str, dict] | None]
+PAYLOADS: list[Recogniser] = []
+
+
+def register_payload(recognise: Recogniser) -> Recogniser:
+    """Add a protocol's recogniser of UDP payloads (usable as a decorator)."""
+    if recognise not in PAYLOADS:
+        PAYLOADS.append(recognise)
+    return recognise
 
 
 @dataclass
@@ -80,15 +91,10 @@ def identify(frame: bytes) -> tuple[tuple, str, str, dict] | None:
     if proto == 17 and len(payload) >= 8:
         sport, dport = struct.unpack_from("!HH", payload)
         label = f"{src}:{sport} > {dst}:{dport}"
-        data = payload[8:]
-        if data[:4] == MAGIC and len(data) >= 6 and data[5] in _KINDS:
-            kind = _KINDS[data[5]]
-            if data[5] == 1 and len(data) >= FRAGMENT.size:
-                fields = FRAGMENT.unpack(data)
-                label = f"sensor {fields['sensor']} frame {fields['seq']} #{fields['index']}"
-            elif data[5] == 2 and len(data) >= _REPORT.size:
-                fields = _REPORT.unpack(data)
-                label = f"report of sensor {fields['sensor']} frame {fields['seq']}"
+        for recognise in PAYLOADS:
+            if found := recognise(payload[8:]):
+                kind, label, fields = found
+                break
     elif proto == 1 and len(payload) >= 8 and payload[0] in (0, 8):
         ident_icmp, seq = struct.unpack_from("!HH", payload, 4)
         label += f" echo {'request' if payload[0] == 8 else 'reply'} {ident_icmp}/{seq}"

@@ -297,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    import netemu.services.dissect  # noqa: F401 - the services' messages, by name
     from netemu import analysis
 
     result = analysis.summary(analysis.load(args.captures))
@@ -310,6 +311,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_wireshark(args: argparse.Namespace) -> int:
+    import netemu.services.dissect  # noqa: F401 - the protocol the dissector decodes
     from netemu import wireshark
 
     path = wireshark.install(args.output)

@@ -13,6 +13,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
+import netemu.services.dissect  # noqa: F401 - registers the services' messages
 from netemu import analysis, pcapng, wireshark
 from netemu.capture import CapturePoint, Tap, event_text
 from netemu.errors import InputError

@@ -16,6 +16,7 @@ from live import leftovers, needs_root, train_topology
 from scapy.layers.inet import UDP
 from scapy.layers.l2 import Ether
 
+import netemu.services.dissect  # noqa: F401 - registers the services' messages
 from netemu import analysis, pcapng, wireshark
 from netemu.emulation import Emulation
 from netemu.services.protocol import Nemu, Track, TrackReport

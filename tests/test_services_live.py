@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from live import leftovers, needs_root, train_topology
 
+import netemu.services.dissect  # noqa: F401 - registers the services' messages
 from netemu import analysis
 from netemu.emulation import Emulation
 from netemu.services import measure, results

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from netemu.services.scene import Scene
+from netemu.stats import percentiles
 
 STAGES = ("uplink", "queue", "inference", "tracking", "downlink")
 STAMP_STAGES = {
@@ -80,14 +81,6 @@ def report_rows(logs: dict[str, list[dict]], names: dict[int, str]) -> list[dict
             row[f"{stage}_ms"] = (r[b] - r[a]) / 1e6
         rows.append(row)
     return sorted(rows, key=lambda r: (r["consumer"], r["capture_ns"]))
-
-
-def percentiles(values) -> dict[str, float]:
-    v = np.asarray(list(values), dtype=float)
-    if v.size == 0:
-        return {}
-    p50, p95, p99 = np.percentile(v, [50, 95, 99])
-    return {"p50": p50, "p95": p95, "p99": p99, "max": float(v.max())}
 
 
 def summary(logs: dict[str, list[dict]], names: dict[int, str]) -> dict:
