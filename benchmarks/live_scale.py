@@ -42,9 +42,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from netemu.emulation import Emulation  # noqa: E402
-from netemu.testing import Network, received  # noqa: E402
-from netemu.topology import load_topology  # noqa: E402
+from netemu.api import Emulation, Network, load_topology  # noqa: E402
+from netemu.testing import received  # noqa: E402
 
 
 def mem_available_mib() -> float:

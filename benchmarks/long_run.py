@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netemu.emulation import Emulation
-from netemu.topology import load_topology
+from netemu.api import Emulation, load_topology
 
 REPO = Path(__file__).resolve().parent.parent
 

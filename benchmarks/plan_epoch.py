@@ -26,11 +26,10 @@ import numpy as np
 from skyfield.api import EarthSatellite
 from skyfield.framelib import itrs
 
+from netemu.api import Planner, load_topology
 from netemu.constants import EARTH_RADIUS_KM
 from netemu.geometry import epochs
-from netemu.plan import Planner
 from netemu.skydata import timescale
-from netemu.topology import load_topology
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -46,9 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from netemu.emulation import Emulation  # noqa: E402
+from netemu.api import Emulation, load_topology  # noqa: E402
 from netemu.shaping import Shape, Shaper  # noqa: E402
-from netemu.topology import load_topology  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results-shaper.json"
 

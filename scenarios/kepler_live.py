@@ -20,9 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from netemu.emulation import Emulation
-from netemu.errors import InputError
-from netemu.topology import load_topology
+from netemu.api import Emulation, InputError, load_topology
 
 REPO = Path(__file__).resolve().parent.parent
 
