@@ -64,7 +64,7 @@ from netemu.netlink import (
 from netemu.plan import EpochPlan, Planner, iso_utc
 from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
 from netemu.runlog import RunLog, link_row
-from netemu.shapes import fault_arrays, link_shapes, total_loss
+from netemu.shapes import Applied, fault_arrays, link_shapes, total_loss
 from netemu.shaping import Direction, Port, Shape, Shaper, ShaperError, choose
 from netemu.topology import LinkParams, Topology
 
@@ -250,7 +250,7 @@ class Emulation:
         )
         self.links: dict[tuple[int, int], Link] = {}
         self.shapes: dict[Direction, Shape] = {}
-        self._applied: dict[str, np.ndarray] = {}  # shape arrays last applied, per link
+        self._applied = Applied()  # the shapes last applied, per link direction
         self.events: list[dict] = []
         self.epoch: EpochPlan | None = None
         self.epoch_index = -1
@@ -598,25 +598,7 @@ class Emulation:
             fault_jitter,
             blocked=np.array([s != "up" for s in states], bool),
         )
-        last = self._applied
-        grown = len(links) - len(last["delay_ms"]) if last else len(links)
-        if grown:  # new links: nothing applied yet (NaN differs from everything)
-            last = {
-                k: np.concatenate([last[k], np.full((grown, 2), np.nan)]) if last else
-                np.full((grown, 2), np.nan)
-                for k in shape
-            }  # fmt: skip
-        changed = (
-            ~(np.abs(shape["delay_ms"] - last["delay_ms"]) < 1e-3)
-            | ~(np.abs(shape["loss"] - last["loss"]) < 1e-6)
-            | ~(np.abs(shape["fade_probability"] - last["fade_probability"]) < 1e-6)
-        )
-        for k in ("rate_mbit", "jitter_ms", "blocked", "fade_ms"):
-            changed |= shape[k] != last[k]
-        i, j = np.nonzero(changed)
-        for k in shape:
-            last[k][i, j] = shape[k][i, j]
-        self._applied = last
+        i, j = self._applied.update(shape)
         columns = [shape[k][i, j].tolist() for k in shape]
         return {
             (links[a].forward, links[a].backward)[b]: Shape(**dict(zip(shape, values, strict=True)))
@@ -739,7 +721,7 @@ class Emulation:
         if self._log is None:
             return
         loss = fade = jitter = []
-        if applied := self._applied:  # the shapes as applied (none before the first link)
+        if applied := self._applied.table:  # as applied (none before the first link)
             loss = total_loss(applied).max(axis=1).tolist()
             fade = applied["fade_probability"].max(axis=1).tolist()
             jitter = applied["jitter_ms"][:, 0].tolist()

@@ -89,3 +89,40 @@ def fault_arrays(
             if key in degraded:
                 loss[i], jitter[i] = degraded[key]
     return loss, jitter
+
+
+#: Changes too small to apply: a delay within a microsecond (the shapers' resolution),
+#: a loss or fade share within 1e-6. Anything else that changes is applied.
+DELAY_TOLERANCE_MS = 1e-3
+SHARE_TOLERANCE = 1e-6
+
+
+class Applied:
+    """The shapes last handed to the shapers, per link direction (``table``: arrays as
+    :func:`link_shapes` makes them, rows in the order links were first seen), and
+    which directions a new table changes."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, np.ndarray] = {}
+
+    def update(self, shapes: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Record ``shapes`` (rows: the same links as before, new ones at the end) and
+        return the (link, direction) indices that changed; new links always do."""
+        # Nothing applied yet to new links: NaN, which differs from everything.
+        last, n = self.table, len(shapes["delay_ms"])
+        if not last:
+            last = {k: np.full((n, 2), np.nan) for k in shapes}
+        elif grown := n - len(last["delay_ms"]):
+            last = {k: np.concatenate([last[k], np.full((grown, 2), np.nan)]) for k in shapes}
+        changed = (
+            ~(np.abs(shapes["delay_ms"] - last["delay_ms"]) < DELAY_TOLERANCE_MS)
+            | ~(np.abs(shapes["loss"] - last["loss"]) < SHARE_TOLERANCE)
+            | ~(np.abs(shapes["fade_probability"] - last["fade_probability"]) < SHARE_TOLERANCE)
+        )
+        for k in ("rate_mbit", "jitter_ms", "blocked", "fade_ms"):
+            changed |= shapes[k] != last[k]
+        i, j = np.nonzero(changed)
+        for k in shapes:
+            last[k][i, j] = shapes[k][i, j]
+        self.table = last
+        return i, j

@@ -10,7 +10,7 @@ from live import train_topology
 
 from netemu.geometry import delay_ms
 from netemu.plan import Planner
-from netemu.shapes import fault_arrays, link_shapes, total_loss
+from netemu.shapes import Applied, fault_arrays, link_shapes, total_loss
 from netemu.topology import LinkParams
 
 ISL = LinkParams(data_rate_gbps=2.5, max_range_km=5000, acquisition_s=2, reacquisition_s=1,
@@ -58,3 +58,31 @@ faults:
         assert isl["loss"] == pytest.approx(expected, rel=1e-3), epoch.time
         assert isl["jitter_ms"] == (2.5 if degraded else 0.5)
         assert links[("t0", "t1")]["loss"] == pytest.approx(0.1, abs=1e-3)
+
+
+def _table(delay_ms: list[float], loss: float = 0.0, blocked: bool = False) -> dict:
+    n = len(delay_ms)
+    budget = {k: np.full(n, loss) for k in ("loss_ab", "loss_ba")} | {
+        k: np.zeros(n) for k in ("fade_ab", "fade_ba")
+    }
+    distance = np.array(delay_ms) / delay_ms_per_km()
+    return link_shapes(distance, [ISL] * n, budget, blocked=np.full(n, blocked))
+
+
+def delay_ms_per_km() -> float:
+    return float(delay_ms(1.0))
+
+
+def test_only_directions_that_changed_are_applied_again():
+    applied = Applied()
+    i, _ = applied.update(_table([10.0]))
+    assert i.tolist() == [0, 0]  # a new link: both directions
+    assert applied.update(_table([10.0005]))[0].size == 0  # half a microsecond: no change
+    assert applied.update(_table([10.002]))[0].tolist() == [0, 0]
+    assert applied.update(_table([10.002], loss=0.01))[0].tolist() == [0, 0]
+    assert applied.update(_table([10.002], loss=0.01, blocked=True))[0].tolist() == [0, 0]
+    i, j = applied.update(_table([10.002, 5.0], loss=0.01, blocked=True))  # a second link
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(1, 0), (1, 1)]
+    # What was applied is what the table holds (the run log reports it).
+    assert applied.table["delay_ms"][0, 0] == pytest.approx(10.002)
+    assert Applied().update(_table([]))[0].size == 0
