@@ -332,7 +332,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         raise InputError("netemu clean needs root (try: sudo netemu clean)")
     from netemu.addressing import NETNS_PREFIX
     from netemu.capture import Captures, logged_events
-    from netemu.services.runtime import remove_containers
+    from netemu.containers import remove_containers
 
     killed = netns.states(args.run)
     removed = netns.clean(args.run)  # kills the runs' tcpdumps with their namespaces

@@ -91,14 +91,14 @@ def missing(need: str) -> str | None:
 
         return None if netem_available() else "this kernel has no sch_netem"
     if need == "podman":
-        from netemu.services.runtime import PODMAN
+        from netemu.containers import PODMAN
 
         if shutil.which("podman") is None:
             return "no container engine (podman) installed"
         ok = subprocess.run([*PODMAN, "info"], capture_output=True).returncode == 0
         return None if ok else "podman is installed but does not work here"
     if need == "gpu":
-        from netemu.services.backend import cuda_devices
+        from netemu.gpus import cuda_devices
 
         return None if cuda_devices() else "no CUDA GPU visible"
     raise ValueError(need)

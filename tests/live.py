@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from netemu import netns
-from netemu.services.runtime import PODMAN
+from netemu.containers import PODMAN
 from netemu.testing import Network, received
 from netemu.topology import load_topology
 

@@ -432,7 +432,7 @@ def _kill_process(app) -> None:
 
 
 def _kill_container(app) -> None:
-    from netemu.services.runtime import PODMAN
+    from netemu.containers import PODMAN
 
     subprocess.run([*PODMAN, "kill", app.container], check=True, capture_output=True)
 

@@ -16,7 +16,8 @@ PURE = ["netemu.topology", "netemu.geometry", "netemu.links", "netemu.plan", "ne
 KERNEL = {"netemu.netns", "netemu.netlink", "netemu.shaping", "netemu.emulation",
           "netemu.capture", "netemu.services"}  # fmt: skip
 GENERIC = ["netemu.emulation", "netemu.capture", "netemu.analysis", "netemu.wireshark",
-           "netemu.testing", "netemu.pytest_plugin", "netemu.report", "netemu.cli"]  # fmt: skip
+           "netemu.testing", "netemu.pytest_plugin", "netemu.report", "netemu.cli",
+           "netemu.containers", "netemu.gpus"]  # fmt: skip
 
 
 def _loaded_by(modules: list[str]) -> set[str]:
@@ -39,3 +40,14 @@ def test_the_pure_layer_loads_nothing_of_the_kernel_side():
 @pytest.mark.parametrize("module", GENERIC)
 def test_generic_tools_do_not_load_the_services(module):
     assert not {m for m in _loaded_by([module]) if m.startswith("netemu.services")}
+
+
+@pytest.mark.parametrize("module", [m for m in GENERIC if m != "netemu.cli"])
+def test_generic_tools_name_no_service_module_even_lazily(module):
+    """Not even in a function's own import (the command line, on top of all, may)."""
+    import importlib.util
+    from pathlib import Path
+
+    source = Path(importlib.util.find_spec(module).origin).read_text().splitlines()
+    imports = [line.strip() for line in source if line.strip().startswith(("import ", "from "))]
+    assert [line for line in imports if "netemu.services" in line] == []

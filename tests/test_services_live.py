@@ -14,10 +14,11 @@ from live import leftovers, needs_root, train_topology
 
 import netemu.services.dissect  # noqa: F401 - registers the services' messages
 from netemu import analysis
+from netemu.containers import PODMAN
 from netemu.emulation import Emulation
 from netemu.services import measure, results
 from netemu.services.deploy import Deployment
-from netemu.services.runtime import PODMAN, PodmanRuntime, ProcessRuntime, ensure_image
+from netemu.services.runtime import PodmanRuntime, ProcessRuntime, ensure_image
 
 pytestmark = needs_root
 

@@ -8,12 +8,12 @@ worker slot of a compute service gets its own (GPU ``slot % gpus``).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from netemu.errors import InputError
+from netemu.gpus import cuda_devices
 from netemu.services.detect import detect
 
 
@@ -33,18 +33,6 @@ class Backend:
             found = detect(cupy.asarray(image), xp=cupy, ndimage=ndimage)
             cupy.cuda.Stream.null.synchronize()
         return found
-
-
-@functools.cache
-def cuda_devices() -> list[str]:
-    """Names of the CUDA GPUs CuPy can use (none without CuPy or a driver)."""
-    try:
-        import cupy
-
-        count = cupy.cuda.runtime.getDeviceCount()
-        return [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(count)]
-    except Exception:  # no CuPy, no driver, no device: all mean "no GPU"
-        return []
 
 
 def cpu_name() -> str:

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netemu.containers import remove
 from netemu.services.app import FRAGMENT_PORT
-from netemu.services.runtime import App, PodmanRuntime, ProcessRuntime, remove
+from netemu.services.runtime import App, PodmanRuntime, ProcessRuntime
 
 
 class DeploymentError(RuntimeError):

@@ -14,12 +14,11 @@
 
 Facts behind the podman options (runc, cgroupfs, explicit ulimits) are in the
 shared machine notes. Containers are named ``netemu-<run>-<node>-<app>``, so
-:func:`remove_containers` (and ``netemu clean``) find a killed run's.
+:func:`netemu.containers.remove_containers` (and ``netemu clean``) find a killed run's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import shutil
@@ -29,6 +28,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netemu.containers import PODMAN, podman_works
 from netemu.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,6 @@ IMAGE = (
     "localhost/netemu-services:"
     + hashlib.sha256(" ".join((SUITE, *PACKAGES)).encode()).hexdigest()[:12]
 )
-PODMAN = ["podman", "--cgroup-manager=cgroupfs", "--runtime=runc"]
 CDI_SPECS = (Path("/etc/cdi/nvidia.yaml"), Path("/var/run/cdi/nvidia.yaml"))
 
 
@@ -140,12 +139,6 @@ def _log_dirs(args: list[str]) -> set[str]:
     return {str(Path(v).parent) for k, v in itertools.pairwise(args) if k == "--log"}
 
 
-def podman_works() -> bool:
-    if not shutil.which("podman"):
-        return False
-    return subprocess.run([*PODMAN, "info"], capture_output=True).returncode == 0
-
-
 def choose(kind: str = "auto") -> ProcessRuntime | PodmanRuntime:
     """``podman`` (built image needed), ``process``, or ``auto``: podman where it works."""
     if kind not in ("auto", "podman", "process"):
@@ -186,22 +179,3 @@ def ensure_image(image: str = IMAGE, log=sys.stderr) -> str:
         )  # fmt: skip
         tar.wait()
     return image
-
-
-def remove(names: list[str]) -> None:
-    """Remove these containers (one podman call; absent ones ignored)."""
-    if names:
-        with contextlib.suppress(subprocess.SubprocessError):
-            subprocess.run([*PODMAN, "rm", "-f", "-i", "-t", "2", *names], capture_output=True)
-
-
-def remove_containers(prefix: str) -> list[str]:
-    """Remove containers whose name starts with ``prefix``; their names."""
-    if not shutil.which("podman"):
-        return []
-    out = subprocess.run(
-        [*PODMAN, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
-    ).stdout.split()
-    names = [n for n in out if n.startswith(prefix)]
-    remove(names)
-    return names
