@@ -18,7 +18,8 @@ that went down since the previous one. Pure computation: no root, no programs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -62,14 +63,16 @@ class EpochPlan:
     acquiring: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     #: What faults break in this epoch (degraded links are shaped by the emulation).
     broken: Broken = field(default_factory=Broken)
-    #: Each link's parameters, aligned with ``up``.
-    params: list[LinkParams] = field(default_factory=list)
+    #: Each link's parameters, aligned with ``up``, made when first asked for (a live
+    #: run's planner never needs them: the emulation has its own per link).
+    params_of: Callable[[], list[LinkParams]] = list
 
     def shapes(self) -> dict[str, np.ndarray]:
         """What each direction of the links up does to packets (:mod:`netemu.shapes`),
         as the emulation applies it, acquisition aside."""
         fault_loss, fault_jitter = fault_arrays(self.up.keys(), self.broken.degraded)
-        return link_shapes(self.up.distance_km, self.params, self.budget, fault_loss, fault_jitter)
+        params = self.params_of()
+        return link_shapes(self.up.distance_km, params, self.budget, fault_loss, fault_jitter)
 
     def to_json(self, topology: Topology) -> dict:
         names = [n.name for n in topology.nodes]
@@ -124,6 +127,7 @@ class Planner:
         self.geometry = Geometry(topology)
         self.links = LinkModel(topology)
         self._groups: dict[tuple, tuple] = {}
+        self._grouped: tuple[LinkSet, dict] | None = None  # the last LinkSet grouped
         self._kinds: dict[tuple[int, int], int] = {}
         self._now: datetime | None = None
         self._slew_limited = any(
@@ -204,7 +208,10 @@ class Planner:
 
     def _groups_of(self, up: LinkSet) -> dict[tuple, list[int]]:
         """The links of ``up`` grouped by kind and the terminals at their ends (one
-        vectorised computation each), each group's parameters and terminals cached."""
+        vectorised computation each), each group's parameters and terminals cached;
+        the same ``up`` twice in a row (its budgets, then its parameters) is grouped once."""
+        if self._grouped is not None and self._grouped[0] is up:
+            return self._grouped[1]
         nodes = self.topology.nodes
         groups: dict[tuple, list[int]] = {}
         rows = zip(up.a.tolist(), up.b.tolist(), up.kind.tolist(), strict=True)
@@ -217,12 +224,16 @@ class Planner:
                     self.topology.terminal(KINDS[k], nodes[a]),
                     self.topology.terminal(KINDS[k], nodes[b]),
                 )
+        self._grouped = (up, groups)
         return groups
 
     def link_params(self, up: LinkSet) -> list[LinkParams]:
         """Each link's parameters, aligned with ``up``."""
-        params: list[LinkParams] = [None] * len(up)  # type: ignore[list-item]
-        for key, idx in self._groups_of(up).items():
+        return self._params_in(self._groups_of(up), len(up))
+
+    def _params_in(self, groups: dict[tuple, list[int]], n: int) -> list[LinkParams]:
+        params: list[LinkParams] = [None] * n  # type: ignore[list-item]
+        for key, idx in groups.items():
             for i in idx:
                 params[i] = self._groups[key][0]
         return params
@@ -296,8 +307,9 @@ class Planner:
     ) -> EpochPlan:
         """Events between the previous epoch's links and this one's."""
         plan = EpochPlan(
-            time, now, [], budget=self.budgets(now, time), params=self.link_params(now)
-        )
+            time, now, [], budget=self.budgets(now, time),
+            params_of=functools.partial(self._params_in, self._groups_of(now), len(now)),
+        )  # fmt: skip
         seconds = (time - self._start).total_seconds()
         first = before is None
         keys = now.keys()
