@@ -40,9 +40,9 @@ IN_FLIGHT_GRACE_NS = 500_000_000
 _PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp"}
 
 #: What a UDP payload is, for the protocols that registered a recogniser: each takes
-#: the payload and says (kind, label, fields), or None for not mine. netemu's own
+#: the payload and says (kind, label or None, fields), or None for not mine. netemu's own
 #: services register theirs (netemu.services.dissect); this module knows none.
-Recogniser = Callable[[bytes], tuple[str, str, dict] | None]
+Recogniser = Callable[[bytes], tuple[str, str | None, dict] | None]
 PAYLOADS: list[Recogniser] = []
 
 
@@ -93,7 +93,7 @@ def identify(frame: bytes) -> tuple[tuple, str, str, dict] | None:
         label = f"{src}:{sport} > {dst}:{dport}"
         for recognise in PAYLOADS:
             if found := recognise(payload[8:]):
-                kind, label, fields = found
+                kind, label, fields = found[0], found[1] or label, found[2]
                 break
     elif proto == 1 and len(payload) >= 8 and payload[0] in (0, 8):
         ident_icmp, seq = struct.unpack_from("!HH", payload, 4)

@@ -25,13 +25,18 @@ def remove(names: list[str]) -> None:
             subprocess.run([*PODMAN, "rm", "-f", "-i", "-t", "2", *names], capture_output=True)
 
 
-def remove_containers(prefix: str) -> list[str]:
-    """Remove containers whose name starts with ``prefix``; their names."""
+def names(prefix: str) -> list[str]:
+    """Containers, running or not, whose name starts with ``prefix`` (none without podman)."""
     if not shutil.which("podman"):
         return []
     out = subprocess.run(
         [*PODMAN, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
     ).stdout.split()
-    names = [n for n in out if n.startswith(prefix)]
-    remove(names)
-    return names
+    return [n for n in out if n.startswith(prefix)]
+
+
+def remove_containers(prefix: str) -> list[str]:
+    """Remove containers whose name starts with ``prefix``; their names."""
+    found = names(prefix)
+    remove(found)
+    return found

@@ -91,12 +91,11 @@ def missing(need: str) -> str | None:
 
         return None if netem_available() else "this kernel has no sch_netem"
     if need == "podman":
-        from netemu.containers import PODMAN
+        from netemu.containers import podman_works
 
         if shutil.which("podman") is None:
             return "no container engine (podman) installed"
-        ok = subprocess.run([*PODMAN, "info"], capture_output=True).returncode == 0
-        return None if ok else "podman is installed but does not work here"
+        return None if podman_works() else "podman is installed but does not work here"
     if need == "gpu":
         from netemu.gpus import cuda_devices
 

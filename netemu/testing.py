@@ -345,7 +345,7 @@ class Network:
     def _check_below(self, s: Sample, src: str, dst: str, below_ms: float, q: float) -> Sample:
         value = s.percentile(q)
         self._check(
-            bool(s.values_ms) and value < below_ms,
+            _below(below_ms, q)(s),
             f"{s.what}: p{q:g} {value:.2f} ms, expected below {below_ms:.2f} ms",
             src, dst, s,
         )  # fmt: skip
@@ -380,8 +380,7 @@ class Network:
     ) -> Sample:
         """The ``percentile`` of one-way delay stays below ``below_ms``."""
         sample = self._unspoiled(
-            lambda: self.one_way_delay(src, dst, **probe),
-            lambda s: bool(s.values_ms) and s.percentile(percentile) < below_ms,
+            lambda: self.one_way_delay(src, dst, **probe), _below(below_ms, percentile)
         )
         return self._check_below(sample, src, dst, below_ms, percentile)
 
@@ -389,10 +388,7 @@ class Network:
         self, src: str, dst: str, *, below_ms: float, percentile: float = 50, **ping
     ) -> Sample:
         """The ``percentile`` of ping's round trips stays below ``below_ms``."""
-        sample = self._unspoiled(
-            lambda: self.rtt(src, dst, **ping),
-            lambda s: bool(s.values_ms) and s.percentile(percentile) < below_ms,
-        )
+        sample = self._unspoiled(lambda: self.rtt(src, dst, **ping), _below(below_ms, percentile))
         return self._check_below(sample, src, dst, below_ms, percentile)
 
     def assert_loss(
@@ -447,6 +443,11 @@ class Network:
             src, dst, s,
         )  # fmt: skip
         return s
+
+
+def _below(below_ms: float, q: float) -> Callable[[Sample], bool]:
+    """Whether a sample's ``q`` percentile is below ``below_ms`` (an empty one is not)."""
+    return lambda s: bool(s.values_ms) and s.percentile(q) < below_ms
 
 
 def received(proc: subprocess.Popen) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import sys
 import time
@@ -11,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from netemu import netns
-from netemu.containers import PODMAN
+from netemu import containers, netns
 from netemu.testing import Network, received
 from netemu.topology import load_topology
 
@@ -71,11 +69,8 @@ def leftovers(run: str, prefix: bool = False) -> list[str]:
         ["pgrep", "-af", f"netemu.cli run .*--name {name}( |$)"], capture_output=True, text=True
     ).stdout
     found += [line for line in ps.splitlines() if not _dead(line.split()[0])]
-    if shutil.which("podman"):
-        names = subprocess.run([*PODMAN, "ps", "-a", "--format", "{{.Names}}"],
-                               capture_output=True, text=True).stdout.split()  # fmt: skip
-        found += [f"container {n}" for n in names if n.startswith(f"netemu-{run}")
-                  and (prefix or n.startswith(f"netemu-{run}-"))]  # fmt: skip
+    mine = f"netemu-{run}" + ("" if prefix else "-")
+    found += [f"container {n}" for n in containers.names(mine)]
     return found
 
 

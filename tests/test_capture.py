@@ -227,3 +227,21 @@ def test_analyze_and_wireshark_commands(tmp_path):
     plugin = tmp_path / ".local/lib/wireshark/plugins/netemu.lua"
     assert installed.returncode == 0 and str(plugin) in installed.stdout
     assert plugin.read_text() == wireshark.dissector_lua()
+
+
+def test_analysis_names_packets_by_what_their_protocol_registered():
+    """A registered protocol names its messages; where it gives no label (a compute
+    status), and for any other packet, the addresses do."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from netemu.services.protocol import ComputeStatus, Nemu
+
+    def frame(payload) -> bytes:
+        return bytes(Ether() / IP(src="172.16.0.3", dst="172.16.0.9", id=7)
+                     / UDP(sport=5000, dport=5001) / payload)  # fmt: skip
+
+    _, kind, label, _ = analysis.identify(frame(Nemu() / ComputeStatus()))
+    assert (kind, label) == ("netemu status", "172.16.0.3:5000 > 172.16.0.9:5001")
+    _, kind, label, _ = analysis.identify(frame(b"other"))
+    assert (kind, label) == ("udp", "172.16.0.3:5000 > 172.16.0.9:5001")

@@ -16,11 +16,12 @@ _REPORT = Layout(Nemu, TrackReport, upto="capture_ns")
 
 
 @analysis.register_payload
-def recognise(data: bytes) -> tuple[str, str, dict] | None:
-    """(kind, label, fields) of a services message, None for any other payload."""
+def recognise(data: bytes) -> tuple[str, str | None, dict] | None:
+    """(kind, label, fields) of a services message (label None: the packet's addresses
+    say it best), None for any other payload."""
     if data[:4] != MAGIC or len(data) < 6 or data[5] not in _KINDS:
         return None
-    kind, label, fields = _KINDS[data[5]], _KINDS[data[5]], {}
+    kind, label, fields = _KINDS[data[5]], None, {}
     if data[5] == 1 and len(data) >= FRAGMENT.size:
         fields = FRAGMENT.unpack(data)
         label = f"sensor {fields['sensor']} frame {fields['seq']} #{fields['index']}"
