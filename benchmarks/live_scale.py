@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from netemu.api import Emulation, Network, load_topology  # noqa: E402
-from netemu.testing import received  # noqa: E402
+from netemu.testing.network import received  # noqa: E402
 
 
 def mem_available_mib() -> float:
@@ -134,7 +134,7 @@ def route_excess(emu, pairs: int = 400, every: int = 3) -> dict:
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import dijkstra
 
-    from netemu.routing import path
+    from netemu.routes.routing import path
 
     n = len(emu.names)
     rng = random.Random(1)
@@ -279,7 +279,7 @@ def main() -> int:
             ours = bench_netemu(topo, args.realtime_s)
             row = {"satellites": len(topo.satellites), "nodes": len(topo.nodes), "netemu": ours}
             if not args.no_mininet:
-                from netemu.plan import Planner
+                from netemu.plan.planner import Planner
 
                 first = next(Planner(topo).run(duration_s=0, step_s=1))
                 base = bench_mininet(topo, first.up.keys(), args.sample)

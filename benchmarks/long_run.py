@@ -57,12 +57,12 @@ def main() -> int:
         emu.start_controller()
         count = int(wall_s * args.rate_pps)
         stream = emu.host(src).popen(
-            [sys.executable, "-m", "netemu.probe", "send", "--to", emu.address(dst),
+            [sys.executable, "-m", "netemu.testing.probe", "send", "--to", emu.address(dst),
              "--count", str(count), "--interval", str(1 / args.rate_pps)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         sink = emu.host(dst).popen(
-            [sys.executable, "-m", "netemu.probe", "recv", "--bind", emu.address(dst),
+            [sys.executable, "-m", "netemu.testing.probe", "recv", "--bind", emu.address(dst),
              "--duration", str(wall_s + 5)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -27,9 +27,9 @@ from skyfield.api import EarthSatellite
 from skyfield.framelib import itrs
 
 from netemu.api import Planner, load_topology
-from netemu.constants import EARTH_RADIUS_KM
-from netemu.geometry import epochs
-from netemu.skydata import timescale
+from netemu.model.constants import EARTH_RADIUS_KM
+from netemu.model.skydata import timescale
+from netemu.plan.geometry import epochs
 
 REPO = Path(__file__).resolve().parent.parent
 

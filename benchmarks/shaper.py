@@ -176,14 +176,14 @@ def capacity(emu, flood: Path, delay_ms: float) -> dict:
 def probe(emu, src: str, dst: str, count: int, interval: float) -> list:
     ns_src, ns_dst = emu.netns[emu.names.index(src)], emu.netns[emu.names.index(dst)]
     rx = subprocess.Popen(
-        ["ip", "netns", "exec", ns_dst, sys.executable, "-m", "netemu.probe", "recv",
+        ["ip", "netns", "exec", ns_dst, sys.executable, "-m", "netemu.testing.probe", "recv",
          "--bind", emu.address(dst), "--duration", str(count * interval + 3)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     rx.stdout.readline()  # listening
     time.sleep(0.5)
     tx = subprocess.Popen(
-        ["ip", "netns", "exec", ns_src, sys.executable, "-m", "netemu.probe", "send",
+        ["ip", "netns", "exec", ns_src, sys.executable, "-m", "netemu.testing.probe", "send",
          "--to", emu.address(dst), "--count", str(count), "--interval", str(interval)],
     )  # fmt: skip
     out, _ = rx.communicate()  # read as it goes: a full pipe would hold the receiver back

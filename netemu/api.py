@@ -12,13 +12,13 @@
 Only names: each lives in the module that owns it (see docs/design.md).
 """
 
-from netemu.emulation import Emulation
 from netemu.errors import InputError
-from netemu.faults import Fault
-from netemu.plan import EpochPlan, Planner
-from netemu.signals import Stopped
-from netemu.testing import Network
-from netemu.topology import Topology, load_topology
+from netemu.live.emulation import Emulation
+from netemu.live.signals import Stopped
+from netemu.model.faults import Fault
+from netemu.model.topology import Topology, load_topology
+from netemu.plan.planner import EpochPlan, Planner
+from netemu.testing.network import Network
 
 __all__ = [
     "Emulation",

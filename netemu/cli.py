@@ -13,7 +13,6 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from netemu import signals
 from netemu.errors import (
     EXIT_BAD_INPUT,
     EXIT_RUNTIME_FAILURE,
@@ -21,8 +20,9 @@ from netemu.errors import (
     TeardownError,
     describe,
 )
-from netemu.privileges import chown_to_invoker
-from netemu.signals import Stopped, StopSignals
+from netemu.kernel.privileges import chown_to_invoker
+from netemu.live import signals
+from netemu.live.signals import Stopped, StopSignals
 
 MAX_EPOCHS = 10_000_000
 
@@ -183,10 +183,10 @@ def _parser() -> argparse.ArgumentParser:
 def emulation_for(args: argparse.Namespace):
     """The Emulation ``netemu run`` asks for, every input checked (InputError) and
     nothing created yet."""
-    from netemu.addressing import default_run_name
-    from netemu.emulation import Emulation
-    from netemu.faults import parse_cli
-    from netemu.topology import load_topology
+    from netemu.live.emulation import Emulation
+    from netemu.model.faults import parse_cli
+    from netemu.model.topology import load_topology
+    from netemu.routes.addressing import default_run_name
 
     topology = load_topology(args.topology)
     name = args.name or default_run_name(topology.name)
@@ -209,9 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # From here on a signal stops the run; Ctrl-C in --cli stops the prompt's command.
     stop = StopSignals(interrupt=not args.cli).__enter__()
     with signals.blocked():  # the threads these imports start leave signals to this one
-        import netemu.emulation  # noqa: F401
+        import netemu.live.emulation  # noqa: F401
 
-    from netemu.emulation import preflight
+    from netemu.live.emulation import preflight
     from netemu.report import StatusView
 
     failure: Exception | None = None
@@ -298,7 +298,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     import netemu.services.dissect  # noqa: F401 - the services' messages, by name
-    from netemu import analysis
+    from netemu.capture import analysis
 
     result = analysis.summary(analysis.load(args.captures))
     if args.json:
@@ -312,7 +312,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_wireshark(args: argparse.Namespace) -> int:
     import netemu.services.dissect  # noqa: F401 - the protocol the dissector decodes
-    from netemu import wireshark
+    from netemu.capture import wireshark
 
     path = wireshark.install(args.output)
     print(f"netemu: dissector written to {path}")
@@ -326,13 +326,13 @@ def cmd_wireshark(args: argparse.Namespace) -> int:
 def cmd_clean(args: argparse.Namespace) -> int:
     import os
 
-    from netemu import netns
+    from netemu.kernel import netns
 
     if os.geteuid() != 0:
         raise InputError("netemu clean needs root (try: sudo netemu clean)")
-    from netemu.addressing import NETNS_PREFIX
-    from netemu.capture import Captures, logged_events
-    from netemu.containers import remove_containers
+    from netemu.capture.taps import Captures, logged_events
+    from netemu.kernel.containers import remove_containers
+    from netemu.routes.addressing import NETNS_PREFIX
 
     killed = netns.states(args.run)
     removed = netns.clean(args.run)  # kills the runs' tcpdumps with their namespaces
@@ -350,9 +350,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from netemu.geometry import epoch_count
-    from netemu.plan import Planner, Schedule
-    from netemu.topology import load_topology
+    from netemu.model.topology import load_topology
+    from netemu.plan.geometry import epoch_count
+    from netemu.plan.planner import Planner, Schedule
 
     topology = load_topology(args.topology)
     planner = Planner(topology)

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from netemu.plan import Schedule
-from netemu.topology import Topology
+from netemu.model.topology import Topology
+from netemu.plan.planner import Schedule
 
 #: Above this many links the schedule summarises links that never changed.
 _MAX_ROWS = 60

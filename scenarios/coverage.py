@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from netemu.errors import InputError
-from netemu.plan import Planner
-from netemu.topology import NodeKind, load_topology
+from netemu.model.topology import NodeKind, load_topology
+from netemu.plan.planner import Planner
 
 
 def main() -> int:

@@ -21,9 +21,9 @@ import sys
 
 from rich.table import Table
 
+from netemu.model.topology import NodeKind
 from netemu.services import measure, scenario
 from netemu.services.deploy import Deployment
-from netemu.topology import NodeKind
 
 
 def phase(dep: Deployment, name: str, args, sensor: str, computes: list[str], consumer: str,

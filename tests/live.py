@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from netemu import containers, netns
-from netemu.testing import Network, received
-from netemu.topology import load_topology
+from netemu.kernel import containers, netns
+from netemu.model.topology import load_topology
+from netemu.testing.network import Network, received
 
 from helpers import REPO, TOPOLOGIES
 

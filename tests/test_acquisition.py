@@ -1,6 +1,6 @@
 """Acquisition: new links carry nothing until their terminals have locked on."""
 
-from netemu.acquisition import RECENT_S, Acquisition
+from netemu.plan.acquisition import RECENT_S, Acquisition
 
 
 def make():

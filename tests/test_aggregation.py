@@ -4,8 +4,8 @@ import itertools
 
 import numpy as np
 
-from netemu.aggregation import MAX_NEIGHBOURS, PrefixRoutes
-from netemu.routing import UNREACHABLE, next_hops
+from netemu.routes.aggregation import MAX_NEIGHBOURS, PrefixRoutes
+from netemu.routes.routing import UNREACHABLE, next_hops
 
 
 def grid(k: int, seed: int, extra_isolated: int = 1):

@@ -8,7 +8,7 @@ import pytest
 from live import needs_root
 
 from netemu.errors import InputError
-from netemu.topology import load_topology
+from netemu.model.topology import load_topology
 
 from helpers import REPO, TOPOLOGIES, run_netemu
 from helpers import VANGUARD_L1 as L1
@@ -166,7 +166,7 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_a_topology_too_large_for_the_machine_is_refused():
-    from netemu.emulation import check_memory
+    from netemu.live.emulation import check_memory
 
     check_memory(1000, available=(4096, "this machine"))
     with pytest.raises(InputError, match=r"100,000 nodes need about 195\.4 GiB .* 4\.0 GiB"):
@@ -218,7 +218,7 @@ def test_not_root(tmp_path):
 def test_a_topology_name_with_a_dash_gives_a_usable_default_run_name():
     """starlink-shell1 runs as starlink_shell1 ('-' in a run name would make one
     run's namespace prefix match another's)."""
-    from netemu.emulation import Emulation
+    from netemu.live.emulation import Emulation
 
     emu = Emulation(load_topology(TOPOLOGIES / "starlink-shell1.yaml"), shaper="wire")
     assert emu.run_name == "starlink_shell1"

@@ -14,8 +14,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 import netemu.services.dissect  # noqa: F401 - registers the services' messages
-from netemu import analysis, pcapng, wireshark
-from netemu.capture import CapturePoint, Tap, event_text
+from netemu.capture import analysis, pcapng, wireshark
+from netemu.capture.taps import CapturePoint, Tap, event_text
 from netemu.errors import InputError
 from netemu.services.app import REPORT_PORT
 from netemu.services.protocol import ComputeStatus, FrameFragment, Nemu, Track, TrackReport

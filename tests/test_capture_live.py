@@ -17,8 +17,8 @@ from scapy.layers.inet import UDP
 from scapy.layers.l2 import Ether
 
 import netemu.services.dissect  # noqa: F401 - registers the services' messages
-from netemu import analysis, pcapng, wireshark
-from netemu.emulation import Emulation
+from netemu.capture import analysis, pcapng, wireshark
+from netemu.live.emulation import Emulation
 from netemu.services.protocol import Nemu, Track, TrackReport
 
 from helpers import REPO, TOPOLOGIES

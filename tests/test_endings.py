@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from live import cli_run, leftovers, needs_root, train_topology, wait_up
 
-from netemu import netns
-from netemu.emulation import Emulation
-from netemu.topology import load_topology
+from netemu.kernel import netns
+from netemu.live.emulation import Emulation
+from netemu.model.topology import load_topology
 
 from helpers import REPO, TOPOLOGIES
 
@@ -273,8 +273,8 @@ def test_an_exception_in_the_controller_mid_epoch_cleans_up(tmp_path):
 OOM_SCRIPT = """
 import resource, sys
 import numpy as np
-from netemu.emulation import Emulation
-from netemu.topology import load_topology
+from netemu.live.emulation import Emulation
+from netemu.model.topology import load_topology
 
 def on_epoch(emu):
     if emu.epoch_index == 2:  # from now on, what the process has and 32 MiB more
@@ -308,8 +308,8 @@ def test_out_of_memory_mid_run_still_tears_down(tmp_path):
 
 API_SCRIPT = """
 import sys
-from netemu.emulation import Emulation
-from netemu.topology import load_topology
+from netemu.live.emulation import Emulation
+from netemu.model.topology import load_topology
 
 topology, run, log = sys.argv[1:]
 with Emulation(load_topology(topology), shaper="wire", run_name=run, log_path=log) as emu:
@@ -432,7 +432,7 @@ def _kill_process(app) -> None:
 
 
 def _kill_container(app) -> None:
-    from netemu.containers import PODMAN
+    from netemu.kernel.containers import PODMAN
 
     subprocess.run([*PODMAN, "kill", app.container], check=True, capture_output=True)
 

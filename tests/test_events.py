@@ -1,13 +1,13 @@
-"""Events have one form per kind (netemu.events): every event a plan makes, on a
+"""Events have one form per kind (netemu.model.events): every event a plan makes, on a
 constellation with handovers and faults, carries exactly its kind's fields."""
 
 from __future__ import annotations
 
 from live import train_topology
 
-from netemu import events
-from netemu.plan import Planner
-from netemu.topology import load_topology
+from netemu.model import events
+from netemu.model.topology import load_topology
+from netemu.plan.planner import Planner
 
 from helpers import TOPOLOGIES
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from live import leftovers, needs_root, train_topology
 
-from netemu.emulation import Emulation
 from netemu.errors import InputError
-from netemu.faults import Fault, FaultPlan, parse_cli, random_faults
-from netemu.plan import Planner
-from netemu.schema import RandomFaults
-from netemu.testing import Network
+from netemu.live.emulation import Emulation
+from netemu.model.faults import Fault, FaultPlan, parse_cli, random_faults
+from netemu.model.schema import RandomFaults
+from netemu.plan.planner import Planner
+from netemu.testing.network import Network
 
 from helpers import TOPOLOGIES, run_netemu
 

@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from netemu.constants import EARTH_MEAN_RADIUS_KM
-from netemu.flight import FlightPath, great_circle_km
-from netemu.schema import Aircraft
+from netemu.model.constants import EARTH_MEAN_RADIUS_KM
+from netemu.model.flight import FlightPath, great_circle_km
+from netemu.model.schema import Aircraft
 
 DEP = datetime(2026, 1, 1, tzinfo=UTC)
 # Speed at which one degree of great circle takes one hour.

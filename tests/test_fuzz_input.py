@@ -26,12 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from live import leftovers, needs_root
 
-from netemu import cli, netns
-from netemu.capture import CapturePoint
+from netemu import cli
+from netemu.capture.taps import CapturePoint
 from netemu.errors import InputError
-from netemu.faults import parse_cli
+from netemu.kernel import netns
+from netemu.model.faults import parse_cli
+from netemu.model.topology import Topology, load_topology
 from netemu.shaping.netem import NETEM_PROBE
-from netemu.topology import Topology, load_topology
 
 from helpers import REPO, TOPOLOGIES
 
@@ -356,7 +357,7 @@ class TestWithNothingCreated:
         topo = _load(workdir, yaml.safe_dump(BASE).encode())
         try:
             fault = parse_cli(spec)
-            from netemu.plan import Planner
+            from netemu.plan.planner import Planner
 
             Planner(topo).faults.add(fault)
         except InputError as exc:

@@ -7,8 +7,12 @@ import pytest
 from skyfield.api import EarthSatellite, wgs84
 from skyfield.framelib import itrs
 
-from netemu.constants import EARTH_RADIUS_KM, SPEED_OF_LIGHT_KM_S
-from netemu.geometry import (
+from netemu.model.constants import EARTH_RADIUS_KM, SPEED_OF_LIGHT_KM_S
+from netemu.model.orbits import sun_synchronous_inclination_deg
+from netemu.model.skydata import ephemeris, timescale
+from netemu.model.tle import parse_tle
+from netemu.model.topology import load_topology
+from netemu.plan.geometry import (
     Geometry,
     delay_ms,
     elevation_deg,
@@ -17,10 +21,6 @@ from netemu.geometry import (
     line_of_sight,
     max_isl_range_km,
 )
-from netemu.orbits import sun_synchronous_inclination_deg
-from netemu.skydata import ephemeris, timescale
-from netemu.tle import parse_tle
-from netemu.topology import load_topology
 
 from helpers import VANGUARD_L1 as L1
 from helpers import VANGUARD_L2 as L2

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from netemu.geometry import ellipsoid_normal
-from netemu.links import LinkModel
-from netemu.plan import Planner
-from netemu.topology import load_topology
+from netemu.model.topology import load_topology
+from netemu.plan.geometry import ellipsoid_normal
+from netemu.plan.links import LinkModel
+from netemu.plan.planner import Planner
 
 from helpers import TOPOLOGIES, train_access_yaml
 
@@ -26,7 +26,7 @@ def test_longest_visibility_prefers_the_rising_satellite(write_topology):
     """At 03:06 gs_north sees t3 high but setting, t2 lower but rising."""
     from skyfield.api import EarthSatellite, wgs84
 
-    from netemu.skydata import timescale
+    from netemu.model.skydata import timescale
 
     assert choice(write_topology, "{selection: highest-elevation}") == "t3"
     assert choice(write_topology, "{selection: longest-visibility}") == "t2"

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from netemu.geometry import Geometry, epochs
-from netemu.links import ISL, SPACE_GROUND, LinkModel, plus_grid_pairs
-from netemu.plan import Planner
-from netemu.topology import load_topology
+from netemu.model.topology import load_topology
+from netemu.plan.geometry import Geometry, epochs
+from netemu.plan.links import ISL, SPACE_GROUND, LinkModel, plus_grid_pairs
+from netemu.plan.planner import Planner
 
 from helpers import TOPOLOGIES
 

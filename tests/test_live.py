@@ -30,12 +30,12 @@ from live import (
     wait_up,
 )
 
-from netemu import pcapng
-from netemu.capture import logged_events
-from netemu.emulation import Emulation
+from netemu.capture import pcapng
+from netemu.capture.taps import logged_events
 from netemu.errors import InputError
-from netemu.routing import UNREACHABLE
-from netemu.topology import load_topology
+from netemu.live.emulation import Emulation
+from netemu.model.topology import load_topology
+from netemu.routes.routing import UNREACHABLE
 
 from helpers import REPO, TOPOLOGIES
 
@@ -232,8 +232,8 @@ def test_two_runs_with_different_names_coexist(tmp_path):
 
 def test_link_budget_loss_is_what_the_shaper_applies(tmp_path):
     """A weak ISL transmitter (uncoded OOK) loses ~10% of packets: planned, then measured."""
-    from netemu import physics
-    from netemu.plan import Planner
+    from netemu.model import physics
+    from netemu.plan.planner import Planner
 
     # Photons per bit at 1 W over the t0-t1 ISL; then the power for a 10% PER.
     base = train_topology(tmp_path)
@@ -262,8 +262,8 @@ def test_link_budget_loss_is_what_the_shaper_applies(tmp_path):
 def test_the_run_log_reports_the_plans_shapes(tmp_path):
     """Epoch by epoch, each link's loss, fade share and jitter in the run log (what the
     shapers were given) are the plan's: configured loss and jitter, the link budget's
-    loss and a degrade fault's, composed once (netemu.shapes)."""
-    from netemu.plan import Planner, iso_utc
+    loss and a degrade fault's, composed once (netemu.plan.shapes)."""
+    from netemu.plan.planner import Planner, iso_utc
 
     topo = train_topology(tmp_path, """
 link_defaults:

@@ -23,7 +23,7 @@ import subprocess
 import pytest
 from live import leftovers, needs_root, stream, train_topology
 
-from netemu.emulation import Emulation
+from netemu.live.emulation import Emulation
 from netemu.shaping import Shape
 from netemu.shaping.netem import netem_available, netem_limit
 
@@ -222,7 +222,7 @@ def test_teardown_leaves_nothing(emu):
 def test_capture_taps_sit_on_both_sides_of_the_netem_delay(tmp_path):
     """netem delays in the sender's egress qdisc; a tx tap must see the packet before it,
     the rx tap after it, so their difference is the link's delay (as with the wire shaper)."""
-    from netemu import analysis
+    from netemu.capture import analysis
 
     topo = train_topology(tmp_path)
     with Emulation(topo, shaper="netem", run_name="tnetcap", capture=["link:t1-t2"],

@@ -1,4 +1,4 @@
-"""Route messages encoded by netemu.netlink, decoded by pyroute2 (an independent parser)."""
+"""Route messages encoded by netemu.kernel.netlink, decoded by pyroute2 (an independent parser)."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from netemu.netlink import (
+from netemu.kernel.netlink import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_REPLACE,
@@ -60,7 +60,7 @@ def test_vectorised_encoding_matches_the_single_message_encoder():
 
     import numpy as np
 
-    from netemu.netlink import encode_deletes, encode_replaces
+    from netemu.kernel.netlink import encode_deletes, encode_replaces
 
     def ip(text):
         return int(ipaddress.IPv4Address(text))
@@ -85,14 +85,14 @@ def test_interface_messages_configure_a_real_namespace():
 
     import numpy as np
 
-    from netemu.addressing import mac_bytes
-    from netemu.netlink import (
+    from netemu.kernel.netlink import (
         encode_addresses,
         encode_links_up,
         encode_neighbours,
         send_all,
         socket_in,
     )
+    from netemu.routes.addressing import mac_bytes
 
     def ip_json(*args):
         out = subprocess.run(["ip", "-n", "nltest", "-j", *args], capture_output=True, text=True)
@@ -137,7 +137,7 @@ def test_interface_messages_configure_a_real_namespace():
 def test_htb_limiters_are_what_tc_would_make(rate_mbit):
     """The same limiter made by netlink on one interface and by tc on another:
     `tc -d class show` and `tc qdisc show` read them back the same."""
-    from netemu.netlink import htb_requests, send_requests, socket_in
+    from netemu.kernel.netlink import htb_requests, send_requests, socket_in
     from netemu.shaping import htb_burst_bytes, htb_rate
 
     def tc(*args):

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from netemu import physics
-from netemu.physics import Terminal
+from netemu.model import physics
+from netemu.model.physics import Terminal
 
 SDA = Terminal(tx_power_w=2.5, divergence_urad=15, aperture_m=0.08)
 
@@ -72,8 +72,8 @@ def test_budget_loss_rises_with_range_and_fec_helps():
 
 
 def test_plan_reports_budgets(tmp_path):
-    from netemu.plan import Planner
-    from netemu.topology import load_topology
+    from netemu.model.topology import load_topology
+    from netemu.plan.planner import Planner
 
     topo = load_topology("topologies/kepler.yaml")
     epoch = next(Planner(topo).run(duration_s=0, step_s=1))

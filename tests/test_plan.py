@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from netemu.constants import SPEED_OF_LIGHT_KM_S
-from netemu.plan import Planner
-from netemu.topology import load_topology
+from netemu.model.constants import SPEED_OF_LIGHT_KM_S
+from netemu.model.topology import load_topology
+from netemu.plan.planner import Planner
 
 from helpers import REPO, run_netemu
 
@@ -113,7 +113,7 @@ def test_plan_in_chunks_matches_one_pass():
     """Epochs are computed in vectorised chunks; chunk edges must not change results."""
     topo = load_topology("topologies/train.yaml")
     a = [e.to_json(topo) for e in Planner(topo).run(duration_s=600, step_s=1)]
-    from netemu import plan as plan_module
+    from netemu.plan import planner as plan_module
 
     old = plan_module._CHUNK
     plan_module._CHUNK = 7
@@ -135,7 +135,7 @@ def test_aircraft_handover_sequence_and_interruptions():
     """
     from skyfield.api import EarthSatellite, wgs84
 
-    from netemu.skydata import timescale
+    from netemu.model.skydata import timescale
 
     epochs = plan_json("topologies/train.yaml", "--duration", "900", "--step", "5")
     handovers = [

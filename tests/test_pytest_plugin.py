@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from live import leftovers, needs_root
 
-from netemu.pytest_plugin import missing
+from netemu.testing.pytest_plugin import missing
 
 from helpers import TOPOLOGIES
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from netemu.routing import (
+from netemu.routes.routing import (
     TIE_MS,
     UNREACHABLE,
     RouteHistory,

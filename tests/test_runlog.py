@@ -1,4 +1,4 @@
-"""The run log's format (netemu.runlog), without root: the run first, marked
+"""The run log's format (netemu.live.runlog), without root: the run first, marked
 incomplete; per update only the links that changed; the end with why."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from netemu.errors import ResultsError
-from netemu.runlog import RunLog, link_row
+from netemu.live.runlog import RunLog, link_row
 
 
 def _lines(path) -> list[dict]:

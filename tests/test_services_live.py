@@ -13,9 +13,9 @@ import pytest
 from live import leftovers, needs_root, train_topology
 
 import netemu.services.dissect  # noqa: F401 - registers the services' messages
-from netemu import analysis
-from netemu.containers import PODMAN
-from netemu.emulation import Emulation
+from netemu.capture import analysis
+from netemu.kernel.containers import PODMAN
+from netemu.live.emulation import Emulation
 from netemu.services import measure, results
 from netemu.services.deploy import Deployment
 from netemu.services.runtime import PodmanRuntime, ProcessRuntime, ensure_image

@@ -1,4 +1,4 @@
-"""Link shapes computed once (netemu.shapes): the composition of loss, fades and
+"""Link shapes computed once (netemu.plan.shapes): the composition of loss, fades and
 jitter, and the plan reporting what the live shapers apply (the run-log side of
 that agreement is tests/test_live.py::test_the_run_log_reports_the_plans_shapes)."""
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from live import train_topology
 
-from netemu.geometry import delay_ms
-from netemu.plan import Planner
-from netemu.shapes import Applied, fault_arrays, link_shapes, total_loss
-from netemu.topology import LinkParams
+from netemu.model.topology import LinkParams
+from netemu.plan.geometry import delay_ms
+from netemu.plan.planner import Planner
+from netemu.plan.shapes import Applied, fault_arrays, link_shapes, total_loss
 
 ISL = LinkParams(data_rate_gbps=2.5, max_range_km=5000, acquisition_s=2, reacquisition_s=1,
                  loss_percent=10, jitter_ms=0.5, mean_fade_ms=4)  # fmt: skip

@@ -1,6 +1,6 @@
 """Shaper command generation: units, netem limits, in-place changes, naming."""
 
-from netemu import addressing
+from netemu.routes import addressing
 from netemu.shaping import BLOCKED, Shape, htb_rate
 from netemu.shaping.netem import netem_args, netem_limit
 

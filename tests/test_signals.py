@@ -1,4 +1,4 @@
-"""netemu.signals with real signals sent to this process: a stop signal becomes one
+"""netemu.live.signals with real signals sent to this process: a stop signal becomes one
 Stopped, a second one does not cut a teardown short, a Stopped that Python drops
 (raised inside a __del__) is raised again, a signal ignored by whoever started the
 process stays ignored."""
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from netemu import signals
-from netemu.signals import Stopped, StopSignals
+from netemu.live import signals
+from netemu.live.signals import Stopped, StopSignals
 
 
 def _deliver(sig: int) -> None:

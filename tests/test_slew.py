@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from netemu.geometry import angular_rate_deg_s
-from netemu.plan import Planner
-from netemu.topology import load_topology
+from netemu.model.topology import load_topology
+from netemu.plan.geometry import angular_rate_deg_s
+from netemu.plan.planner import Planner
 
 from helpers import train_access_yaml
 

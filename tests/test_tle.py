@@ -3,7 +3,7 @@
 import pytest
 
 from netemu.errors import InputError
-from netemu.tle import checksum, parse_tle
+from netemu.model.tle import checksum, parse_tle
 
 from helpers import VANGUARD_L1 as L1
 from helpers import VANGUARD_L2 as L2

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from netemu.weather import RESOLUTION_S, CloudSeries, availability
+from netemu.model.weather import RESOLUTION_S, CloudSeries, availability
 
 from helpers import REPO, run_netemu
 

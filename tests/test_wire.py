@@ -18,11 +18,11 @@ import time
 import pytest
 from live import needs_root, stream
 
-from netemu import pcapng
-from netemu.emulation import Emulation
+from netemu.capture import pcapng
+from netemu.live.emulation import Emulation
+from netemu.model.topology import load_topology
 from netemu.shaping import Shape
 from netemu.shaping.wire import CFLAGS, SOURCE
-from netemu.topology import load_topology
 
 from helpers import TOPOLOGIES
 
@@ -178,7 +178,7 @@ def test_a_sample_the_engine_spoiled_is_measured_again(emu):
     import threading
     import warnings
 
-    from netemu.testing import EmulatorWarning, Network, NetworkAssertionError
+    from netemu.testing.network import EmulatorWarning, Network, NetworkAssertionError
 
     net = Network(emu)
     engine = emu.shaper.engine.pid

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netemu.errors import InputError
-from netemu.gpus import cuda_devices
+from netemu.kernel.gpus import cuda_devices
 from netemu.services.detect import detect
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netemu.containers import remove
+from netemu.kernel.containers import remove
 from netemu.services.app import FRAGMENT_PORT
 from netemu.services.runtime import App, PodmanRuntime, ProcessRuntime
 
@@ -27,7 +27,7 @@ class DeploymentError(RuntimeError):
 
 @dataclass
 class Deployment:
-    emu: object  # netemu.emulation.Emulation
+    emu: object  # netemu.live.emulation.Emulation
     results: Path
     runtime: ProcessRuntime | PodmanRuntime
     backend: str = "auto"
@@ -39,7 +39,7 @@ class Deployment:
     def __post_init__(self) -> None:
         self.logs = Path(self.results) / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        # A node lost or rebooting takes its services with it (netemu.faults).
+        # A node lost or rebooting takes its services with it (netemu.model.faults).
         self.emu.listeners.append(self._on_event)
 
     def _on_event(self, event: dict) -> None:

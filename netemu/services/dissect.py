@@ -1,13 +1,13 @@
 """The services' messages in netemu's capture tools: registered with
-:mod:`netemu.analysis` (what ``netemu analyze`` calls each packet) and
-:mod:`netemu.wireshark` (the dissector it generates), as scapy layers register
+:mod:`netemu.capture.analysis` (what ``netemu analyze`` calls each packet) and
+:mod:`netemu.capture.wireshark` (the dissector it generates), as scapy layers register
 themselves with ``bind_layers``; those tools know no protocol of their own.
 Imported by the commands that use them (``netemu analyze``, ``netemu wireshark``).
 """
 
 from __future__ import annotations
 
-from netemu import analysis, wireshark
+from netemu.capture import analysis, wireshark
 from netemu.services.app import FRAGMENT_PORT, REPORT_PORT, STATUS_PORT
 from netemu.services.protocol import FRAGMENT, MAGIC, Layout, Nemu, TrackReport
 

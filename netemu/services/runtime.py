@@ -14,7 +14,7 @@
 
 Facts behind the podman options (runc, cgroupfs, explicit ulimits) are in the
 shared machine notes. Containers are named ``netemu-<run>-<node>-<app>``, so
-:func:`netemu.containers.remove_containers` (and ``netemu clean``) find a killed run's.
+:func:`netemu.kernel.containers.remove_containers` (and ``netemu clean``) find a killed run's.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netemu.containers import PODMAN, podman_works
 from netemu.errors import InputError
+from netemu.kernel.containers import PODMAN, podman_works
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("python3", "python3-numpy", "python3-scipy", "python3-scapy")
@@ -52,7 +52,7 @@ class App:
     container: str | None = None
     label: str = ""  # what results call it (node, or node/instance)
     endpoint: str = ""  # ADDR:PORT where it receives, for a compute service
-    stopped_by_fault: bool = False  # a lost or rebooting node took it down (netemu.faults)
+    stopped_by_fault: bool = False  # a lost or rebooting node took it down (netemu.model.faults)
     args: list[str] = field(default_factory=list)  # what it was started with (to restart it)
 
     def errors(self) -> str:

@@ -20,17 +20,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from netemu.emulation import Emulation
 from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE, InputError
-from netemu.faults import parse_cli
-from netemu.privileges import chown_tree_to_invoker, make_dirs
+from netemu.kernel.privileges import chown_tree_to_invoker, make_dirs
+from netemu.live.emulation import Emulation
+from netemu.live.signals import Stopped, StopSignals
+from netemu.model.faults import parse_cli
+from netemu.model.topology import Topology, load_topology
 from netemu.services import measure, results
 from netemu.services.backend import cpu_name
 from netemu.services.deploy import Deployment, DeploymentError
 from netemu.services.runtime import PodmanRuntime
 from netemu.services.runtime import choose as choose_runtime
-from netemu.signals import Stopped, StopSignals
-from netemu.topology import Topology, load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 

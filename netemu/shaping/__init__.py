@@ -25,8 +25,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from netemu import netns
-from netemu.netlink import NamespaceSockets, htb_requests
+from netemu.kernel import netns
+from netemu.kernel.netlink import NamespaceSockets, htb_requests
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class Shaper(ABC):
         )
 
     def rate_limiters(self, directions_out: list[tuple[Direction, float]]) -> list:
-        """netlink requests (:func:`netemu.netlink.send_requests`) making new sending
+        """netlink requests (:func:`netemu.kernel.netlink.send_requests`) making new sending
         interfaces' HTB limiters: root ``1:``, default class ``1:10`` at each
         direction's rate (Mbit/s), burst :func:`htb_burst_bytes`."""
         out = []

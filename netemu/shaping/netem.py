@@ -21,7 +21,7 @@ import subprocess
 from collections import defaultdict
 from functools import cache
 
-from netemu.netlink import netem_change, send_messages
+from netemu.kernel.netlink import netem_change, send_messages
 from netemu.shaping import (
     BLOCKED,
     Direction,

@@ -2,7 +2,7 @@
 
 For kernels without ``sch_netem`` (this project's CI). Each end of a link is a
 TAP interface (``to-<peer>``, with the deterministic index and MAC of
-:mod:`netemu.addressing`) that the engine (``engine.c`` beside this file)
+:mod:`netemu.routes.addressing`) that the engine (``engine.c`` beside this file)
 creates and holds. A node's packets leave through its HTB rate limiter into
 the TAP; the engine holds each for the direction's delay (and jitter), drops
 what the link loses, and writes it into the peer's TAP at its due time, where
@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from netemu.netlink import NamespaceSockets
+from netemu.kernel.netlink import NamespaceSockets
 from netemu.shaping import (
     BLOCKED,
     Direction,

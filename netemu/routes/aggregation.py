@@ -1,9 +1,9 @@
 """Route aggregation: each node's next-hop table as the fewest longest-prefix routes.
 
-Pure computation. Routing (:mod:`netemu.routing`) gives every node a next hop
+Pure computation. Routing (:mod:`netemu.routes.routing`) gives every node a next hop
 toward every other node's service address; installed one /32 each, Starlink
 shell 1 needs 2.5 million kernel routes (~250 bytes each) and seconds to load.
-Service addresses are consecutive (:mod:`netemu.addressing`), so each node's
+Service addresses are consecutive (:mod:`netemu.routes.addressing`), so each node's
 table is compressed with ORTC (Draves, King, Venkatachary, Zill: "Constructing
 optimal IP routing tables", INFOCOM 1999), which gives the smallest set of
 prefixes whose longest-prefix match sends every address exactly where the
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netemu import addressing
+from netemu.routes import addressing
 
 UNREACHABLE = -1
 #: Neighbours a node may have for its table to be aggregated (bit 63: unreachable).

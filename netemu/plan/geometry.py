@@ -8,7 +8,7 @@ Positions are Earth-fixed (ITRS) Cartesian kilometres, one row per node in
   frame matrices, which is what Skyfield's ``EarthSatellite`` does one
   satellite at a time;
 - ground stations from their WGS84 coordinates (fixed);
-- aircraft along their great-circle flight paths (:mod:`netemu.flight`).
+- aircraft along their great-circle flight paths (:mod:`netemu.model.flight`).
 
 The helper functions below (range, elevation, line of sight) are vectorised
 numpy over node pairs. Nothing here needs root or runs a program.
@@ -25,9 +25,9 @@ from skyfield.framelib import itrs
 from skyfield.sgp4lib import TEME
 from skyfield.timelib import Time
 
-from netemu.constants import EARTH_RADIUS_KM, SPEED_OF_LIGHT_KM_S
-from netemu.skydata import timescale
-from netemu.topology import Topology
+from netemu.model.constants import EARTH_RADIUS_KM, SPEED_OF_LIGHT_KM_S
+from netemu.model.skydata import timescale
+from netemu.model.topology import Topology
 
 DAY_S = 86400.0
 _WGS84_A_KM = 6378.137

@@ -1,6 +1,6 @@
 """Network regression tests: measuring a live emulation, and assertions that explain failures.
 
-:class:`Network` wraps a running :class:`~netemu.emulation.Emulation` with
+:class:`Network` wraps a running :class:`~netemu.live.emulation.Emulation` with
 what network tests measure: one-way delay, round trips, loss, throughput
 (iperf3), the route between two nodes, commands run in a node, waiting for an
 event (the next handover of an aircraft) or for orbital time to pass, and the
@@ -15,7 +15,7 @@ run's log and captures are kept::
       links on the path: gs_south-t0 up 2.07 ms; t0-t1 up 3.22 ms; ...
       kept: results/pytest/test_broken.py_test_too_fast_to_be_true
 
-The pytest plugin (:mod:`netemu.pytest_plugin`) gives one to each test that
+The pytest plugin (:mod:`netemu.testing.pytest_plugin`) gives one to each test that
 asks for the ``network`` fixture; scripts can make one around any emulation.
 """
 
@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from netemu.emulation import Emulation
-from netemu.plan import Planner, iso_utc
-from netemu.routing import next_hops, path
+from netemu.live.emulation import Emulation
+from netemu.plan.planner import Planner, iso_utc
+from netemu.routes.routing import next_hops, path
 
-#: UDP port of the probes (netemu.probe); one stream at a time per destination.
+#: UDP port of the probes (netemu.testing.probe); one stream at a time per destination.
 PROBE_PORT = 9000
 
 
@@ -309,11 +309,11 @@ class Network:
     def probe_receiver(
         self, node: str, duration_s: float, port: int = PROBE_PORT
     ) -> subprocess.Popen:
-        """A ``netemu.probe`` receiver in ``node``, listening when this returns; its stdout
+        """A ``netemu.testing.probe`` receiver in ``node``, listening when this returns; its stdout
         has a JSON line per datagram."""
         proc = self._python(
             node,
-            "netemu.probe", "recv", "--bind", self.emu.address(node),
+            "netemu.testing.probe", "recv", "--bind", self.emu.address(node),
             "--port", str(port), "--duration", str(duration_s),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -327,10 +327,10 @@ class Network:
         self, src: str, dst: str, count: int, interval_s: float, size: int = 64,
         port: int = PROBE_PORT,
     ) -> subprocess.Popen:  # fmt: skip
-        """A ``netemu.probe`` sender of ``count`` timestamped datagrams from ``src`` to ``dst``."""
+        """A ``netemu.testing.probe`` sender: ``count`` timestamped datagrams, src to dst."""
         return self._python(
             src,
-            "netemu.probe", "send", "--to", self.emu.address(dst), "--port", str(port),
+            "netemu.testing.probe", "send", "--to", self.emu.address(dst), "--port", str(port),
             "--count", str(count), "--interval", str(interval_s), "--size", str(size),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip

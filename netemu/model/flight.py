@@ -15,7 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
-from netemu.constants import EARTH_MEAN_RADIUS_KM
+from netemu.model.constants import EARTH_MEAN_RADIUS_KM
 
 
 def unit_vectors(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:

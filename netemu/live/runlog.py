@@ -6,7 +6,7 @@
 - one line per update: orbital ``time``, ``wall_s`` since the run began, ``epoch``,
   the ``links`` whose state, delay (to a microsecond), ``loss``, ``fade_probability``
   or ``jitter_ms`` changed since the line before (every link every epoch would be
-  ~360 KB a line for Starlink's shell 1), the ``events`` (:mod:`netemu.events`), how
+  ~360 KB a line for Starlink's shell 1), the ``events`` (:mod:`netemu.model.events`), how
   many shapes and routes changed and how long the update took (``apply_ms``);
 - the last line: ``"end": true``, whether the run ``complete``\\ d, how many events,
   and why it ``stopped`` when it did not complete.
@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from netemu.errors import ResultsError
-from netemu.privileges import make_dirs
+from netemu.kernel.privileges import make_dirs
 
 #: A link as logged: a, b, kind, distance_km, delay_ms, state, loss, fade_probability,
 #: jitter_ms.

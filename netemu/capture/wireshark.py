@@ -34,7 +34,7 @@ from scapy.fields import (
 )
 from scapy.packet import Packet
 
-from netemu.privileges import invoking_user
+from netemu.kernel.privileges import invoking_user
 
 PLUGIN_DIR = Path(".local/lib/wireshark/plugins")  # under the home folder (Wireshark >= 2.5)
 FILE_NAME = "netemu.lua"

@@ -4,10 +4,10 @@ An :class:`Emulation` makes one Mininet host per satellite, ground station and
 aircraft (each in a network namespace named ``netemu-<run>-<node>``, acting
 as an IP router), one veth pair per link the topology's policies make
 feasible, and then runs the *controller*: every epoch it asks the planner
-(:mod:`netemu.plan`) which links are up, lets new links acquire
-(:mod:`netemu.acquisition`), shapes each link direction's delay, loss and
+(:mod:`netemu.plan.planner`) which links are up, lets new links acquire
+(:mod:`netemu.plan.acquisition`), shapes each link direction's delay, loss and
 rate (:mod:`netemu.shaping`) and installs shortest-delay routes
-(:mod:`netemu.routing`), changing only what changed.
+(:mod:`netemu.routes.routing`), changing only what changed.
 
 Time: orbital time runs ``speed`` times faster than the wall clock; packets,
 propagation delays and acquisition times are never accelerated. ``step_s`` is
@@ -18,7 +18,7 @@ Usage, as a context manager that always tears everything down::
     with Emulation(load_topology("topologies/kepler.yaml"), speed=10) as emu:
         emu.start_controller()              # epochs advance in a background thread
         print(emu.host("patrol1").cmd("ping -c1", emu.address("c2_bodo")))
-        emu.capture("kep3")                 # pcapng files at stop (netemu.capture)
+        emu.capture("kep3")                 # pcapng files at stop (netemu.capture.taps)
         emu.wait(30)
 """
 
@@ -41,16 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from netemu import addressing, netns, signals
-from netemu import events as ev
-from netemu.acquisition import Acquisition
-from netemu.aggregation import PrefixChanges, PrefixRoutes
-from netemu.capture import CapturePoint, Captures
+from netemu.capture.taps import CapturePoint, Captures
 from netemu.errors import InputError, TeardownError, describe
-from netemu.faults import Fault, parse_target
-from netemu.geometry import delay_ms
-from netemu.links import KINDS
-from netemu.netlink import (
+from netemu.kernel import netns
+from netemu.kernel.netlink import (
     NamespaceSockets,
     encode_addresses,
     encode_deletes,
@@ -61,12 +55,20 @@ from netemu.netlink import (
     send_all,
     send_requests,
 )
-from netemu.plan import EpochPlan, Planner, iso_utc
-from netemu.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
-from netemu.runlog import RunLog, link_row
-from netemu.shapes import Applied, fault_arrays, link_shapes, total_loss
+from netemu.live import signals
+from netemu.live.runlog import RunLog, link_row
+from netemu.model import events as ev
+from netemu.model.faults import Fault, parse_target
+from netemu.model.topology import LinkParams, Topology
+from netemu.plan.acquisition import Acquisition
+from netemu.plan.geometry import delay_ms
+from netemu.plan.links import KINDS
+from netemu.plan.planner import EpochPlan, Planner, iso_utc
+from netemu.plan.shapes import Applied, fault_arrays, link_shapes, total_loss
+from netemu.routes import addressing
+from netemu.routes.aggregation import PrefixChanges, PrefixRoutes
+from netemu.routes.routing import UNREACHABLE, RouteHistory, ShortestDelayRouter, path
 from netemu.shaping import Direction, Port, Shape, Shaper, ShaperError, choose
-from netemu.topology import LinkParams, Topology
 
 
 def _no_huge_pages() -> None:
@@ -274,7 +276,7 @@ class Emulation:
         self.updates: collections.deque[dict] = collections.deque(maxlen=10_000)
 
     def _captures(self, points: list[str], directory) -> Captures:
-        """Captures beside the run's log unless told where (see :mod:`netemu.capture`)."""
+        """Captures beside the run's log unless told where (see :mod:`netemu.capture.taps`)."""
         if directory is None:
             results = self.log_path.parent if self.log_path else Path("results") / self.run_name
             directory = results / "captures"
@@ -672,7 +674,7 @@ class Emulation:
         )
 
     def _install_routes(self, changes: PrefixChanges) -> None:
-        """Aggregated routes toward service addresses (:mod:`netemu.aggregation`): via
+        """Aggregated routes toward service addresses (:mod:`netemu.routes.aggregation`): via
         the neighbour's link address, sourced from the node's own service address,
         or ``unreachable``. Encoded all at once, sent as one netlink batch per node."""
         n = len(self.names)
@@ -819,7 +821,7 @@ class Emulation:
         jitter_ms: float = 0.0,
     ) -> Fault:
         """A fault from the next epoch on (``for_s`` orbital seconds; None: for good), e.g.
-        ``emu.inject("cut", "kep3-kep4", for_s=60)``; see :mod:`netemu.faults`."""
+        ``emu.inject("cut", "kep3-kep4", for_s=60)``; see :mod:`netemu.model.faults`."""
         target_nodes = parse_target(kind, target, "inject")
         with self._lock:
             now_s = (self.now() - self.start_time).total_seconds() if self.epoch else 0.0

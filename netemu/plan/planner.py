@@ -1,7 +1,7 @@
 """Plans: the link schedule of a topology over a period, epoch by epoch.
 
-A :class:`Planner` steps through time, asks :mod:`netemu.geometry` where the
-nodes are and :mod:`netemu.links` which links are up, and reports what changed:
+A :class:`Planner` steps through time, asks :mod:`netemu.plan.geometry` where the
+nodes are and :mod:`netemu.plan.links` which links are up, and reports what changed:
 links that came up, went down (with the reason) and access handovers. Each
 epoch becomes an :class:`EpochPlan`, whose :meth:`~EpochPlan.to_json` is the
 stable line format of ``netemu plan --json``::
@@ -25,10 +25,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from netemu import events, physics
-from netemu.acquisition import Acquisition
-from netemu.faults import Broken, FaultPlan, random_faults
-from netemu.geometry import (
+from netemu.model import events, physics
+from netemu.model.faults import Broken, FaultPlan, random_faults
+from netemu.model.topology import LinkParams, NodeKind, Topology
+from netemu.model.weather import availability
+from netemu.plan.acquisition import Acquisition
+from netemu.plan.geometry import (
     Geometry,
     delay_ms,
     elevation_deg,
@@ -36,10 +38,8 @@ from netemu.geometry import (
     epoch_count,
     epochs,
 )
-from netemu.links import KINDS, LinkModel, LinkSet
-from netemu.shapes import fault_arrays, link_shapes, total_loss
-from netemu.topology import LinkParams, NodeKind, Topology
-from netemu.weather import availability
+from netemu.plan.links import KINDS, LinkModel, LinkSet
+from netemu.plan.shapes import fault_arrays, link_shapes, total_loss
 
 #: Epochs whose positions are computed together (vectorised over time).
 _CHUNK = 256
@@ -68,7 +68,7 @@ class EpochPlan:
     params_of: Callable[[], list[LinkParams]] = list
 
     def shapes(self) -> dict[str, np.ndarray]:
-        """What each direction of the links up does to packets (:mod:`netemu.shapes`),
+        """What each direction of the links up does to packets (:mod:`netemu.plan.shapes`),
         as the emulation applies it, acquisition aside."""
         fault_loss, fault_jitter = fault_arrays(self.up.keys(), self.broken.degraded)
         params = self.params_of()

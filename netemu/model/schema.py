@@ -1,7 +1,7 @@
 """The topology file format: what a YAML topology may say, with defaults.
 
 These pydantic models check types, ranges and unknown keys. They describe the
-*file*; :mod:`netemu.topology` turns a validated file into nodes and links.
+*file*; :mod:`netemu.model.topology` turns a validated file into nodes and links.
 The defaults for optical terminals come from ``shared/notes/link-physics.md``
 (sources cited next to each value). The same schema is documented, key by key,
 in ``docs/topology.md``.
@@ -275,7 +275,7 @@ class AccessPolicy(Strict):
 
 
 class Weather(Strict):
-    """Clouds over ground stations and aircraft below the cloud tops (netemu.weather)."""
+    """Clouds over ground stations and aircraft below the cloud tops (netemu.model.weather)."""
 
     #: Single-site optical ground stations are cloud-free ~69% of the time (notes).
     cloud_free_probability: float = Field(0.69, ge=0, le=1)
@@ -290,7 +290,7 @@ FaultKind = Literal["cut", "terminal", "lose", "reboot", "degrade"]
 
 
 class FaultEntry(Strict):
-    """One fault on purpose (see netemu.faults): ``{kind: cut, target: kep3-kep4, at_s: 60,
+    """One fault on purpose (see netemu.model.faults): ``{kind: cut, target: kep3-kep4, at_s: 60,
     for_s: 30}``."""
 
     kind: FaultKind
@@ -331,7 +331,7 @@ class TopologyFile(Strict):
     weather: Weather | None = None
     #: Seed for what else is random (acquisition spread).
     seed: int = 0
-    #: Faults on purpose, at given times (netemu.faults).
+    #: Faults on purpose, at given times (netemu.model.faults).
     faults: list[FaultEntry] = []
     #: And faults drawn at random (reproducibly, from a seed).
     random_faults: RandomFaults | None = None

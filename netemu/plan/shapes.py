@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from netemu.geometry import delay_ms
-from netemu.topology import LinkParams
+from netemu.model.topology import LinkParams
+from netemu.plan.geometry import delay_ms
 
 #: The columns of a shape table, each an array (links, 2): one-way propagation delay
 #: (ms), line rate (Mbit/s), loss outside fades (0..1), jitter (ms), share of time in
@@ -43,7 +43,7 @@ def link_shapes(
     """Each direction's shape for links at ``distance_km`` with ``params``.
 
     ``budget`` holds the planner's per-direction ``loss_ab``/``loss_ba`` and
-    ``fade_ab``/``fade_ba`` (:meth:`netemu.plan.Planner.budgets`); ``fault_loss`` and
+    ``fade_ab``/``fade_ba`` (:meth:`netemu.plan.planner.Planner.budgets`); ``fault_loss`` and
     ``fault_jitter_ms`` what faults add per link (both directions); ``blocked`` the
     links carrying nothing (acquiring, or down).
     """

@@ -1,6 +1,6 @@
 """Topologies: the nodes of an emulated network and what each can do.
 
-:func:`load_topology` reads a YAML topology file (format in :mod:`netemu.schema`
+:func:`load_topology` reads a YAML topology file (format in :mod:`netemu.model.schema`
 and ``docs/topology.md``), checks it, and returns a :class:`Topology`: every
 satellite (from Walker shells or TLE files, with its SGP4 record), ground
 station and aircraft as a :class:`Node`, their optical terminals, compute
@@ -18,18 +18,18 @@ from pathlib import Path
 from pydantic import ValidationError
 from sgp4.api import Satrec
 
-from netemu import physics, schema
 from netemu.errors import InputError
-from netemu.faults import Fault, parse_target
-from netemu.flight import FlightPath
-from netemu.orbits import (
+from netemu.model import physics, schema
+from netemu.model.faults import Fault, parse_target
+from netemu.model.flight import FlightPath
+from netemu.model.orbits import (
     raan_for_ltan_deg,
     satrecs_for,
     sun_synchronous_inclination_deg,
     walker_orbits,
 )
-from netemu.tle import read_tle_file
-from netemu.yamlsource import KeyPath, LocatedDocument, format_key_path, load_yaml
+from netemu.model.tle import read_tle_file
+from netemu.model.yamlsource import KeyPath, LocatedDocument, format_key_path, load_yaml
 
 
 class NodeKind(StrEnum):

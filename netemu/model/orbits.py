@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 import numpy as np
 from sgp4.api import WGS72, Satrec
 
-from netemu.constants import (
+from netemu.model.constants import (
     EARTH_J2,
     EARTH_MU_KM3_S2,
     SUN_SYNCHRONOUS_RATE_RAD_S,
 )
-from netemu.skydata import ephemeris, timescale
+from netemu.model.skydata import ephemeris, timescale
 
 #: SGP4's epoch origin: 1949-12-31 00:00 UTC.
 _SGP4_EPOCH0 = datetime(1949, 12, 31, tzinfo=UTC)

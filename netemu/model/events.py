@@ -3,7 +3,7 @@
 An event is a plain JSON object (a dict) whose ``type`` names its kind; the
 constructors below are the only places events are made, so each kind has one
 set of fields wherever it appears: ``netemu plan --json``, the run log, the
-captures' event comments, :meth:`netemu.testing.Network.expect_event`. A live run
+captures' event comments, :meth:`netemu.testing.network.Network.expect_event`. A live run
 stamps each with ``time`` (orbital, ISO 8601) and ``unix_s`` (the wall clock).
 
 Pure: no root, no programs.
@@ -123,7 +123,7 @@ def handover(
 
 
 def fault(began: bool, fields: dict) -> FaultEvent:
-    """``fields``: :meth:`netemu.faults.Fault.describe`."""
+    """``fields``: :meth:`netemu.model.faults.Fault.describe`."""
     return {"type": "fault" if began else "fault-cleared", **fields}  # type: ignore[typeddict-item]
 
 

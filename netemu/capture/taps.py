@@ -45,9 +45,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netemu import netns, pcapng
+from netemu.capture import pcapng
 from netemu.errors import InputError
-from netemu.privileges import chown_to_invoker, make_dirs
+from netemu.kernel import netns
+from netemu.kernel.privileges import chown_to_invoker, make_dirs
 
 #: Any address: TEE needs a gateway; ifb has no neighbours to resolve.
 _TEE_GATEWAY = "169.254.0.1"

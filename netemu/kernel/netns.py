@@ -1,7 +1,7 @@
 """Network namespaces: the thin adapter between netemu and the kernel.
 
 Everything netemu creates lives in network namespaces named
-``netemu-<run>-<node>`` (see :mod:`netemu.addressing`): the veth pairs, their
+``netemu-<run>-<node>`` (see :mod:`netemu.routes.addressing`): the veth pairs, their
 addresses, qdiscs and iptables rules, and every process a node runs. Deleting
 a run's namespaces, after killing the processes inside them, removes all of
 it; :func:`clean` does that by name prefix and touches nothing else.
@@ -9,7 +9,7 @@ it; :func:`clean` does that by name prefix and touches nothing else.
 Commands are batched: one ``ip -batch`` for the whole run in the root
 namespace, sysctls written after ``setns`` (no program), the few programs a
 namespace still needs (``tc -batch``, a shell for iptables) 32 at a time, and a
-persistent netlink socket per namespace (netemu.netlink) for addresses, links,
+persistent netlink socket per namespace (netemu.kernel.netlink) for addresses, links,
 limiters and routes.
 """
 
@@ -24,8 +24,8 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from netemu.addressing import NETNS_PREFIX
-from netemu.netlink import entered
+from netemu.kernel.netlink import entered
+from netemu.routes.addressing import NETNS_PREFIX
 
 STATE_DIR = Path("/run/netemu")
 #: Set in the environment of every process a run starts (engine, recorders, hosts'

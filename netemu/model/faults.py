@@ -18,7 +18,7 @@ while (``for_s``; none: for good):
 began or ended (the run's ``fault`` and ``fault-cleared`` events). Faults come
 from the topology file's ``faults:`` list (with ``random:`` faults drawn from
 a seed), from ``netemu run --fault``, and from :meth:`Emulation.inject
-<netemu.emulation.Emulation.inject>` while a run goes. Pure computation.
+<netemu.live.emulation.Emulation.inject>` while a run goes. Pure computation.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import re
 from dataclasses import dataclass, field
 
 from netemu.errors import InputError
-from netemu.events import FaultEvent
-from netemu.events import fault as fault_event
+from netemu.model.events import FaultEvent
+from netemu.model.events import fault as fault_event
 
 KINDS = ("cut", "terminal", "lose", "reboot", "degrade")
 #: Kinds that name a link (``a-b``); the others name a node.

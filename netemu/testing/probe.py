@@ -12,8 +12,8 @@ TAPs), so the receive stamp is the emulated arrival. A datagram whose follow-up
 never came keeps the sender's application stamp (``"sent_by": "app"``);
 ``--stamp app`` stamps receptions after ``recv`` instead.
 
-    python -m netemu.probe recv --bind 172.16.0.6 --port 9000 --duration 10 > got.jsonl
-    python -m netemu.probe send --to 172.16.0.6 --port 9000 --count 1000 --interval 0.01
+    python -m netemu.testing.probe recv --bind 172.16.0.6 --port 9000 --duration 10 > got.jsonl
+    python -m netemu.testing.probe send --to 172.16.0.6 --port 9000 --count 1000 --interval 0.01
 
 The receiver writes one JSON line per datagram: ``{"seq", "sent_ns", "recv_ns",
 "sent_by"}``.
@@ -167,7 +167,7 @@ class _Records:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m netemu.probe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m netemu.testing.probe", description=__doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("send")
     s.add_argument("--to", required=True)

@@ -7,7 +7,7 @@ conftest::
     def test_c2_reaches_the_aircraft_fast(network):
         network.assert_one_way_delay("c2_bodo", "patrol1", below_ms=40)
 
-The ``network`` fixture (a :class:`netemu.testing.Network`) brings a topology
+The ``network`` fixture (a :class:`netemu.testing.network.Network`) brings a topology
 up as the closest ``netemu`` marker says: ``netemu(topology, *, start=None,
 speed=1, step=1, shaper="auto", scope="function", capture=(), overrides=None)``
 (or a dict of the same as ``request.param``, for indirect parametrisation).
@@ -47,7 +47,7 @@ from pathlib import Path
 import pytest
 
 from netemu.errors import InputError
-from netemu.privileges import chown_tree_to_invoker
+from netemu.kernel.privileges import chown_tree_to_invoker
 
 SCOPES = ("function", "class", "module", "session")
 _USED = pytest.StashKey[list]()
@@ -91,13 +91,13 @@ def missing(need: str) -> str | None:
 
         return None if netem_available() else "this kernel has no sch_netem"
     if need == "podman":
-        from netemu.containers import podman_works
+        from netemu.kernel.containers import podman_works
 
         if shutil.which("podman") is None:
             return "no container engine (podman) installed"
         return None if podman_works() else "podman is installed but does not work here"
     if need == "gpu":
-        from netemu.gpus import cuda_devices
+        from netemu.kernel.gpus import cuda_devices
 
         return None if cuda_devices() else "no CUDA GPU visible"
     raise ValueError(need)
@@ -107,7 +107,7 @@ def missing(need: str) -> str | None:
 class _Live:
     """A running emulation and the tests that share it."""
 
-    network: object  # netemu.testing.Network
+    network: object  # netemu.testing.network.Network
     spec: Spec
     scope_id: str
     artifacts: Path
@@ -154,9 +154,9 @@ class NetemuPlugin:
         return Spec.make(root, *marker.args, **marker.kwargs)
 
     def _start(self, spec: Spec, scope_id: str) -> _Live:
-        from netemu.emulation import Emulation
-        from netemu.testing import Network
-        from netemu.topology import load_topology
+        from netemu.live.emulation import Emulation
+        from netemu.model.topology import load_topology
+        from netemu.testing.network import Network
 
         prefix = self.config.getoption("netemu_name")
         run = f"{prefix}{self.worker}_{os.getpid() % 10000}_{next(self.counter)}"
@@ -289,5 +289,5 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture
 def network(request: pytest.FixtureRequest):
-    """A live emulation as the test's ``netemu`` marker describes it (netemu.testing.Network)."""
+    """A live emulation as the test's ``netemu`` marker describes it (a testing Network)."""
     return request.config.pluginmanager.get_plugin("netemu-plugin").network(request)

@@ -1,6 +1,6 @@
 """Latency and loss from captures: each packet, followed from tap to tap.
 
-netemu's captures (:mod:`netemu.capture`) tap every hop on both sides: ``A>B
+netemu's captures (:mod:`netemu.capture.taps`) tap every hop on both sides: ``A>B
 tx`` as A sends, ``A>B rx`` as B receives after the emulated propagation. All
 namespaces share one clock, so the same packet seen at several taps, in one
 file or several, gives:
@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netemu import pcapng
-from netemu.capture import Tap, tap_window
+from netemu.capture import pcapng
+from netemu.capture.taps import Tap, tap_window
 from netemu.errors import InputError
 from netemu.stats import percentiles
 

@@ -1,6 +1,6 @@
 """Links: which node pairs hold an optical link at one instant.
 
-Pure computation over one epoch's node positions (:mod:`netemu.geometry`):
+Pure computation over one epoch's node positions (:mod:`netemu.plan.geometry`):
 
 1. **Inter-satellite links** come from the topology's ISL policy: ``plus-grid``
    (in-plane neighbours plus one satellite in each adjacent plane of a Walker
@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netemu.faults import Broken
-from netemu.geometry import (
+from netemu.model.faults import Broken
+from netemu.model.topology import LinkKind, NodeKind, Topology
+from netemu.model.weather import CloudSeries
+from netemu.plan.geometry import (
     angular_rate_deg_s,
     delay_ms,
     elevation_deg,
@@ -35,8 +37,6 @@ from netemu.geometry import (
     geocentric_lat_deg,
     line_of_sight,
 )
-from netemu.topology import LinkKind, NodeKind, Topology
-from netemu.weather import CloudSeries
 
 #: Link kinds in the order of the integer codes used in arrays.
 KINDS: tuple[LinkKind, ...] = (LinkKind.ISL, LinkKind.SPACE_AIR, LinkKind.SPACE_GROUND)
@@ -176,7 +176,7 @@ class LinkModel:
         """Links up at an epoch with node ``positions_km`` (N, 3), given those ``held`` before.
 
         ``time_s`` (seconds on any monotonic scale) only matters for the access
-        policy's minimum dwell time. ``broken`` (:mod:`netemu.faults`): dead
+        policy's minimum dwell time. ``broken`` (:mod:`netemu.model.faults`): dead
         nodes hold no links, cut pairs none, failed terminals are not free.
         """
         broken = broken or Broken()
