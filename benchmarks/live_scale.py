@@ -179,7 +179,7 @@ def bench_netemu(topo, realtime_s: float) -> dict:
         routes = {
             "prefixes": len(emu.prefixes),
             "one_per_destination": n * (n - 1),
-            "trees_per_update": emu.router._per_update(len(emu.router._links)),
+            "trees_per_update": emu.router.trees_per_update,
             "every_tree_within_updates": emu.router.refresh_updates,
         }
         emu.start_controller()
@@ -195,7 +195,7 @@ def bench_netemu(topo, realtime_s: float) -> dict:
             "late_epochs": emu.late_epochs,
         }
         phases = dict(emu.timings)
-        n_links = len(emu.links)
+        n_links = len(emu.links_now())
         stats = emu.shaper_stats(full=True)
         engine = {
             k: stats.get(k)

@@ -106,10 +106,10 @@ def udp_socket_drops(ns: str) -> int:
     return int(out[out.index("UdpRcvbufErrors") + 1])
 
 
-def set_delay(emu, key: tuple[int, int], delay_ms: float) -> None:
+def set_delay(emu, a: str, b: str, delay_ms: float) -> None:
     """Both directions of one link to ``delay_ms``, nothing else shaped."""
-    link = emu.links[key]
-    rate = link.params.data_rate_gbps * 1000
+    link = emu.link(a, b)
+    rate = link.shapes[0].rate_mbit
     emu.shaper.apply({d: Shape(delay_ms, rate) for d in (link.forward, link.backward)})
 
 
@@ -148,7 +148,7 @@ def capacity(emu, flood: Path, delay_ms: float) -> dict:
     """The packet rate the shaper carries exactly (nothing lost, p99 release error
     <= 0.5 ms), found by doubling the offered rate and then halving the gap three
     times; and what arrives when the sender floods as fast as it can."""
-    set_delay(emu, (0, 1), delay_ms)
+    set_delay(emu, "kep0", "kep1", delay_ms)
     time.sleep(0.2)
     rate, good, bad = 25_000.0, 0.0, None
     while bad is None and rate <= 4_000_000:
@@ -248,7 +248,7 @@ def udp(emu, src: str, dst: str, rate: str) -> dict:
 def one_run(topo, shaper_name: str, flood: Path) -> dict:
     shaper = Unshaped() if shaper_name == "unshaped" else "wire"
     with Emulation(topo, shaper=shaper, run_name=f"bsh_{shaper_name}") as emu:
-        geometric = emu.links[(0, 1)].delay_ms
+        geometric = emu.link("kep0", "kep1").delay_ms
         out: dict = {"link_delay_ms": round(geometric, 3)}
         # Delay and goodput first: the capacity floods last (they overload an engine).
         delay = 0.0 if shaper_name == "unshaped" else geometric

@@ -14,6 +14,8 @@ Only names: each lives in the module that owns it (see docs/design.md).
 
 from netemu.errors import InputError
 from netemu.live.emulation import Emulation
+from netemu.live.linktable import LinkView
+from netemu.live.run import Run
 from netemu.live.signals import Stopped
 from netemu.model.faults import Fault
 from netemu.model.topology import Topology, load_topology
@@ -25,8 +27,10 @@ __all__ = [
     "EpochPlan",
     "Fault",
     "InputError",
+    "LinkView",
     "Network",
     "Planner",
+    "Run",
     "Stopped",
     "Topology",
     "load_topology",

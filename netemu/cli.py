@@ -20,7 +20,6 @@ from netemu.errors import (
     TeardownError,
     describe,
 )
-from netemu.kernel.privileges import chown_to_invoker
 from netemu.live import signals
 from netemu.live.signals import Stopped, StopSignals
 
@@ -186,10 +185,8 @@ def emulation_for(args: argparse.Namespace):
     from netemu.live.emulation import Emulation
     from netemu.model.faults import parse_cli
     from netemu.model.topology import load_topology
-    from netemu.routes.addressing import default_run_name
 
     topology = load_topology(args.topology)
-    name = args.name or default_run_name(topology.name)
     return Emulation(
         topology,
         start=args.start,
@@ -197,8 +194,8 @@ def emulation_for(args: argparse.Namespace):
         step_s=args.step,
         speed=args.speed,
         shaper=args.shaper,
-        run_name=name,
-        log_path=args.log or Path("results") / name / "run.jsonl",
+        run_name=args.name,
+        log_path=args.log or True,  # run.jsonl in the run's folder unless told
         capture=args.capture,
         capture_dir=args.capture_dir,
         faults=[parse_cli(f) for f in args.fault],
@@ -211,13 +208,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     with signals.blocked():  # the threads these imports start leave signals to this one
         import netemu.live.emulation  # noqa: F401
 
-    from netemu.live.emulation import preflight
+    from netemu.live.machine import preflight
     from netemu.report import StatusView
 
     failure: Exception | None = None
     emu = emulation_for(args)
     preflight(("tcpdump",) if args.capture else ())
-    topology, name, log = emu.topology, emu.run_name, emu.log_path
+    topology, name, log = emu.topology, emu.run_name, emu.this_run.log
     view = StatusView()
     try:
         view.message(
@@ -254,7 +251,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             removed = "everything removed"
         except TeardownError as exc:
             removed, failure = str(exc), failure or exc
-        chown_to_invoker(log)
         stop.__exit__()
     stopped = stop.stopped
     if failure is not None:

@@ -56,7 +56,7 @@ def main() -> int:
         with emu:
             console.print(
                 f"[bold]{topo.name}[/] up: {len(topo.nodes)} hosts, "
-                f"{len(emu.links)} links, shaper [bold]{emu.shaper.name}[/]"
+                f"{len(emu.links_now())} links, shaper [bold]{emu.shaper.name}[/]"
             )
             emu.start_controller()
             while not emu.finished.is_set():

@@ -56,3 +56,18 @@ def test_random_spread_is_bounded_and_reproducible():
     assert a == b and a != c
     assert all(11.0 <= t <= 16.0 for t in a)
     assert max(a) - min(a) > 4.0  # the spread is used
+
+
+def test_became_ready_names_each_link_once_when_it_finishes_acquiring():
+    """What each update's "link-ready" events are: links that were acquiring and now
+    carry, whichever caller drives the updates (the planner at epochs, the live
+    controller between them), never one that carried from the start or came up ready."""
+    acq = Acquisition(lambda link: (10.0, 2.0) if link == "cd" else (0.0, 0.0))
+    acq.update(0.0, {"ab"})
+    assert acq.became_ready == set()
+    acq.update(5.0, {"ab", "cd", "ef"})  # ef needs no acquisition: up and ready at once
+    assert acq.became_ready == set() and acq.carrying == {"ab", "ef"}
+    acq.update(15.0, {"ab", "cd", "ef"})
+    assert acq.became_ready == {"cd"}
+    acq.update(16.0, {"ab", "cd", "ef"})
+    assert acq.became_ready == set()

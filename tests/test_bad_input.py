@@ -166,7 +166,7 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_a_topology_too_large_for_the_machine_is_refused():
-    from netemu.live.emulation import check_memory
+    from netemu.live.machine import check_memory
 
     check_memory(1000, available=(4096, "this machine"))
     with pytest.raises(InputError, match=r"100,000 nodes need about 195\.4 GiB .* 4\.0 GiB"):

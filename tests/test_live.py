@@ -252,7 +252,7 @@ def test_link_budget_loss_is_what_the_shaper_applies(tmp_path):
     count = 3000
     with Emulation(topo, shaper="wire", run_name="tbudget") as emu:
         emu.start_controller()
-        assert emu.shapes[emu.links[(0, 1)].forward].loss == pytest.approx(planned)
+        assert emu.link("t0", "t1").shapes[0].loss == pytest.approx(planned)
         got = stream(emu, "t0", "t1", count=count, interval=0.001)
     loss = 1 - len({p["seq"] for p in got}) / count
     sigma = math.sqrt(planned * (1 - planned) / count)
@@ -321,8 +321,8 @@ def test_turbulence_fades_are_burst_loss(tmp_path):
     topo = train_topology(tmp_path)
     count, interval = 6000, 0.001
     with Emulation(topo, shaper="wire", run_name="tfade") as emu:
-        t0_t1 = emu.links[(0, 1)].forward
-        base = emu.shapes[t0_t1]
+        link = emu.link("t0", "t1")
+        t0_t1, base = link.forward, link.shapes[0]
         emu.shaper.apply(
             {t0_t1: Shape(base.delay_ms, base.rate_mbit, fade_probability=0.3, fade_ms=5.0)}
         )

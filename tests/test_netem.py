@@ -74,20 +74,18 @@ def test_netem_applies_the_geometric_delay_and_rate(emu):
     assert emu.shaper.name == "netem"
     route = emu.route("gs_south", "gs_north")
     back = emu.route("gs_north", "gs_south")
-    hops = [emu.links[(min(u, v), max(u, v))] for u, v in itertools.pairwise(
-        [emu.topology.by_name[n].index for n in route]
-    )]  # fmt: skip
-    for link in hops:
-        for d in (link.forward, link.backward):
+    for link in [emu.link(u, v) for u, v in itertools.pairwise(route)]:
+        for d, shape in zip((link.forward, link.backward), link.shapes, strict=True):
             # tc shows delays in s to 5 significant digits (3.2214 ms as 0.00322).
             assert netem_options(emu, d)["delay"]["delay"] == pytest.approx(
-                emu.shapes[d].delay_ms / 1000, abs=5e-6
+                shape.delay_ms / 1000, abs=5e-6
             ), d
     geometric = emu.path_delay_ms("gs_south", "gs_north") + emu.path_delay_ms(
         "gs_north", "gs_south"
     )
     measured = rtt_ms(emu, "gs_south", "gs_north")
-    saved = {d: emu.shapes[d] for link in emu.links.values() for d in (link.forward, link.backward)}
+    saved = {d: s for link in emu.links_now()
+             for d, s in zip((link.forward, link.backward), link.shapes, strict=True)}  # fmt: skip
     emu.shaper.apply({d: Shape(0.0, s.rate_mbit) for d, s in saved.items()})
     try:
         unshaped = rtt_ms(emu, "gs_south", "gs_north")
@@ -117,8 +115,8 @@ def test_netem_applies_the_geometric_delay_and_rate(emu):
 def test_netem_delays_each_direction_on_its_own(emu):
     """One direction of one link made 10 ms longer: only packets that way take longer
     (one-way, kernel stamps at both ends), the other way not at all."""
-    t0_t1 = emu.links[(0, 1)]
-    base = emu.shapes[t0_t1.forward]
+    t0_t1 = emu.link("t0", "t1")
+    base = t0_t1.shapes[0]
 
     def one_way(src: str, dst: str) -> float:
         got = stream(emu, src, dst, count=50, interval=0.02)
@@ -135,8 +133,8 @@ def test_netem_delays_each_direction_on_its_own(emu):
 
 
 def test_netem_loss(emu):
-    t0_t1 = emu.links[(0, 1)].forward
-    base = emu.shapes[t0_t1]
+    link = emu.link("t0", "t1")
+    t0_t1, base = link.forward, link.shapes[0]
     emu.shaper.apply({t0_t1: Shape(base.delay_ms, base.rate_mbit, loss=0.2)})
     try:
         count = 600
@@ -149,8 +147,8 @@ def test_netem_loss(emu):
 
 def test_netem_turbulence_fades(emu):
     """Fades as netem's Gilbert-Elliott model: ~30% of packets lost, in bursts."""
-    t0_t1 = emu.links[(0, 1)].forward
-    base = emu.shapes[t0_t1]
+    link = emu.link("t0", "t1")
+    t0_t1, base = link.forward, link.shapes[0]
     faded = Shape(base.delay_ms, base.rate_mbit, fade_probability=0.3, fade_ms=1.0)
     emu.shaper.apply({t0_t1: faded})
     try:
@@ -173,8 +171,8 @@ def test_jitter_is_normal_and_stays_so_through_changes(emu):
     60 pings' mdev fell below 2.8 ms 4% of the time). 150 pings give mdev 4.0 ms
     +- 0.23 (one sigma): the bounds are 3.9 sigma below and 5 above it, 3.5 above
     what the uniform distribution would give."""
-    t0_t1 = emu.links[(0, 1)].forward
-    base = emu.shapes[t0_t1]
+    link = emu.link("t0", "t1")
+    t0_t1, base = link.forward, link.shapes[0]
 
     def mdev_ms() -> float:
         out = emu.host("t0").cmd(f"ping -U -q -c 150 -i 0.02 {emu.address('t1')}")
@@ -192,8 +190,8 @@ def test_jitter_is_normal_and_stays_so_through_changes(emu):
 
 
 def test_delay_changes_in_place_and_limit_follows_the_bdp(emu):
-    t0_t1 = emu.links[(0, 1)].forward
-    base = emu.shapes[t0_t1]
+    link = emu.link("t0", "t1")
+    t0_t1, base = link.forward, link.shapes[0]
     before_rtt = rtt_ms(emu, "t0", "t1")
     before = netem_line(emu, "t0", t0_t1.src_ifname)
     sent_before = int(re.search(r"Sent (\d+) bytes", before).group(1))

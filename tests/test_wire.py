@@ -75,7 +75,7 @@ def test_plain_ping_reads_the_emulated_round_trip_over_five_hops(emu):
 def test_tcpdump_in_each_node_sees_the_link_between_them(emu):
     """The sender's capture sees a packet leave, the receiver's sees it arrive one
     link delay later (the engine sits between the two interfaces, like the wire)."""
-    delay = emu.links[(0, 1)].delay_ms
+    delay = emu.link("kep0", "kep1").delay_ms
     dumps = []
     for node, peer in (("kep0", "kep1"), ("kep1", "kep0")):
         path = f"/tmp/twire-{node}.pcap"
@@ -107,8 +107,8 @@ def test_gso_packets_cross_whole_unless_the_link_loses_packets(emu):
     """TCP's 64 KB packets cross a loss-free link in one piece each (fewer packets than
     segments); on a lossy link the kernel hands the engine wire-sized packets, each
     lost on its own as on a real link."""
-    link = emu.links[(0, 1)]
-    base = emu.shapes[link.forward]
+    link = emu.link("kep0", "kep1")
+    base = link.shapes[0]
 
     def mean_packet_bytes() -> float:
         """Mean size of the frames that crossed kep0 -> kep1 during a 20 MB transfer."""
@@ -135,8 +135,8 @@ def test_gso_packets_cross_whole_unless_the_link_loses_packets(emu):
 
 @needs_root
 def test_jitter_spreads_the_delay_and_never_reorders(emu):
-    link = emu.links[(0, 1)]
-    base = emu.shapes[link.forward]
+    link = emu.link("kep0", "kep1")
+    base = link.shapes[0]
     emu.shaper.apply({link.forward: Shape(base.delay_ms, base.rate_mbit, jitter_ms=2.0)})
     try:
         got = stream(emu, "kep0", "kep1", count=600, interval=0.001)
@@ -156,7 +156,7 @@ def test_jitter_spreads_the_delay_and_never_reorders(emu):
 def test_emulator_overload_is_counted_apart_from_the_links_loss(emu):
     """Packets the engine has no room for are dropped and counted as overload, not as
     link loss, and the run's report names them."""
-    direction = emu.links[(0, 1)].forward
+    direction = emu.link("kep0", "kep1").forward
     before = direction_stats(emu, direction)
     emu.shaper.engine.send([f"limit {64 * 2048}"])  # room for 64 small packets
     try:
@@ -182,7 +182,7 @@ def test_a_sample_the_engine_spoiled_is_measured_again(emu):
 
     net = Network(emu)
     engine = emu.shaper.engine.pid
-    delay = emu.links[(0, 1)].delay_ms
+    delay = emu.link("kep0", "kep1").delay_ms
 
     first_done = threading.Event()
 

@@ -5,8 +5,10 @@ SDA terminal standard asks for acquisition within 100 s (goal < 10 s), and
 re-acquiring a partner held shortly before is faster. :class:`Acquisition`
 follows which links are up and says which of them carry traffic.
 
-Times are seconds of *network* time: the wall clock in a live run (orbits may
-be accelerated with ``--speed``, the terminals are not), orbital time in a plan.
+Times are seconds of *network* time, which whoever runs the model says: the
+planner runs the one acquisition model of a plan or a run, on orbital time in a
+plan, on the wall clock in a live run (orbits may be accelerated with
+``--speed``, the terminals are not; see docs/design.md, "Two clocks").
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ class Acquisition:
         self.ready_at: dict[Hashable, float] = {}
         self.last_up: dict[Hashable, float] = {}
         self.carrying: set = set()  # as last reported by update()
+        #: Links that finished acquiring at the last update (up before it, carrying
+        #: only since): each one has its "link-ready" event.
+        self.became_ready: set = set()
         self.started = False
+        self._up: set = set()
 
     def update(self, now: float, up: Iterable[Hashable]) -> set:
         """Links up at ``now``; returns those that carry traffic (acquired)."""
-        up = set(up)
+        up, was_up = set(up), self._up
         for link in list(self.ready_at):
             if link not in up:  # lost: it must acquire again
                 del self.ready_at[link]
@@ -55,7 +61,9 @@ class Acquisition:
         for link in up:
             self.last_up[link] = now
         self.started = True
+        before, self._up = self.carrying, up
         self.carrying = {link for link, t in self.ready_at.items() if t <= now}
+        self.became_ready = {link for link in self.carrying - before if link in was_up}
         return self.carrying
 
     def next_ready(self) -> float | None:

@@ -19,7 +19,7 @@ that went down since the previous one. Pure computation: no root, no programs.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -246,18 +246,26 @@ class Planner:
         return float(flight.position((time - flight.departure).total_seconds())[2][0])
 
     def run(
-        self, start: datetime | None = None, duration_s: float = 600.0, step_s: float = 1.0
+        self,
+        start: datetime | None = None,
+        duration_s: float = 600.0,
+        step_s: float = 1.0,
+        network_clock: Callable[[], float] | None = None,
     ) -> Iterator[EpochPlan]:
-        """Yield one :class:`EpochPlan` per epoch from ``start`` to ``start + duration_s``."""
+        """Yield one :class:`EpochPlan` per epoch from ``start`` to ``start + duration_s``.
+
+        Acquisition runs on *network time*: orbital seconds since ``start`` unless a
+        ``network_clock`` is given (a live run gives the wall clock, read as each epoch
+        is planned, and drives :attr:`acquisition` between epochs on the same clock).
+        """
         start = start or self.topology.start
         count = epoch_count(duration_s, step_s)
         held: LinkSet | None = None
-        # Acquisition in orbital time (a live run tracks it on the wall clock).
-        self._start = start
+        self._start, self._network_clock = start, network_clock
+        #: The one acquisition model of this run (see :mod:`netemu.plan.acquisition`).
         self.acquisition = Acquisition(
             self._acquisition_times, self._acquisition_spread, self.topology.seed
         )
-        self._carrying_before: set = set()
         self.faults.restart()  # events of this run from its first epoch on
         for first in range(0, count, _CHUNK):
             n = min(_CHUNK, count - first)
@@ -310,13 +318,12 @@ class Planner:
             time, now, [], budget=self.budgets(now, time),
             params_of=functools.partial(self._params_in, self._groups_of(now), len(now)),
         )  # fmt: skip
-        seconds = (time - self._start).total_seconds()
-        first = before is None
+        clock = self._network_clock
+        seconds = clock() if clock else (time - self._start).total_seconds()
         keys = now.keys()
         carrying = self.acquisition.update(seconds, keys)
         plan.acquiring = np.array([k not in carrying for k in keys], dtype=bool)
-        if first:  # the first epoch sets the scene: no events
-            self._carrying_before = carrying
+        if before is None:  # the first epoch sets the scene: no events
             return plan
         names = [n.name for n in self.topology.nodes]
         old = dict(
@@ -340,13 +347,17 @@ class Planner:
             plan.events.append(events.link_down(names[a], names[b], KINDS[kind].value, reason))
         for a, b in gained:
             plan.events.append(events.link_up(names[a], names[b], KINDS[new[(a, b)]].value))
-        for key in sorted(carrying - self._carrying_before - set(gained) - set(lost)):
-            plan.events.append(
-                events.link_ready(names[key[0]], names[key[1]], KINDS[new[key]].value)
-            )
+        plan.events += self.ready_events(self.acquisition.became_ready)
         plan.events += self._handovers(lost, gained, reasons, carrying, seconds, names)
-        self._carrying_before = carrying
         return plan
+
+    def ready_events(self, keys: Iterable[tuple[int, int]]) -> list[events.LinkReady]:
+        """A "link-ready" event for each of these links (which finished acquiring)."""
+        nodes = self.topology.nodes
+        return [
+            events.link_ready(nodes[a].name, nodes[b].name, KINDS[self._kinds[(a, b)]].value)
+            for a, b in sorted(keys)
+        ]
 
     def _fault_reason(self, a: int, b: int) -> str | None:
         broken = self._broken

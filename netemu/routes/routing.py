@@ -117,10 +117,14 @@ class ShortestDelayRouter:
         self.recomputed = 0
 
     @property
+    def trees_per_update(self) -> int:
+        """Trees an update refreshes in turn, under motion alone, at today's link count."""
+        return self._per_update(len(self._links))
+
+    @property
     def refresh_updates(self) -> int:
         """Updates within which every tree is recomputed, under motion alone."""
-        per_update = self._per_update(len(self._links))
-        return -(-self.n // per_update)
+        return -(-self.n // self.trees_per_update)
 
     def _per_update(self, n_links: int) -> int:
         return max(1, min(self.n, self.work_per_update // max(2 * n_links, 1)))

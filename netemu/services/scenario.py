@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE, InputError
-from netemu.kernel.privileges import chown_tree_to_invoker, make_dirs
+from netemu.kernel.privileges import make_dirs
 from netemu.live.emulation import Emulation
 from netemu.live.signals import Stopped, StopSignals
 from netemu.model.faults import parse_cli
@@ -103,7 +103,6 @@ def sensor_node(topo: Topology) -> str:
 @contextlib.contextmanager
 def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deployment]:
     """A running emulation of ``wall_s`` seconds with a deployment on it."""
-    folder = args.results or REPO / "results" / name
     runtime = choose_runtime(args.runtime)
     emu = Emulation(
         topo,
@@ -111,13 +110,13 @@ def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deploym
         speed=args.speed,
         shaper=args.shaper,
         run_name=name,
-        log_path=folder / "run.jsonl",
+        folder=args.results,  # results/<name> unless told (netemu.live.run)
+        log_path=True,
         keep_history=True,
         capture=args.capture,
-        capture_dir=folder / "captures",
         faults=[parse_cli(f) for f in args.fault],
     )
-    make_dirs(folder)
+    folder = make_dirs(emu.this_run.folder)
     results.mark(folder, complete=False)
     try:
         with emu, Deployment(emu, folder, runtime, args.backend, args.hold_ms) as dep:
@@ -125,7 +124,7 @@ def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deploym
             yield dep
         results.mark(folder, complete=True)  # not reached when the run fails or is killed
     finally:
-        chown_tree_to_invoker(folder)
+        emu.this_run.hand_over()  # and what the scenario wrote after the run
 
 
 def sensor_options(args) -> dict:

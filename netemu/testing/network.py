@@ -195,16 +195,14 @@ class Network:
         return "\n  ".join(lines)
 
     def _links_of(self, nodes: list[str]) -> list[tuple[str, str]]:
-        names = self.emu.names
         return [
-            (names[a], names[b])
-            for (a, b), link in self.emu.links.items()
-            if {names[a], names[b]} & set(nodes) and link.state != "down"
+            (link.a, link.b)
+            for link in self.emu.links_now()
+            if {link.a, link.b} & set(nodes) and link.state != "down"
         ]
 
     def _link_text(self, a: str, b: str) -> str:
-        i, j = self.emu.topology.by_name[a].index, self.emu.topology.by_name[b].index
-        link = self.emu.links.get((min(i, j), max(i, j)))
+        link = self.emu.link(a, b)
         if link is None:
             return f"{a}-{b} never up"
         return f"{a}-{b} {link.state} {link.delay_ms:.2f} ms"

@@ -47,7 +47,6 @@ from pathlib import Path
 import pytest
 
 from netemu.errors import InputError
-from netemu.kernel.privileges import chown_tree_to_invoker
 
 SCOPES = ("function", "class", "module", "session")
 _USED = pytest.StashKey[list]()
@@ -171,10 +170,10 @@ class NetemuPlugin:
                 speed=spec.speed,
                 shaper=spec.shaper,
                 run_name=run,
-                log_path=artifacts / "run.jsonl",
+                folder=artifacts,
+                log_path=True,
                 keep_history=True,
                 capture=list(spec.capture),
-                capture_dir=artifacts / "captures",
             )
         except InputError as exc:
             raise pytest.UsageError(f"netemu marker: {exc}") from None
@@ -186,11 +185,9 @@ class NetemuPlugin:
         live = self.live.pop(key, None)
         if live is None:
             return
-        live.network.emu.stop()
+        live.network.emu.stop()  # under sudo, kept files are then the user's
         if not (live.failed or self.keep):
             shutil.rmtree(live.artifacts, ignore_errors=True)
-        elif live.artifacts.exists():
-            chown_tree_to_invoker(live.artifacts)  # under sudo, kept files are the user's
 
     def stop_all(self) -> None:
         for key in list(self.live):

@@ -1,0 +1,170 @@
+"""Bring-up: a run's namespaces and links, made in batches, not a program per node.
+
+:func:`links_ahead` plans the first minutes of the run (no namespaces touched) to
+know which links it will need; :meth:`Builder.namespaces` makes one named
+namespace per node in one ``ip -batch``; :meth:`Builder.links` makes links (the
+shaper makes their interfaces: veth pairs or the wire engine's TAPs), then
+addresses, neighbours, links up and rate limiters by netlink messages sent in
+one batch per namespace, the routers' sysctls written directly, and the shaper's
+``tc`` lines in one ``tc -batch`` per namespace. Links a later epoch needs are
+made the same way when they first appear (they acquire anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import numpy as np
+
+from netemu.kernel import netns
+from netemu.kernel.netlink import (
+    NamespaceSockets,
+    encode_addresses,
+    encode_links_up,
+    encode_neighbours,
+    send_all,
+    send_requests,
+)
+from netemu.live.linktable import LinkTable
+from netemu.model.topology import Topology
+from netemu.plan.links import KINDS
+from netemu.plan.planner import Planner
+from netemu.routes import addressing
+from netemu.shaping import Direction, Port, Shaper
+
+#: Orbital time planned ahead at bring-up (sampled every PLAN_AHEAD_STEP_S at
+#: least) to create the links a run will need; links the sampling misses or
+#: that come later are created when they first appear (they acquire anyway).
+PLAN_AHEAD_S = 600.0
+PLAN_AHEAD_STEP_S = 10.0
+#: Every node is a router without IPv6.
+ROUTER_SYSCTLS = {
+    "net/ipv4/ip_forward": 1,
+    "net/ipv4/conf/all/rp_filter": 0,  # paths need not be symmetric
+    "net/ipv4/conf/default/rp_filter": 0,
+    "net/ipv6/conf/all/disable_ipv6": 1,  # no IPv6 chatter on the links
+    "net/ipv6/conf/default/disable_ipv6": 1,
+    # TCP buffers up to 64 MiB, as a host tuned for a long fat link has: one stream can
+    # fill 2.5 Gbit/s over 100 ms of round trip (Linux's defaults stop at 4-6 MiB).
+    "net/ipv4/tcp_rmem": "4096 131072 67108864",
+    "net/ipv4/tcp_wmem": "4096 16384 67108864",
+}
+
+
+def links_ahead(
+    planner: Planner, start: datetime, duration_s: float | None, orbital_step_s: float
+) -> list[tuple[tuple[int, int], int]]:
+    """(key, kind) of the links up in the run's first PLAN_AHEAD_S of orbital time."""
+    ahead = min(duration_s if duration_s is not None else PLAN_AHEAD_S, PLAN_AHEAD_S)
+    found = set()
+    for epoch in planner.run(start, ahead, max(orbital_step_s, PLAN_AHEAD_STEP_S)):
+        found.update(zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True))
+    return sorted(found)
+
+
+class Builder:
+    """Makes a run's namespaces and links, each link into the ``table``."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        namespaces: list[str],
+        shaper: Shaper,
+        sockets: NamespaceSockets,
+        table: LinkTable,
+        made: Callable[[list[tuple[int, int]]], None],
+    ):
+        """``made(keys)`` is told of the links each call made (hosts, captures)."""
+        self.topology = topology
+        self.names = [n.name for n in topology.nodes]
+        self.namespaces = namespaces
+        self.shaper = shaper
+        self.sockets = sockets
+        self.table = table
+        self.made = made
+
+    def make_namespaces(self) -> None:
+        """A named network namespace per node, all in one batch."""
+        netns.ip_batch([f"netns add {ns}" for ns in self.namespaces])
+
+    def links(
+        self, keys_kinds: list[tuple[tuple[int, int], int]], new_namespaces: list[str] = ()
+    ) -> None:
+        """Links straight into both namespaces, addressed, up, with rate limiters.
+
+        Namespaces in ``new_namespaces`` get their own set-up (a router's sysctls,
+        its service address on its loopback, the shaper's commands) in the same
+        batches, so each namespace costs one round of programs.
+        """
+        new = [(k, kind) for k, kind in keys_kinds if k not in self.table]
+        if not new and not new_namespaces:
+            return
+        n, ns = len(self.names), self.namespaces
+        pairs, per_ns, sends, found, rows = [], {}, {}, {}, []
+        for (a, b), kind in new:
+            ia = addressing.interface_name(self.names[b])
+            ib = addressing.interface_name(self.names[a])
+            index_a, index_b = addressing.interface_index(b), addressing.interface_index(a)
+            addr_a, addr_b = addressing.link_addresses(a, b, n)
+            pairs.append(
+                (
+                    Port(ns[a], ia, index_a, addressing.mac_address(addr_a)),
+                    Port(ns[b], ib, index_b, addressing.mac_address(addr_b)),
+                )
+            )
+            u32_a, u32_b = addressing.link_address_u32([a, b], [b, a], n).tolist()
+            per_ns.setdefault(a, []).append((index_a, u32_a, u32_b))
+            per_ns.setdefault(b, []).append((index_b, u32_b, u32_a))
+            fwd = Direction((a, b), ns[a], ia, ns[b], ib)
+            bwd = Direction((a, b), ns[b], ib, ns[a], ia)
+            nodes = self.topology.nodes
+            params = self.topology.link_params(KINDS[kind], nodes[a], nodes[b])
+            rate = params.data_rate_gbps * 1000
+            sends.setdefault(ns[a], []).append((fwd, rate))
+            sends.setdefault(ns[b], []).append((bwd, rate))
+            rows.append(((a, b), kind, params, (fwd, bwd)))
+            found[(ns[a], ia)] = index_a
+            found[(ns[b], ib)] = index_b
+        self.shaper.make_links(pairs)
+        self.table.add(rows)
+        position = {name: i for i, name in enumerate(ns)}
+        fresh = {position[name] for name in new_namespaces}
+        netns.write_sysctls({ns[i]: ROUTER_SYSCTLS for i in fresh})
+        self.shaper.add_interfaces(found)
+        for node in sorted(fresh | set(per_ns)):
+            limiters = self.shaper.rate_limiters(sends.get(ns[node], []))
+            self._configure(node, node in fresh, per_ns.get(node, []), limiters)
+        netns.run_all(
+            [
+                *netns.tc_jobs(
+                    {name: self.shaper.tc_lines(directions) for name, directions in sends.items()}
+                ),
+                *netns.shell_jobs(
+                    {name: self.shaper.namespace_commands() for name in new_namespaces}
+                ),
+            ]
+        )
+        self.made([k for k, _ in new])
+
+    def _configure(
+        self, node: int, fresh: bool, links: list[tuple[int, int, int]], limiters: list
+    ) -> None:
+        """Addresses, interfaces up, static neighbours and the shaper's rate limiters
+        through netlink (no program per namespace). ``links``: (interface index, own
+        address, peer's address); ``fresh``: also the loopback with the node's
+        service address. No ARP on the links: each end knows the other's MAC (02:00
+        + its address), so a flow's first packet waits for no address resolution."""
+        index, own, peer = np.array(links, dtype=np.int64).reshape(-1, 3).T
+        batches = []
+        if fresh:
+            service = addressing.service_address_u32([node])
+            batches += [encode_addresses([1], service, 32), encode_links_up([1], [False])]
+        batches += [
+            encode_addresses(index, own, 31),
+            encode_links_up(index, np.ones(len(index), bool)),
+            encode_neighbours(index, peer, addressing.mac_bytes(peer)),
+        ]
+        sock = self.sockets(self.namespaces[node])
+        send_all(sock, batches)
+        send_requests(sock, limiters)
