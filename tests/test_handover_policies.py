@@ -47,9 +47,8 @@ def test_longest_visibility_prefers_the_rising_satellite(write_topology):
     planner = Planner(
         load_topology(write_topology(TRAIN + "access: {selection: longest-visibility}\n"))
     )
-    planner._now = start
     gs = planner.topology.by_name["gs_north"].index
-    ahead = planner.visibility_s(gs, np.array([2, 3]))
+    ahead = planner.visibility_s(gs, np.array([2, 3]), at=start)
     assert ahead == pytest.approx([t2, t3], abs=10)  # the planner's own look-ahead agrees
 
 

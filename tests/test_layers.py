@@ -88,3 +88,22 @@ def test_the_pure_layers_load_nothing_of_the_kernel_side():
 def test_generic_tools_do_not_load_the_services(layer):
     modules = [m for m in _modules() if _layer(m) == layer]
     assert not {m for m in _loaded_by(modules) if m.startswith("netemu.services")}
+
+
+def test_the_readme_map_is_the_layout():
+    """README's map of the code is generated from the tree (scripts/codemap), in the
+    order of the layers above."""
+    codemap = Path(__file__).resolve().parent.parent / "scripts" / "codemap"
+    check = subprocess.run([sys.executable, codemap, "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    script = {"__name__": "codemap", "__file__": str(codemap)}
+    exec(codemap.read_text(), script)  # its ORDER, without running it
+    order = script["ORDER"]
+    by_rank = sorted(LAYERS, key=lambda m: (LAYERS[m], order.index(_entry(m))))
+    assert [_entry(m) for m in by_rank] == order
+
+
+def _entry(layer: str) -> str:
+    """netemu.model -> model, netemu.cli -> cli.py (as scripts/codemap names them)."""
+    name = layer.split(".")[1]
+    return name if (Path(netemu.__path__[0]) / name).is_dir() else f"{name}.py"

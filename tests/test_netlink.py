@@ -1,96 +1,100 @@
-"""Route messages encoded by netemu.kernel.netlink, decoded by pyroute2 (an independent parser)."""
+"""rtnetlink messages encoded by netemu.kernel.netlink, decoded by pyroute2 (an
+independent parser), and sent to real namespaces, read back with ip and tc."""
 
+import ipaddress
 import json
 import os
+import struct
 import subprocess
 
+import numpy as np
 import pytest
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-from netemu.kernel.netlink import (
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    NLM_F_REPLACE,
+from netemu.kernel.netlink.message import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, errors_in
+from netemu.kernel.netlink.qdisc import RTM_NEWQDISC, netem_change, probability_u32
+from netemu.kernel.netlink.route import (
     RTM_DELROUTE,
     RTM_NEWROUTE,
-    errors_in,
-    route_message,
+    RTN_UNREACHABLE,
+    encode_deletes,
+    encode_replaces,
+    encode_unreachables,
 )
+from netemu.kernel.netlink.sockets import send_all, send_requests, socket_in
 
 
-def decode(data: bytes) -> rtmsg:
-    msg = rtmsg(data)
+def ip(text: str) -> int:
+    return int(ipaddress.IPv4Address(text))
+
+
+def decoded(msgs: np.ndarray) -> list[rtmsg]:
+    out = []
+    for m in msgs:
+        msg = rtmsg(m.tobytes())
+        msg.decode()
+        out.append(msg)
+    return out
+
+
+def test_replace_route_messages():
+    msgs = encode_replaces(
+        np.array([ip("172.16.0.12"), ip("172.16.0.16")]),
+        np.array([ip("10.0.0.3"), ip("10.0.0.5")]),
+        np.array([1005, 1007]),
+        np.array([ip("172.16.0.3")] * 2),
+        np.array([32, 30]),
+    )
+    first, second = decoded(msgs)
+    for msg in (first, second):
+        assert msg["header"]["type"] == RTM_NEWROUTE
+        flags = msg["header"]["flags"]
+        assert flags & (NLM_F_REPLACE | NLM_F_CREATE) == NLM_F_REPLACE | NLM_F_CREATE
+        assert not flags & NLM_F_ACK  # only the last of a batch asks, when sent
+        assert msg["table"] == 254 and msg["header"]["length"] == msgs.dtype.itemsize
+        assert msg.get_attr("RTA_PREFSRC") == "172.16.0.3"
+    assert (first["dst_len"], second["dst_len"]) == (32, 30)
+    assert first.get_attr("RTA_DST") == "172.16.0.12"
+    assert first.get_attr("RTA_GATEWAY") == "10.0.0.3" and first.get_attr("RTA_OIF") == 1005
+    assert second.get_attr("RTA_GATEWAY") == "10.0.0.5" and second.get_attr("RTA_OIF") == 1007
+
+
+def test_unreachable_and_delete_route_messages():
+    (unreachable,) = decoded(encode_unreachables(np.array([ip("172.16.0.8")]), 29))
+    assert unreachable["header"]["type"] == RTM_NEWROUTE and unreachable["type"] == RTN_UNREACHABLE
+    assert unreachable["dst_len"] == 29 and unreachable.get_attr("RTA_GATEWAY") is None
+    (gone,) = decoded(encode_deletes(np.array([ip("172.16.0.9")])))
+    assert gone["header"]["type"] == RTM_DELROUTE and gone["type"] == 0  # any type
+    assert gone.get_attr("RTA_DST") == "172.16.0.9" and gone.get_attr("RTA_GATEWAY") is None
+
+
+def test_netem_change_request():
+    kind, flags, body = netem_change(1005, 0x10010, 0x100000, 3_221_400, 500_000, 900, 0.01,
+                                     (0.001, 0.2, 0.0, 0.01))  # fmt: skip
+    header = struct.pack("=IHHII", 16 + len(body), kind, flags | 1, 1, 0)
+    msg = tcmsg(header + body)
     msg.decode()
-    return msg
-
-
-def test_replace_route_message():
-    msg = decode(route_message(7, "172.16.0.12", "10.0.0.3", 1005, "172.16.0.3", ack=True))
-    assert msg["header"]["type"] == RTM_NEWROUTE and msg["header"]["sequence_number"] == 7
-    assert msg["header"]["flags"] & (NLM_F_REPLACE | NLM_F_CREATE | NLM_F_ACK) == (
-        NLM_F_REPLACE | NLM_F_CREATE | NLM_F_ACK
-    )
-    assert msg["dst_len"] == 32 and msg["table"] == 254
-    assert msg.get_attr("RTA_DST") == "172.16.0.12"
-    assert msg.get_attr("RTA_GATEWAY") == "10.0.0.3"
-    assert msg.get_attr("RTA_OIF") == 1005
-    assert msg.get_attr("RTA_PREFSRC") == "172.16.0.3"
-    assert msg["header"]["length"] == len(
-        route_message(7, "172.16.0.12", "10.0.0.3", 1005, "172.16.0.3")
-    )
-
-
-def test_delete_route_message():
-    msg = decode(route_message(3, "172.16.0.9", delete=True))
-    assert msg["header"]["type"] == RTM_DELROUTE
-    assert not msg["header"]["flags"] & NLM_F_ACK
-    assert msg.get_attr("RTA_DST") == "172.16.0.9" and msg.get_attr("RTA_GATEWAY") is None
+    assert kind == RTM_NEWQDISC and msg["index"] == 1005
+    assert (msg["parent"], msg["handle"]) == (0x10010, 0x100000)
+    assert msg.get_attr("TCA_KIND") == "netem"
+    assert probability_u32(1.0) == 0xFFFF_FFFF and probability_u32(-1) == 0
 
 
 @pytest.mark.parametrize("code", [0, -3, -22])
 def test_errors_in_replies(code):
-    import struct
-
     err = struct.pack("=IHHII", 36, 2, 0, 5, 0) + struct.pack("=i", code) + b"\0" * 16
     assert errors_in(err + err) == [(5, -code), (5, -code)]
-
-
-def test_vectorised_encoding_matches_the_single_message_encoder():
-    import ipaddress
-
-    import numpy as np
-
-    from netemu.kernel.netlink import encode_deletes, encode_replaces
-
-    def ip(text):
-        return int(ipaddress.IPv4Address(text))
-
-    many = encode_replaces(
-        np.array([ip("172.16.0.12"), ip("172.16.0.13")]),
-        np.array([ip("10.0.0.3"), ip("10.0.0.5")]),
-        np.array([1005, 1007]),
-        np.array([ip("172.16.0.3"), ip("172.16.0.3")]),
-    )
-    assert many[0].tobytes() == route_message(1, "172.16.0.12", "10.0.0.3", 1005, "172.16.0.3")
-    assert many[1].tobytes() == route_message(2, "172.16.0.13", "10.0.0.5", 1007, "172.16.0.3")
-    gone = encode_deletes(np.array([ip("172.16.0.9")]))
-    assert gone[0].tobytes() == route_message(1, "172.16.0.9", delete=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 def test_interface_messages_configure_a_real_namespace():
     """Addresses, link state and permanent neighbours sent as netemu encodes them,
     read back with `ip -j` (the kernel's own account)."""
-    import ipaddress
-
-    import numpy as np
-
-    from netemu.kernel.netlink import (
+    from netemu.kernel.netlink.interface import (
         encode_addresses,
         encode_links_up,
         encode_neighbours,
-        send_all,
-        socket_in,
     )
     from netemu.routes.addressing import mac_bytes
 
@@ -137,7 +141,7 @@ def test_interface_messages_configure_a_real_namespace():
 def test_htb_limiters_are_what_tc_would_make(rate_mbit):
     """The same limiter made by netlink on one interface and by tc on another:
     `tc -d class show` and `tc qdisc show` read them back the same."""
-    from netemu.kernel.netlink import htb_requests, send_requests, socket_in
+    from netemu.kernel.netlink.qdisc import htb_requests
     from netemu.shaping import htb_burst_bytes, htb_rate
 
     def tc(*args):

@@ -1,6 +1,7 @@
-"""The container engine as netemu runs it: podman, rootful, with runc and cgroupfs
-(which work on every machine netemu supports), its command, whether it works here,
-and finding and removing a run's containers (``netemu clean`` too).
+"""The container engine as netemu runs it: podman, rootful, runc and cgroupfs.
+
+Those work on every machine netemu supports. Here: its command, whether it works
+on this machine, and finding and removing a run's containers (``netemu clean`` too).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ it; :func:`clean` does that by name prefix and touches nothing else.
 Commands are batched: one ``ip -batch`` for the whole run in the root
 namespace, sysctls written after ``setns`` (no program), the few programs a
 namespace still needs (``tc -batch``, a shell for iptables) 32 at a time, and a
-persistent netlink socket per namespace (netemu.kernel.netlink) for addresses, links,
+persistent netlink socket per namespace (netemu.kernel.netlink.sockets) for addresses, links,
 limiters and routes.
 """
 
@@ -24,7 +24,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from netemu.kernel.netlink import entered
+from netemu.kernel.netlink.sockets import entered
 from netemu.routes.addressing import NETNS_PREFIX
 
 STATE_DIR = Path("/run/netemu")

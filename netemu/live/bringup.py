@@ -18,14 +18,8 @@ from datetime import datetime
 import numpy as np
 
 from netemu.kernel import netns
-from netemu.kernel.netlink import (
-    NamespaceSockets,
-    encode_addresses,
-    encode_links_up,
-    encode_neighbours,
-    send_all,
-    send_requests,
-)
+from netemu.kernel.netlink.interface import encode_addresses, encode_links_up, encode_neighbours
+from netemu.kernel.netlink.sockets import NamespaceSockets, send_all, send_requests
 from netemu.live.linktable import LinkTable
 from netemu.model.topology import Topology
 from netemu.plan.links import KINDS

@@ -45,7 +45,7 @@ from pathlib import Path
 from netemu.capture.taps import CapturePoint, Captures
 from netemu.errors import InputError, TeardownError, describe
 from netemu.kernel import netns
-from netemu.kernel.netlink import NamespaceSockets
+from netemu.kernel.netlink.sockets import NamespaceSockets
 from netemu.live import signals
 from netemu.live.bringup import Builder, links_ahead
 from netemu.live.controller import Controller

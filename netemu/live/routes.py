@@ -15,13 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from netemu.kernel.netlink import (
-    NamespaceSockets,
-    encode_deletes,
-    encode_replaces,
-    encode_unreachables,
-    send_all,
-)
+from netemu.kernel.netlink.route import encode_deletes, encode_replaces, encode_unreachables
+from netemu.kernel.netlink.sockets import NamespaceSockets, send_all
 from netemu.routes import addressing
 from netemu.routes.aggregation import PrefixChanges, PrefixRoutes
 from netemu.routes.routing import UNREACHABLE, RouteChanges, RouteHistory, ShortestDelayRouter

@@ -141,15 +141,19 @@ class Planner:
         if topology.access.selection == "longest-visibility":
             self.links.visibility = self.visibility_s
 
-    def visibility_s(self, node: int, sats: np.ndarray, _positions=None) -> np.ndarray:
-        """Seconds each of ``sats`` stays above ``node``'s elevation mask from now.
+    def visibility_s(
+        self, node: int, sats: np.ndarray, _positions=None, at: datetime | None = None
+    ) -> np.ndarray:
+        """Seconds each of ``sats`` stays above ``node``'s elevation mask from the epoch
+        being planned (or from ``at``).
 
         Looks ahead VISIBILITY_HORIZON_S on a VISIBILITY_STEP_S grid (one
         position computation per epoch in which some node must choose).
         """
-        if self._lookahead is None or self._lookahead[0] != self._now:
-            times = epochs(self._now, VISIBILITY_HORIZON_S, VISIBILITY_STEP_S)
-            self._lookahead = (self._now, self.geometry.positions_km(times))
+        now = at or self._now
+        if self._lookahead is None or self._lookahead[0] != now:
+            times = epochs(now, VISIBILITY_HORIZON_S, VISIBILITY_STEP_S)
+            self._lookahead = (now, self.geometry.positions_km(times))
         pos = self._lookahead[1]
         obs = pos[:, node]
         elev = elevation_deg(obs[:, None], ellipsoid_normal(obs)[:, None], pos[:, sats])

@@ -1,7 +1,9 @@
-"""The services' messages in netemu's capture tools: registered with
-:mod:`netemu.capture.analysis` (what ``netemu analyze`` calls each packet) and
-:mod:`netemu.capture.wireshark` (the dissector it generates), as scapy layers register
-themselves with ``bind_layers``; those tools know no protocol of their own.
+"""The services' messages in netemu's capture tools, registered with them.
+
+They are registered with :mod:`netemu.capture.analysis` (what ``netemu analyze``
+calls each packet) and :mod:`netemu.capture.wireshark` (the dissector it generates),
+as scapy layers register themselves with ``bind_layers``; those tools know no
+protocol of their own.
 Imported by the commands that use them (``netemu analyze``, ``netemu wireshark``).
 """
 

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from netemu.kernel import netns
-from netemu.kernel.netlink import NamespaceSockets, htb_requests
+from netemu.kernel.netlink.qdisc import htb_requests
+from netemu.kernel.netlink.sockets import NamespaceSockets
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class Shaper(ABC):
         )
 
     def rate_limiters(self, directions_out: list[tuple[Direction, float]]) -> list:
-        """netlink requests (:func:`netemu.kernel.netlink.send_requests`) making new sending
+        """netlink requests (:func:`netemu.kernel.netlink.sockets.send_requests`) making new sending
         interfaces' HTB limiters: root ``1:``, default class ``1:10`` at each
         direction's rate (Mbit/s), burst :func:`htb_burst_bytes`."""
         out = []

@@ -21,7 +21,8 @@ import subprocess
 from collections import defaultdict
 from functools import cache
 
-from netemu.kernel.netlink import netem_change, send_messages
+from netemu.kernel.netlink.qdisc import netem_change
+from netemu.kernel.netlink.sockets import send_requests
 from netemu.shaping import (
     BLOCKED,
     Direction,
@@ -129,26 +130,20 @@ class NetemShaper(Shaper):
                 netlink[d.src_netns].append((d, shape))
         tc_batches(by_ns)
         for ns, items in netlink.items():
-            send_messages(
-                self.sockets(ns),
-                [
-                    self._change(i, d, shape, ack=i == len(items))
-                    for i, (d, shape) in enumerate(items, 1)
-                ],
-            )
+            send_requests(self.sockets(ns), [self._change(d, shape) for d, shape in items])
         self.current.update(changes)
 
-    def _change(self, seq: int, d: Direction, shape: Shape, ack: bool) -> bytes:
+    def _change(self, d: Direction, shape: Shape) -> tuple[int, int, bytes]:
         """The netlink twin of ``tc qdisc change ... netem`` + :func:`netem_args`."""
         limit = netem_limit(shape.rate_mbit, shape.delay_ms, shape.jitter_ms)
         ifindex = self.ifindex[(d.src_netns, d.src_ifname)]
         if shape.blocked:
-            return netem_change(seq, ifindex, PARENT, HANDLE, 0, 0, limit, 1.0, ack=ack)
+            return netem_change(ifindex, PARENT, HANDLE, 0, 0, limit, 1.0)
         gemodel = None
         if shape.fade_probability > 0 and shape.fade_ms > 0:
             p, r = gilbert_elliott_per_packet(shape)
             gemodel = (p, r, 0.0, shape.loss)  # h: none kept in a fade; k1: the link's loss outside
         return netem_change(
-            seq, ifindex, PARENT, HANDLE, round(shape.delay_ms * 1e6),
-            round(shape.jitter_ms * 1e6), limit, shape.loss, gemodel, ack=ack,
+            ifindex, PARENT, HANDLE, round(shape.delay_ms * 1e6),
+            round(shape.jitter_ms * 1e6), limit, shape.loss, gemodel,
         )  # fmt: skip

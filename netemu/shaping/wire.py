@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from netemu.kernel.netlink import NamespaceSockets
+from netemu.kernel.netlink.sockets import NamespaceSockets
 from netemu.shaping import (
     BLOCKED,
     Direction,

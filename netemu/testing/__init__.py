@@ -1,3 +1,5 @@
-"""Testing with netemu: :class:`.network.Network` (assertions on measured packets),
-the pytest plugin and its fixtures, and the probe that sends and receives them.
+"""Testing with netemu: assertions on measured packets, the pytest plugin, the probe.
+
+:class:`.network.Network` measures a live emulation and explains failures, the
+pytest plugin makes emulations fixtures, and the probe sends and receives packets.
 """
