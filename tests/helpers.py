@@ -1,10 +1,22 @@
-"""Helpers shared by netemu's tests (fixtures live in conftest.py)."""
+"""Helpers shared by netemu's tests, unit and live (fixtures live in conftest.py).
+
+Unit tests need no root; a live test (``needs_root``, the ``live`` marker) runs real
+namespaces and packets, and the helpers below ``needs_root`` are for those.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from netemu.kernel import containers, netns
+from netemu.model.topology import load_topology
+from netemu.testing.network import Network, received
 
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGIES = REPO / "topologies"
@@ -37,3 +49,113 @@ ground_stations:
   - {{name: gs_north, lat_deg: 12.1, lon_deg: 71.9, altitude_km: 0.0}}
 isl: {{policy: none}}
 """
+
+
+#: A live test: real namespaces and packets, so root (tests/conftest.py skips it
+#: without); ``pytest -m "not live"`` runs the unit tests alone.
+needs_root = pytest.mark.live
+
+
+def train_topology(
+    tmp_path: Path, extra: str = "", start: str | None = None, gpus: int | None = None
+):
+    """topologies/train.yaml with extra YAML appended (e.g. link_defaults), its
+    satellites' GPUs set to ``gpus`` if given."""
+    text = (
+        (TOPOLOGIES / "train.yaml")
+        .read_text()
+        .replace("file: train.tle", f"file: {TOPOLOGIES / 'train.tle'}")
+    )
+    if start:
+        text = text.replace("start: 2026-06-21T03:05:00Z", f"start: {start}")
+    if gpus is not None:
+        text = text.replace("compute: {gpus: 2,", f"compute: {{gpus: {gpus},")
+    path = tmp_path / "train.yaml"
+    path.write_text(text + "\n" + extra)
+    return load_topology(path)
+
+
+def start_receiver(emu, node: str, duration: float, port: int = 9000) -> subprocess.Popen:
+    return Network(emu).probe_receiver(node, duration, port)
+
+
+def send(emu, src: str, dst: str, count: int, interval: float, port: int = 9000):
+    return Network(emu).probe_sender(src, dst, count, interval, port=port)
+
+
+def stream(emu, src: str, dst: str, count: int, interval: float) -> list[dict]:
+    """Send ``count`` timestamped datagrams from src to dst; return those that arrived."""
+    # Listen long enough for a slow sender (Python under QEMU runs ~10x slower).
+    rx = start_receiver(emu, dst, duration=1.5 * count * interval + 2.0)
+    tx = send(emu, src, dst, count=count, interval=interval)
+    got = received(rx)
+    tx.wait()
+    return got
+
+
+def leftovers(run: str, prefix: bool = False) -> list[str]:
+    """What this run left on the machine (with ``prefix``: every run whose name begins
+    so), and nothing of other runs (one may be live): its namespaces, its state file,
+    the processes tagged with it (netns.RUN_ENV: engine, recorders, hosts' shells,
+    podman), its ``netemu run`` controller, its containers."""
+    found = netns.namespaces(f"netemu-{run}" + ("" if prefix else "-"))
+    found += [str(p) for p in netns.STATE_DIR.glob(f"{run}{'*' if prefix else ''}.json")]
+    for pid in netns.run_pids(run, prefix=prefix):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            found.append(f"{pid} {cmdline.decode(errors='replace')}")
+    name = f"{run}[^ ]*" if prefix else run
+    ps = subprocess.run(
+        ["pgrep", "-af", f"netemu.cli run .*--name {name}( |$)"], capture_output=True, text=True
+    ).stdout
+    found += [line for line in ps.splitlines() if not _dead(line.split()[0])]
+    mine = f"netemu-{run}" + ("" if prefix else "-")
+    found += [f"container {n}" for n in containers.names(mine)]
+    return found
+
+
+def _dead(pid: str) -> bool:
+    """Gone, or a zombie: dead and holding nothing, until init collects its exit status
+    (a killed controller's engine, reparented to init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def cli_run(run: str, *extra: str) -> subprocess.Popen:
+    """``netemu run`` of train.yaml (until stopped) as a shell's job: its own process
+    group, logging to /tmp/RUN.jsonl."""
+    Path(f"/tmp/{run}.jsonl").unlink(missing_ok=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "netemu.cli",
+            "run",
+            str(TOPOLOGIES / "train.yaml"),
+            "--name",
+            run,
+            "--shaper",
+            "wire",
+            "--log",
+            f"/tmp/{run}.jsonl",
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell's job
+    )
+
+
+def wait_up(proc: subprocess.Popen, run: str, log: Path | None = None) -> None:
+    """Until the run logged its first epoch (in ``log``, /tmp/RUN.jsonl by default)."""
+    log = log or Path(f"/tmp/{run}.jsonl")
+    for _ in range(300):
+        if log.exists() and '"epoch"' in log.read_text():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the run did not come up")

@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import pytest
-from live import needs_root
 
 from netemu.errors import InputError
 from netemu.model.topology import load_topology
 
-from helpers import REPO, TOPOLOGIES, run_netemu
+from helpers import REPO, TOPOLOGIES, needs_root, run_netemu
 from helpers import VANGUARD_L1 as L1
 from helpers import VANGUARD_L2 as L2
 

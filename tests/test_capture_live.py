@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-from live import leftovers, needs_root, train_topology
 from scapy.layers.inet import UDP
 from scapy.layers.l2 import Ether
 
@@ -21,7 +20,7 @@ from netemu.capture import analysis, pcapng, wireshark
 from netemu.live.emulation import Emulation
 from netemu.services.protocol import Nemu, Track, TrackReport
 
-from helpers import REPO, TOPOLOGIES
+from helpers import REPO, TOPOLOGIES, leftovers, needs_root, train_topology
 
 pytestmark = needs_root
 

@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import pytest
-from live import cli_run, leftovers, needs_root, train_topology, wait_up
 
 from netemu.kernel import netns
 from netemu.live.emulation import Emulation
 from netemu.model.topology import load_topology
 
-from helpers import REPO, TOPOLOGIES
+from helpers import REPO, TOPOLOGIES, cli_run, leftovers, needs_root, train_topology, wait_up
 
 pytestmark = needs_root
 

@@ -3,13 +3,11 @@ constellation with handovers and faults, carries exactly its kind's fields."""
 
 from __future__ import annotations
 
-from live import train_topology
-
 from netemu.model import events
 from netemu.model.topology import load_topology
 from netemu.plan.planner import Planner
 
-from helpers import TOPOLOGIES
+from helpers import TOPOLOGIES, train_topology
 
 
 def _check(event: dict) -> str:

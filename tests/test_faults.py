@@ -4,7 +4,6 @@ run with real packets (wire shaper): traffic moves to another path, or stops and
 from __future__ import annotations
 
 import pytest
-from live import leftovers, needs_root, train_topology
 
 from netemu.errors import InputError
 from netemu.live.emulation import Emulation
@@ -13,7 +12,7 @@ from netemu.model.schema import RandomFaults
 from netemu.plan.planner import Planner
 from netemu.testing.network import Network
 
-from helpers import TOPOLOGIES, run_netemu
+from helpers import TOPOLOGIES, leftovers, needs_root, run_netemu, train_topology
 
 NAMES = ["t0", "t1", "t2", "gs"]
 #: Links acquire in 1 s (not the SDA terminal's 10 s): the tests watch recovery, not waiting.

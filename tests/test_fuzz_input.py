@@ -24,7 +24,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from live import leftovers, needs_root
 
 from netemu import cli
 from netemu.capture.taps import CapturePoint
@@ -34,7 +33,7 @@ from netemu.model.faults import parse_cli
 from netemu.model.topology import Topology, load_topology
 from netemu.shaping.netem import NETEM_PROBE
 
-from helpers import REPO, TOPOLOGIES
+from helpers import REPO, TOPOLOGIES, leftovers, needs_root
 
 FIXED = not os.environ.get("NETEMU_FUZZ_RANDOM")
 PURE = settings(

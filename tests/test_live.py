@@ -18,7 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live import (
+
+from netemu.capture import pcapng
+from netemu.capture.taps import logged_events
+from netemu.errors import InputError
+from netemu.live.emulation import Emulation
+from netemu.model.topology import load_topology
+from netemu.routes.routing import UNREACHABLE
+
+from helpers import (
+    REPO,
+    TOPOLOGIES,
     cli_run,
     leftovers,
     needs_root,
@@ -29,15 +39,6 @@ from live import (
     train_topology,
     wait_up,
 )
-
-from netemu.capture import pcapng
-from netemu.capture.taps import logged_events
-from netemu.errors import InputError
-from netemu.live.emulation import Emulation
-from netemu.model.topology import load_topology
-from netemu.routes.routing import UNREACHABLE
-
-from helpers import REPO, TOPOLOGIES
 
 pytestmark = needs_root
 

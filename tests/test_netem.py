@@ -21,11 +21,12 @@ import re
 import subprocess
 
 import pytest
-from live import leftovers, needs_root, stream, train_topology
 
 from netemu.live.emulation import Emulation
 from netemu.shaping import Shape
 from netemu.shaping.netem import netem_available, netem_limit
+
+from helpers import leftovers, needs_root, stream, train_topology
 
 pytestmark = [
     needs_root,

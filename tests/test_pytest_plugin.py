@@ -6,11 +6,10 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
-from live import leftovers, needs_root
 
 from netemu.testing.pytest_plugin import missing
 
-from helpers import TOPOLOGIES
+from helpers import TOPOLOGIES, leftovers, needs_root
 
 pytest_plugins = ["pytester"]
 pytestmark = needs_root

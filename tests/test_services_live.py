@@ -10,7 +10,6 @@ import subprocess
 
 import numpy as np
 import pytest
-from live import leftovers, needs_root, train_topology
 
 import netemu.services.dissect  # noqa: F401 - registers the services' messages
 from netemu.capture import analysis
@@ -19,6 +18,8 @@ from netemu.live.emulation import Emulation
 from netemu.services import measure, results
 from netemu.services.deploy import Deployment
 from netemu.services.runtime import PodmanRuntime, ProcessRuntime, ensure_image
+
+from helpers import leftovers, needs_root, train_topology
 
 pytestmark = needs_root
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from live import train_topology
 
 from netemu.model.topology import LinkParams
 from netemu.plan.geometry import delay_ms
 from netemu.plan.planner import Planner
 from netemu.plan.shapes import Applied, fault_arrays, link_shapes, total_loss
+
+from helpers import train_topology
 
 ISL = LinkParams(data_rate_gbps=2.5, max_range_km=5000, acquisition_s=2, reacquisition_s=1,
                  loss_percent=10, jitter_ms=0.5, mean_fade_ms=4)  # fmt: skip

@@ -16,7 +16,6 @@ import subprocess
 import time
 
 import pytest
-from live import needs_root, stream
 
 from netemu.capture import pcapng
 from netemu.live.emulation import Emulation
@@ -24,7 +23,7 @@ from netemu.model.topology import load_topology
 from netemu.shaping import Shape
 from netemu.shaping.wire import CFLAGS, SOURCE
 
-from helpers import TOPOLOGIES
+from helpers import TOPOLOGIES, needs_root, stream
 
 
 def test_the_engine_builds_without_warnings(tmp_path):
