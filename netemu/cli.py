@@ -140,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where the captures go (default: results/<name>/captures)",
     )
     run.add_argument(
+        "--containers",
+        type=Path,
+        metavar="FILE",
+        help="users' containers to run on the nodes: a YAML file with a containers: list, "
+        "as a topology file's (docs/topology.md)",
+    )
+    run.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -187,7 +194,7 @@ def emulation_for(args: argparse.Namespace):
     from netemu.model.topology import load_topology
 
     topology = load_topology(args.topology)
-    return Emulation(
+    emu = Emulation(
         topology,
         start=args.start,
         duration_s=args.duration,
@@ -200,6 +207,12 @@ def emulation_for(args: argparse.Namespace):
         capture_dir=args.capture_dir,
         faults=[parse_cli(f) for f in args.fault],
     )
+    if args.containers:
+        from netemu.live.workloads import containers_file
+
+        for i, spec in enumerate(containers_file(args.containers)):
+            emu.add_container(**spec, where=f"{args.containers}: containers[{i}]")
+    return emu
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ from netemu.live.machine import check_memory, preflight
 from netemu.live.routes import Routes
 from netemu.live.run import Run
 from netemu.live.runlog import RunLog, link_row
+from netemu.live.workloads import Workloads, spec_from
 from netemu.model import events as ev
 from netemu.model.faults import Fault, parse_target
 from netemu.model.topology import Topology
@@ -131,16 +132,25 @@ class Emulation:
         )
         self.controller = Controller(step_s, self._advance, self._acquired, self._next_ready)
         self.captures = self._captures(capture)
+        #: Users' containers on the nodes (the topology's, and emu.add_container's).
+        self.workloads = Workloads(
+            self.run_name, self.this_run.folder,
+            topology.file.parent if topology.file else Path.cwd(), self.names, self.netns,
+            [addressing.service_address(i) for i in range(len(self.names))],
+            {n.name: n.gpus for n in topology.nodes}, self.env, self._tell,
+        )  # fmt: skip
+        self.workloads.add(topology.containers)
         #: The pcapng files written at stop (one per capture point, and all.pcapng).
         self.capture_files: list[Path] = []
         #: Called with each event as it happens (deployments stop and restart services).
-        self.listeners: list[Callable[[dict], None]] = []
+        self.listeners: list[Callable[[dict], None]] = [self.workloads.on_event]
         self.events: list[dict] = []
         self.epoch: EpochPlan | None = None
         self.epoch_index = -1
         self.handovers = 0
         self.hosts: Hosts | None = None
         self._log: RunLog | None = None
+        self._unlogged: list[dict] = []  # events from outside the updates, not yet logged
         self._epochs: Iterator[EpochPlan] | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
@@ -225,6 +235,7 @@ class Emulation:
         """Build the network and apply the first epoch. Tears down again on failure."""
         preflight(("tcpdump",) if self.captures.points else ())
         self.this_run.check_unused()
+        self.workloads.prepare()  # every image here before anything is made
         signals.install_for_library()  # a SIGTERM now still tears down
         self.started = True
         try:
@@ -273,6 +284,8 @@ class Emulation:
         # The schedule starts once the network is up: the first epoch's set-up (routes
         # for every node) is bring-up, not an epoch that came late.
         self.controller.started()
+        self.workloads.start()  # the network is up: users' containers join it
+        phase("containers")
         # Bring-up's large temporary arrays leave the heap fragmented: give it back.
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).malloc_trim(0)
@@ -372,8 +385,9 @@ class Emulation:
         for event in stamped:
             for listener in self.listeners:
                 listener(event)
+        logged, self._unlogged = [*self._unlogged, *stamped], []
         self._write_log(
-            now, stamped, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
+            now, logged, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
         )
 
     # -- results ---------------------------------------------------------------------
@@ -527,6 +541,36 @@ class Emulation:
             "shaper": self.shaper.name,
         }
 
+    def add_container(
+        self, name: str, image: str, *, where: str = "add_container", **options
+    ) -> list[str]:
+        """Run a container on nodes, as the topology's ``containers:`` does (the same
+        keys: ``nodes=`` or ``replicas=``, ``command``, ``env``, ``volumes``, ``gpus``,
+        ...; docs/topology.md); started now if the run is up. Its instances' names.
+        ``where`` names it in errors (the command line: its file and entry)."""
+        spec = spec_from({"name": name, "image": image, **options}, where)
+        return [i.name for i in self.workloads.add([spec], where)]
+
+    def containers(self) -> list[dict]:
+        """Each container instance: name, container, node, state (waiting, running,
+        exited, stopped), restarts, exit status, GPU slots."""
+        return self.workloads.states()
+
+    def _tell(self, events: list[dict]) -> None:
+        """Events from outside the epochs (containers): stamped, logged as the epoch's."""
+        with self._lock:
+            epoch = self.epoch
+            stamped = [
+                {"time": iso_utc(epoch.time if epoch else self.start_time),
+                 "unix_s": round(time.time(), 6), **e}
+                for e in events
+            ]  # fmt: skip
+            self.events += stamped
+            self._unlogged += stamped  # in the next update's line of the run log
+        for event in stamped:
+            for listener in self.listeners:
+                listener(event)
+
     def shaper_stats(self, full: bool = False) -> dict:
         """The shaper's counters now (the wire engine's: packets held, late, overload,
         with ``full`` its timing too; {} with netem), between two updates."""
@@ -585,9 +629,9 @@ class Emulation:
         with signals.deferred():  # a signal now is raised once all is removed
             self.stop_controller()
             failed = None
-            for step in (self.shaper.stop, self._stop_captures, self.sockets.close,
-                         self._stop_hosts, self._remove_namespaces, self._end_log,
-                         self.this_run.hand_over):  # fmt: skip
+            for step in (self.workloads.stop, self.shaper.stop, self._stop_captures,
+                         self.sockets.close, self._stop_hosts, self._remove_namespaces,
+                         self._end_log, self.this_run.hand_over):  # fmt: skip
                 try:
                     step()
                 except Exception as exc:  # said once all steps were tried

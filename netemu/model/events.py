@@ -88,7 +88,18 @@ class Routes(TypedDict):
     changed: int
 
 
-Event = LinkUp | LinkDown | LinkReady | Handover | FaultEvent | Late | Routes
+class Container(TypedDict):
+    """A user's container instance ``started``, ``exited`` by itself (with its
+    ``exit_status``) or was ``stopped`` (by a fault on its node)."""
+
+    type: Literal["container"]
+    instance: str
+    node: str
+    what: Literal["started", "exited", "stopped"]
+    exit_status: NotRequired[int]
+
+
+Event = LinkUp | LinkDown | LinkReady | Handover | FaultEvent | Late | Routes | Container
 
 #: Each ``type``, and the declaration of its fields.
 BY_TYPE: dict[str, type] = {
@@ -100,6 +111,7 @@ BY_TYPE: dict[str, type] = {
     "fault-cleared": FaultEvent,
     "late": Late,
     "routes": Routes,
+    "container": Container,
 }
 
 
@@ -133,3 +145,10 @@ def late(late_s: float) -> Late:
 
 def routes(changed: int) -> Routes:
     return {"type": "routes", "changed": changed}
+
+
+def container(instance: str, node: str, what: str, exit_status: int | None = None) -> Container:
+    out: Container = {"type": "container", "instance": instance, "node": node, "what": what}  # type: ignore[typeddict-item]
+    if exit_status is not None:
+        out["exit_status"] = exit_status
+    return out

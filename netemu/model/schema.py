@@ -316,6 +316,62 @@ class RandomFaults(Strict):
     loss_percent: float = Field(20.0, ge=0, le=100)
 
 
+ContainerName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,23}$")]
+
+
+class ImageBuild(Strict):
+    """An image built with ``podman build`` (a Containerfile and its context folder,
+    relative to the topology file)."""
+
+    context: str
+    containerfile: str = "Containerfile"
+
+
+class Placement(Strict):
+    """Where a container's replicas run: over the nodes with a compute payload (or
+    those listed), ``per: gpu`` one instance per free GPU slot (filling one node's
+    slots before the next), ``per: node`` one per node in turn."""
+
+    per: Literal["gpu", "node"] = "gpu"
+    nodes: list[NodeName] = []
+
+
+class ContainerSpec(Strict):
+    """A user's container on emulated nodes (``containers:``; netemu.live.workloads)."""
+
+    name: ContainerName
+    #: The image: a name podman knows or can pull, or made from ``archive`` (podman
+    #: load: a docker-archive or OCI tarball) or ``build`` under this name.
+    image: str = Field(min_length=1, max_length=256)
+    archive: str | None = None
+    build: ImageBuild | None = None
+    #: What runs (the image's default command if absent): a list of words or one string.
+    command: list[str] | str | None = None
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+    #: HOST:CONTAINER[:ro|rw], the host path relative to the topology file.
+    volumes: list[str] = []
+    workdir: str | None = None
+    cpus: float | None = Field(None, gt=0, le=1024)
+    memory_mib: int | None = Field(None, ge=6, le=4_194_304)
+    #: GPU slots each instance takes on its node (a node's ``compute: {gpus: N}``).
+    gpus: int = Field(0, ge=0, le=64)
+    #: The first port of the instances on one node: the k-th gets port + k (NETEMU_PORT).
+    port: int = Field(7000, ge=1, le=65_000)
+    restart: Literal["no", "on-failure", "always"] = "no"
+    #: One node or a list; or ``replicas`` placed by ``placement``.
+    nodes: list[NodeName] | NodeName | None = None
+    replicas: int | None = Field(None, ge=1, le=10_000)
+    placement: Placement = Placement()
+
+    @model_validator(mode="after")
+    def _where(self) -> ContainerSpec:
+        if (self.nodes is None) == (self.replicas is None):
+            raise ValueError("give either nodes (one or a list) or replicas (with placement)")
+        if self.archive and self.build:
+            raise ValueError("give an image's archive or its build, not both")
+        return self
+
+
 class TopologyFile(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -335,5 +391,7 @@ class TopologyFile(Strict):
     faults: list[FaultEntry] = []
     #: And faults drawn at random (reproducibly, from a seed).
     random_faults: RandomFaults | None = None
+    #: Users' containers on the nodes (netemu.live.workloads).
+    containers: list[ContainerSpec] = []
     #: Role name -> node names, e.g. ``sensor: [kep3]``.
     roles: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], list[str]] = {}

@@ -28,6 +28,7 @@ from netemu.model.orbits import (
     sun_synchronous_inclination_deg,
     walker_orbits,
 )
+from netemu.model.placement import PlacementError, place
 from netemu.model.tle import read_tle_file
 from netemu.model.yamlsource import KeyPath, LocatedDocument, format_key_path, load_yaml
 
@@ -127,6 +128,8 @@ class Topology:
     seed: int = 0
     faults: list[Fault] = field(default_factory=list)
     random_faults: schema.RandomFaults | None = None
+    #: Users' containers, checked to fit (netemu.model.placement); run by netemu.live.workloads.
+    containers: list[schema.ContainerSpec] = field(default_factory=list)
     by_name: dict[str, Node] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -386,7 +389,22 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
         seed=spec.seed,
         faults=_faults(spec, {n.name for n in nodes}, fail),
         random_faults=spec.random_faults,
+        containers=_containers(spec, nodes, fail),
     )
+
+
+def _containers(spec: schema.TopologyFile, nodes: list[Node], fail) -> list[schema.ContainerSpec]:
+    """The file's containers, each placed after the ones before it (the slots they take)."""
+    gpus, taken, names = {n.name: n.gpus for n in nodes}, {}, set()
+    for i, c in enumerate(spec.containers):
+        if c.name in names:
+            raise fail(("containers", i, "name"), f"duplicate container name {c.name!r}")
+        names.add(c.name)
+        try:
+            place([c], gpus, taken)
+        except PlacementError as exc:
+            raise fail(("containers", i, exc.key), str(exc)) from None
+    return list(spec.containers)
 
 
 def _faults(spec: schema.TopologyFile, names: set[str], fail) -> list[Fault]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netemu.errors import InputError
-from netemu.kernel.containers import PODMAN, podman_works
+from netemu.kernel.containers import PODMAN, image_exists, podman_works
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("python3", "python3-numpy", "python3-scipy", "python3-scapy")
@@ -150,10 +150,6 @@ def choose(kind: str = "auto") -> ProcessRuntime | PodmanRuntime:
         return ProcessRuntime()
     ensure_image()
     return PodmanRuntime()
-
-
-def image_exists(image: str = IMAGE) -> bool:
-    return subprocess.run([*PODMAN, "image", "exists", image], capture_output=True).returncode == 0
 
 
 def ensure_image(image: str = IMAGE, log=sys.stderr) -> str:
