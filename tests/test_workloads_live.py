@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from netemu.kernel import containers
 from netemu.kernel.containers import podman_works
 from netemu.live.emulation import Emulation
 from netemu.services.runtime import IMAGE, ensure_image
 
-from helpers import REPO, TOPOLOGIES, leftovers, needs_root, run_netemu, train_topology
+from helpers import (
+    REPO,
+    TOPOLOGIES,
+    cli_run,
+    leftovers,
+    needs_root,
+    run_netemu,
+    train_topology,
+    wait_up,
+)
 
 APP = REPO / "tests" / "containers" / "peers" / "app.py"
 
@@ -137,3 +150,39 @@ def test_containers_from_the_command_line_fail_in_one_line(tmp_path):
     assert lines and "container bad-0 on t0 did not start" in lines[0], failed.stderr
     assert "exit status 3): no model here" in lines[0]
     assert leftovers("tcfail") == [] and leftovers("tcbad") == []
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_a_run_with_containers_leaves_nothing_however_it_ends(tmp_path, how):
+    """SIGTERM to ``netemu run --containers`` removes its containers with the rest (143);
+    after kill -9 of the whole group the containers outlive it, and ``netemu clean``
+    removes them with the rest (their conmon carries the run's tag; what remains of a
+    container is removed by name)."""
+    idle = "python3 -c 'import signal, time; signal.signal(signal.SIGTERM, exit); time.sleep(600)'"
+    spec = tmp_path / "idle.yaml"
+    spec.write_text(
+        f"containers:\n  - {{name: idle, image: {ensure_image(IMAGE)}, nodes: [t0, t1], "
+        f'command: "{idle}"}}\n'
+    )
+    run = f"tc{how[3:7]}"
+    proc = cli_run(run, "--containers", str(spec))
+    wait_up(proc, run)
+    for _ in range(600):
+        if len(containers.names(f"netemu-{run}-")) == 2:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the containers did not start")
+    if how == "sigterm":
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(60) == 143
+        assert leftovers(run) == []
+        return
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert [c for c in leftovers(run) if c.startswith("container")]  # they outlive it
+    clean = run_netemu("clean", "--run", run)
+    assert clean.returncode == 0, clean.stderr
+    assert "removed" in clean.stdout  # the processes tagged with the run, podman's too
+    assert leftovers(run) == []
