@@ -165,6 +165,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("captures", type=Path, nargs="+", metavar="CAPTURE", help="pcapng files")
     analyze.add_argument("--json", action="store_true", help="print the result as JSON")
+    analyze.add_argument(
+        "--flows", action="store_true", help="also end to end per UDP/TCP flow (any application)"
+    )
+    analyze.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PORT",
+        help="per flow, only flows with this source or destination port (repeatable)",
+    )
+    stages = sub.add_parser(
+        "stages",
+        parents=[common],
+        help="where an application's time goes, from its stage records",
+        description="Follow each unit of work (a frame, a request) through the stage records "
+        "that users' containers wrote ($NETEMU_RESULTS/stages.jsonl, docs/topology.md): "
+        "latency per step and end to end.",
+    )
+    stages.add_argument("folder", type=Path, metavar="RUN_FOLDER", help="e.g. results/<run>")
+    stages.add_argument("--json", action="store_true", help="print the result as JSON")
     wireshark = sub.add_parser(
         "wireshark",
         parents=[common],
@@ -309,13 +330,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     import netemu.services.dissect  # noqa: F401 - the services' messages, by name
     from netemu.capture import analysis
 
-    result = analysis.summary(analysis.load(args.captures))
+    result = analysis.summary(analysis.load(args.captures), args.flows, set(args.port))
     if args.json:
         print(analysis.to_json(result))
     else:
         from netemu.report import print_analysis
 
         print_analysis(result)
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from netemu import stages
+
+    result = stages.report(stages.read(args.folder))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        from netemu.report import print_stages
+
+        print_stages(result)
     return 0
 
 
@@ -396,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             "plan": cmd_plan,
             "run": cmd_run,
             "analyze": cmd_analyze,
+            "stages": cmd_stages,
             "wireshark": cmd_wireshark,
             "clean": cmd_clean,
         }

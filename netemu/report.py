@@ -181,6 +181,19 @@ def print_analysis(result: dict) -> None:
             _ms(s, "p50"), _ms(s, "p95"), _ms(s, "p99"), _ms(s, "max"),
         )  # fmt: skip
     console.print(e2e)
+    if "flows" in result:
+        per_flow = Table(title="End to end per flow")
+        for col in ("flow", "count", "paths", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+            per_flow.add_column(
+                col, justify="left" if col in ("flow", "paths") else "right", overflow="fold"
+            )
+        for f in result["flows"]:
+            s = f["latency_ms"]
+            per_flow.add_row(
+                f["flow"], str(f["messages"]), "\n".join(f["paths"][:4]),
+                _ms(s, "p50"), _ms(s, "p95"), _ms(s, "p99"), _ms(s, "max"),
+            )  # fmt: skip
+        console.print(per_flow if result["flows"] else "No UDP or TCP flow matched.")
     if result["events"]:
         first = result["events"][0]["unix_ns"]
         events = Table(title="Events")
@@ -189,3 +202,17 @@ def print_analysis(result: dict) -> None:
         for e in result["events"]:
             events.add_row(f"{(e['unix_ns'] - first) / 1e9:.3f}", e["text"])
         console.print(events)
+
+
+def print_stages(result: dict) -> None:
+    """``netemu stages``: latency per step and end to end."""
+    console = Console()
+    table = Table(title=f"Stages ({result['units']:,} units: {' > '.join(result['stages'])})")
+    for col in ("step", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    rows = [*result["steps"].items(), ("end to end", result["end_to_end_ms"])]
+    for step, s in rows:
+        table.add_row(
+            step, str(s["count"]), _ms(s, "p50"), _ms(s, "p95"), _ms(s, "p99"), _ms(s, "max")
+        )
+    console.print(table)

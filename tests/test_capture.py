@@ -245,3 +245,29 @@ def test_analysis_names_packets_by_what_their_protocol_registered():
     assert (kind, label) == ("netemu status", "172.16.0.3:5000 > 172.16.0.9:5001")
     _, kind, label, _ = analysis.identify(frame(b"other"))
     assert (kind, label) == ("udp", "172.16.0.3:5000 > 172.16.0.9:5001")
+
+
+def test_any_udp_or_tcp_flow_end_to_end_and_chosen_by_port(tmp_path):
+    """A user's application's flows, no netemu protocol in them: per flow (protocol,
+    addresses and ports), the end-to-end latency over the taps, chosen by port."""
+    from scapy.layers.inet import TCP
+
+    ms = 1_000_000
+    ab_tx, ab_rx = Tap("a", "b", "tx"), Tap("a", "b", "rx")
+    udp = bytes(Ether() / IP(src="172.16.0.1", dst="172.16.0.2", id=7)
+                / UDP(sport=7000, dport=7001) / b"activations")  # fmt: skip
+    tcp = bytes(Ether() / IP(src="172.16.0.1", dst="172.16.0.2", id=8)
+                / TCP(sport=45000, dport=8080) / b"GET /")  # fmt: skip
+    write_taps(tmp_path / "f.pcapng", (T0, T0 + 2_000 * ms), [
+        (ab_tx, T0, udp), (ab_rx, T0 + 4 * ms, udp),
+        (ab_tx, T0 + ms, tcp), (ab_rx, T0 + 7 * ms, tcp),
+    ])  # fmt: skip
+    captured = analysis.load([tmp_path / "f.pcapng"])
+    every = analysis.summary(captured, per_flow=True)["flows"]
+    assert [(f["flow"], f["messages"], f["latency_ms"]["p50"]) for f in every] == [
+        ("tcp 172.16.0.1:45000 > 172.16.0.2:8080", 1, 6.0),
+        ("udp 172.16.0.1:7000 > 172.16.0.2:7001", 1, 4.0),
+    ]
+    (chosen,) = analysis.summary(captured, ports={7001})["flows"]
+    assert chosen["flow"].startswith("udp") and chosen["paths"] == ["a>b"]
+    assert "flows" not in analysis.summary(captured)

@@ -24,7 +24,7 @@ import netemu
 
 #: Each package's layer (a module at the top level, e.g. netemu.errors, is its own entry).
 LAYERS = {
-    "netemu.errors": 0, "netemu.stats": 0,
+    "netemu.errors": 0, "netemu.stats": 0, "netemu.stages": 0,
     "netemu.model": 1, "netemu.plan": 2, "netemu.routes": 2,
     "netemu.kernel": 3, "netemu.shaping": 4, "netemu.capture": 4,
     "netemu.live": 5, "netemu.testing": 6, "netemu.services": 7,

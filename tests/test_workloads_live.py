@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from netemu import stages
 from netemu.kernel import containers
 from netemu.kernel.containers import podman_works
 from netemu.live.emulation import Emulation
@@ -97,6 +98,10 @@ faults:
                     assert 2 * geometric - 0.05 <= rtt <= 2 * geometric + 1.5, (
                         name, peer, rtt, geometric
                     )  # fmt: skip
+        # Its own stage records, reported as netemu reports its services' stages.
+        report = stages.report(stages.read(emu.this_run.folder))
+        assert report["units"] == 6 and report["stages"] == ["started", "heard-all"]
+        assert report["steps"]["started > heard-all"]["count"] == 6
         # The reboot (orbital s 12-18): t1's instances stop, then start again.
         assert emu.wait_until(
             lambda: {c["state"] for c in emu.containers() if c["node"] == "t1"} == {"stopped"},

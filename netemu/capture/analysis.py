@@ -9,7 +9,10 @@ file or several, gives:
   leaving A for B, while B's side was recording, that never reached B is
   lost on that hop);
 - per message: end-to-end latency from the first tap that saw it leave to the
-  last that saw it arrive, and the path it took.
+  last that saw it arrive, and the path it took;
+- per flow (``--flows``; ``--port`` to choose): the same, for each UDP or TCP flow
+  (protocol, source and destination address and port) of any application, a
+  user's container's too, with no protocol of netemu's in it.
 
 A packet is recognised by what no router changes: source, destination,
 protocol, IP identification and a checksum of the IP payload (TTL and header
@@ -88,12 +91,14 @@ def identify(frame: bytes) -> tuple[tuple, str, str, dict] | None:
     key = (src, dst, proto, ident, zlib.crc32(payload))
     kind = _PROTOCOLS.get(proto, f"ip proto {proto}")
     label, fields = f"{src} > {dst}", {}
-    if proto == 17 and len(payload) >= 8:
+    if proto in (6, 17) and len(payload) >= 4:
         sport, dport = struct.unpack_from("!HH", payload)
         label = f"{src}:{sport} > {dst}:{dport}"
+        fields = {"flow": f"{kind} {label}", "ports": (sport, dport)}
+    if proto == 17 and len(payload) >= 8:
         for recognise in PAYLOADS:
             if found := recognise(payload[8:]):
-                kind, label, fields = found[0], found[1] or label, found[2]
+                kind, label, fields = found[0], found[1] or label, {**fields, **found[2]}
                 break
     elif proto == 1 and len(payload) >= 8 and payload[0] in (0, 8):
         ident_icmp, seq = struct.unpack_from("!HH", payload, 4)
@@ -219,8 +224,27 @@ def end_to_end(captured: Captured) -> dict[str, list[dict]]:
     return out
 
 
-def summary(captured: Captured) -> dict:
-    """What ``netemu analyze`` prints, as a JSON-ready dict."""
+def flows(per_kind: dict[str, list[dict]], ports: set[int] = frozenset()) -> list[dict]:
+    """End to end per UDP or TCP flow (with a port of ``ports``, if given)."""
+    by_flow: dict[str, list[dict]] = defaultdict(list)
+    for rows in per_kind.values():
+        for r in rows:
+            if "flow" in r and (not ports or ports & set(r["ports"])):
+                by_flow[r["flow"]].append(r)
+    return [
+        {
+            "flow": flow,
+            "messages": len(rows),
+            "paths": sorted({">".join(r["path"]) for r in rows}),
+            "latency_ms": percentiles(r["latency_ms"] for r in rows),
+        }
+        for flow, rows in sorted(by_flow.items())
+    ]
+
+
+def summary(captured: Captured, per_flow: bool = False, ports: set[int] = frozenset()) -> dict:
+    """What ``netemu analyze`` prints, as a JSON-ready dict (``per_flow``: with a
+    table per UDP/TCP flow, those with a port in ``ports`` if given)."""
     per_hop = hops(captured)
     per_kind = end_to_end(captured)
     return {
@@ -246,6 +270,7 @@ def summary(captured: Captured) -> dict:
             }
             for kind, rows in sorted(per_kind.items())
         ],
+        **({"flows": flows(per_kind, set(ports))} if per_flow or ports else {}),
         "events": [{"unix_ns": t, "text": text} for t, text in captured.events],
         "dropped_by_capture": {tap.name: n for tap, n in captured.dropped.items()},
     }

@@ -36,7 +36,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from netemu.errors import InputError
-from netemu.kernel.containers import PODMAN, ImageError, provide_image, remove
+from netemu.kernel.containers import PODMAN, ImageError, podman_works, provide_image, remove
 from netemu.kernel.privileges import make_dirs
 from netemu.model import events as ev
 from netemu.model.placement import Instance, PlacementError, place
@@ -191,6 +191,11 @@ class Workloads:
 
     # -- inside ------------------------------------------------------------------------
     def _provide(self, specs: list[ContainerSpec]) -> None:
+        if specs and not podman_works():
+            raise InputError(
+                f"container {specs[0].name!r}: containers need podman, which is not "
+                "installed or does not work here (scripts/provision installs it)"
+            )
         for spec in specs:
             archive = self._path(spec.archive) if spec.archive else None
             build = None

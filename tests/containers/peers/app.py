@@ -1,6 +1,7 @@
 """A user-style application for tests: each instance finds its peers from netemu's
 environment and /etc/hosts, pings every one over UDP and keeps the fastest round
-trip to each, in $NETEMU_RESULTS/rtt.json (what the test reads)."""
+trip to each, in $NETEMU_RESULTS/rtt.json (what the test reads), and records two
+stages (netemu.stages): started, and heard from every peer."""
 
 import contextlib
 import json
@@ -17,6 +18,15 @@ for entry in os.environ["NETEMU_PEERS"].split(","):
     peers[name] = (host, int(port))
 resolved = {name: socket.gethostbyname(name) == host for name, (host, _) in peers.items()}
 out = os.path.join(os.environ["NETEMU_RESULTS"], "rtt.json")
+
+
+def stage(name: str) -> None:
+    with open(os.path.join(os.environ["NETEMU_RESULTS"], "stages.jsonl"), "a") as f:
+        f.write(json.dumps({"id": f"discovery-{me}", "stage": name, "unix_ns": time.time_ns()}))
+        f.write("\n")
+
+
+stage("started")
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((os.environ["NETEMU_ADDRESS"], int(os.environ["NETEMU_PORT"])))
 sock.settimeout(0.02)
@@ -55,4 +65,6 @@ while not stopping:
             sock.sendto(f"pong {me} {stamp}".encode(), sender)
     else:
         rtt = (time.perf_counter_ns() - int(stamp)) / 1e6
+        if who not in best and len(best) == len(peers) - 2:  # the last one missing
+            stage("heard-all")
         best[who] = min(rtt, best.get(who, rtt))
