@@ -234,7 +234,8 @@ class Workloads:
         i, spec = r.instance, r.spec
         results = make_dirs(self.folder / i.name)
         r.stderr = self.folder / f"{i.name}.stderr"
-        remove([r.container])  # a stopped one of the same name (a reboot)
+        if r.proc is not None:  # started before: what is left of it (podman rm costs)
+            remove([r.container])
         argv = podman_run(
             spec, i, r.container, self.namespaces[self.node[i.node]], hosts, results,
             self._environment(i, devices), devices if any(p.exists() for p in CDI_SPECS) else [],
