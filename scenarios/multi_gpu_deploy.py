@@ -1,87 +1,239 @@
 #!/usr/bin/env python3
-"""Deploy one inference service across 6 GPUs on 2 spacecraft and check every instance.
+"""Deploy a partner's system across 6 GPU slots on 2 spacecraft, through the emulated network.
 
-As the seed's partners do: one instance per GPU (3 GPUs on each of two
-compute satellites of topologies/kepler.yaml), each pinned to its GPU and
-listening on its own port. The sensor satellite sends frames to the
-instances in turn over the inter-satellite links; the check passes when
-every instance came up and its reports reached the consumer. Prints the
-latency per instance. Run as root:
+As a partner would: its own image (containers/partner: built here offline from a
+Containerfile), one instance per GPU slot, 3 on each of two compute satellites of
+topologies/kepler.yaml. Measured, as the instances record it (stage records,
+``netemu stages``):
+
+- deployment: each instance fetches the software bundle (``--bundle-mb``) from a
+  ground station over the ground-to-space link and the ISLs, at their rates;
+  then it finds every other instance over the ISLs; the figure is how long until
+  every instance answered every other;
+- a job split across spacecraft: a model's stage 1 on one instance, its
+  activations (``--activations-mb``) sent to stage 2 on a partner on the same
+  spacecraft, or on one across the ISL, the result back: the ISL's cost is the
+  difference (``--jobs`` of each, median and range).
+
+Run as root::
 
     sudo .venv/bin/python scenarios/multi_gpu_deploy.py [--spacecraft kep1 kep2]
 
-Results in results/multi_gpu_deploy/ (instances.json besides the usual files).
+Results in results/multi_gpu_deploy/: summary.json, instances.csv, deploy.png.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
+import hashlib
+import itertools
 import json
+import statistics
 import sys
+from pathlib import Path
 
-from rich.table import Table
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from netemu.services import measure, scenario
-from netemu.services.app import FRAGMENT_PORT
+from netemu import stages  # noqa: E402
+from netemu.api import Emulation, InputError, Stopped, load_topology  # noqa: E402
+from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE  # noqa: E402
+from netemu.live.signals import StopSignals  # noqa: E402
+from netemu.live.workloads import WorkloadError  # noqa: E402
+from netemu.services.runtime import IMAGE, ensure_image  # noqa: E402
+
+NAME = "multi_gpu_deploy"
+PARTNER = REPO / "containers" / "partner"
+BUNDLE_PORT = 8000
+
+
+def partner_image(folder: Path) -> tuple[Path, str]:
+    """The partner's build context (its Containerfile on the offline Debian image) and
+    the tag it builds, named by its contents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    containerfile = (PARTNER / "Containerfile.in").read_text().format(base=ensure_image(IMAGE))
+    (folder / "Containerfile").write_text(containerfile)
+    (folder / "app.py").write_text((PARTNER / "app.py").read_text())
+    digest = hashlib.sha256(containerfile.encode() + (PARTNER / "app.py").read_bytes())
+    return folder, f"localhost/netemu-partner:{digest.hexdigest()[:12]}"
+
+
+def ms_range(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2), "n": len(values)}  # fmt: skip
+
+
+def deploy(args, console_print) -> dict:
+    topo = load_topology(args.topology)
+    for node in (*args.spacecraft, args.ground):
+        if node not in topo.by_name:
+            raise InputError(f"no node {node!r} in {args.topology}")
+    folder = args.results or REPO / "results" / NAME
+    context, image = partner_image(folder / "image")
+    emu = Emulation(topo, run_name=NAME, folder=folder, log_path=True, shaper=args.shaper)
+    emu.add_container("bundle", image, nodes=args.ground, port=BUNDLE_PORT,
+                      build={"context": str(context)},
+                      command=["python3", "/app/app.py", "serve", str(args.bundle_mb),
+                               str(BUNDLE_PORT)])  # fmt: skip
+    crafts = [c for c in args.spacecraft for _ in range(args.gpus_each)]
+    same, across = "worker-1", f"worker-{args.gpus_each}"
+    emu.add_container("worker", image, nodes=crafts, gpus=1,
+                      command=["python3", "/app/app.py", "worker",
+                               f"http://{args.ground}:{BUNDLE_PORT}/bundle",
+                               str(args.activations_mb), str(args.jobs), same, across])  # fmt: skip
+    with emu:
+        emu.start_controller()
+        jobs_file = folder / "containers" / "worker-0" / "jobs.json"
+
+        def finished() -> bool:
+            gone = [c for c in emu.containers() if c["state"] == "exited"]
+            if gone:
+                c = gone[0]
+                why = (folder / "containers" / f"{c['name']}.stderr").read_text().strip()
+                raise WorkloadError(
+                    f"{c['name']} on {c['node']} exited ({c['exit_status']}): {why[-300:]}"
+                )
+            return jobs_file.exists()
+
+        if not emu.wait_until(finished, timeout=args.timeout_s):
+            raise WorkloadError(f"the deployment did not finish within {args.timeout_s:.0f} s "
+                                f"(containers: {emu.containers()})")  # fmt: skip
+        emu.wait(0.5)
+        routes = {c: emu.route(args.ground, c) for c in args.spacecraft}
+        isl = emu.route(*args.spacecraft)
+        isl_ms = emu.path_delay_ms(*args.spacecraft)
+        ground_ms = {c: emu.path_delay_ms(args.ground, c) for c in args.spacecraft}
+        placed = {c["name"]: c for c in emu.containers()}
+        isl_mbit = min(emu.link(a, b).shapes[0].rate_mbit for a, b in itertools.pairwise(isl))
+        first_hop = routes[args.spacecraft[0]][:2]
+        uplink_gbit_s = emu.link(*first_hop).shapes[0].rate_mbit / 1000
+    records = [r for r in stages.read(folder) if r["id"].startswith("deploy-worker")]
+    by_instance: dict[str, dict[str, int]] = {}
+    for r in records:
+        by_instance.setdefault(r["id"].removeprefix("deploy-"), {})[r["stage"]] = r["unix_ns"]
+    rows = []
+    for name, t in sorted(by_instance.items()):
+        rows.append({
+            "instance": name, "node": placed[name]["node"],
+            "gpu_slots": placed[name]["gpu_slots"],
+            "bundle_ms": round((t["bundle"] - t["started"]) / 1e6, 2),
+            "discovery_ms": round((t["answered-by-all"] - t["bundle"]) / 1e6, 2),
+            "started_ns": t["started"], "bundle_ns": t["bundle"],
+            "answered_ns": t["answered-by-all"],
+        })  # fmt: skip
+    jobs = json.loads(jobs_file.read_text())
+    summary = {
+        "scenario": NAME,
+        "topology": topo.name,
+        "shaper": emu.shaper.name,
+        "image": image,
+        "instances": len(rows),
+        "gpu_mapping": emu.workloads.mapping,
+        "bundle_mb": args.bundle_mb,
+        "ground": args.ground,
+        "ground_paths": {c: " > ".join(p or []) for c, p in routes.items()},
+        "ground_path_delay_ms": ground_ms,
+        "isl_path": " > ".join(isl or []),
+        "isl_path_delay_ms": isl_ms,
+        # From the first instance's start to the last one answered by every other.
+        "every_instance_answered_ms": round(
+            (max(r["answered_ns"] for r in rows) - min(r["started_ns"] for r in rows)) / 1e6, 2
+        ),
+        # All bundles over the ground link(s) at once: what the uplink carried.
+        "bundle_aggregate_gbit_s": round(
+            len(rows)
+            * args.bundle_mb
+            * 2**20
+            * 8
+            / (max(r["bundle_ns"] for r in rows) - min(r["started_ns"] for r in rows)),
+            3,
+        ),
+        "uplink_rate_gbit_s": uplink_gbit_s,
+        "bundle_ms": ms_range([r["bundle_ms"] for r in rows]),
+        "discovery_ms": ms_range([r["discovery_ms"] for r in rows]),
+        "split_job": {
+            "activations_mb": jobs["activations_mb"],
+            "same_spacecraft_ms": ms_range(jobs["same"]),
+            "across_isl_ms": ms_range(jobs["across"]),
+            "isl_cost_ms": round(
+                statistics.median(jobs["across"]) - statistics.median(jobs["same"]), 2
+            ),
+            # What the physics alone sets: the round trip and the activations'
+            # serialisation at the path's slowest link (TCP's slow start adds round trips).
+            "isl_round_trip_ms": round(2 * isl_ms, 3),
+            "activations_serialisation_ms": round(
+                jobs["activations_mb"] * 2**20 * 8 / (isl_mbit * 1e3), 3
+            ),
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    with open(folder / "instances.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(folder / "deploy.png", rows, jobs)
+    emu.this_run.hand_over()
+    return summary
+
+
+def plot(path: Path, rows: list[dict], jobs: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    names = [r["instance"] for r in rows]
+    left.bar(names, [r["bundle_ms"] for r in rows], label="bundle from the ground")
+    left.bar(names, [r["discovery_ms"] for r in rows],
+             bottom=[r["bundle_ms"] for r in rows], label="every peer answered")  # fmt: skip
+    left.set_ylabel("ms after the instance started")
+    left.set_title("deployment, per instance")
+    left.legend()
+    right.boxplot([jobs["same"], jobs["across"]])
+    right.set_xticks([1, 2], ["same spacecraft", "across the ISL"])
+    right.set_ylabel("job time (ms)")
+    right.set_title(f"split job, {jobs['activations_mb']} MB of activations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> int:
-    p = scenario.parser(__doc__, frames=18, interval=0.5, size=512)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--topology", type=Path, default=REPO / "topologies" / "kepler.yaml")
     p.add_argument("--spacecraft", nargs=2, default=["kep1", "kep2"])
     p.add_argument("--gpus-each", type=int, default=3)
-    p.add_argument("--consumer", default="c2_bodo")
+    p.add_argument(
+        "--ground", default="c2_bodo", help="where the bundle is served from (linked at the start)"
+    )
+    p.add_argument("--bundle-mb", type=int, default=64)
+    p.add_argument("--activations-mb", type=int, default=16)
+    p.add_argument("--jobs", type=int, default=5)
+    p.add_argument("--shaper", default="auto")
+    p.add_argument("--timeout-s", type=float, default=240)
+    p.add_argument("--results", type=Path, default=None, help="results folder")
     args = p.parse_args()
-
-    def body(console) -> int:
-        topo = scenario.load(args)
-        sensor = scenario.sensor_node(topo)
-        scenario.check_nodes(topo, [*args.spacecraft, args.consumer])
-        wall_s = args.frames * args.interval + 20
-        with scenario.deployed("multi_gpu_deploy", args, topo, wall_s) as dep:
-            dep.consumer(args.consumer)
-            instances = [
-                dep.compute(craft, [args.consumer], [sensor], slots=1, port=FRAGMENT_PORT + k,
-                            first_gpu=k, label=f"{craft}/gpu{k}")
-                for craft in args.spacecraft
-                for k in range(args.gpus_each)
-            ]  # fmt: skip
-            console.print(
-                f"{len(instances)} instances up: " + ", ".join(i.label for i in instances)
-            )
-            app = dep.sensor(sensor, instances, policy="round-robin",
-                             **scenario.sensor_options(args))  # fmt: skip
-            dep.wait(app, timeout=wall_s + 60)
-            dep.emu.wait(3.0)
-            routes = {c: dep.emu.route(sensor, c) for c in args.spacecraft}
-            dep.stop()
-            figures = scenario.finish(dep, "multi_gpu_deploy", args)
-            rows = figures["rows"]
-        t = Table(title=f"one service on {len(instances)} GPUs: {sensor} -> instance -> "
-                        f"{args.consumer} (ms)")  # fmt: skip
-        for col in ("instance", "ISL path", "reports", "e2e p50", "e2e max", "inference p50"):
-            t.add_column(col)
-        per = {}
-        for inst in instances:
-            mine = [r for r in rows if r["compute"] == inst.label]
-            e2e = measure.percentiles(r["e2e_ms"] for r in mine)
-            inf = measure.percentiles(r["inference_ms"] for r in mine)
-            node = inst.label.split("/")[0]
-            per[inst.label] = {"endpoint": inst.endpoint, "reports": len(mine), "e2e_ms": e2e,
-                               "inference_ms": inf, "path": routes[node]}  # fmt: skip
-            t.add_row(inst.label, " > ".join(routes[node] or ["-"]), str(len(mine)),
-                      f"{e2e['p50']:.1f}" if e2e else "-", f"{e2e['max']:.1f}" if e2e else "-",
-                      f"{inf['p50']:.1f}" if inf else "-")  # fmt: skip
-        console.print(t)
-        out = figures["paths"]["json"].with_name("instances.json")
-        out.write_text(json.dumps(per, indent=2, default=float) + "\n")
-        scenario.describe(console, figures)
-        silent = [k for k, v in per.items() if v["reports"] == 0]
-        if silent:
-            console.print(f"[red]no answer from {', '.join(silent)}[/]")
-            return 1
-        console.print(f"[green]all {len(per)} instances answered across the ISLs[/]")
-        return 0
-
-    return scenario.run_main("multi_gpu_deploy", body)
+    with StopSignals() as stop:
+        try:
+            summary = deploy(args, print)
+        except InputError as exc:
+            print(f"{NAME}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except WorkloadError as exc:
+            print(f"{NAME}: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME_FAILURE
+        except Stopped:
+            stop.hold()
+            print(f"{NAME}: {stop.stopped}; everything removed", file=sys.stderr)
+            return stop.stopped.exit_status
+    job = summary["split_job"]
+    print(json.dumps({k: summary[k] for k in (
+        "instances", "gpu_mapping", "every_instance_answered_ms", "bundle_ms",
+        "bundle_aggregate_gbit_s", "uplink_rate_gbit_s", "discovery_ms", "isl_path",
+        "isl_path_delay_ms")} | {"split_job": job}, indent=2, default=float))  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

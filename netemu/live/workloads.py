@@ -45,6 +45,8 @@ from netemu.model.schema import ContainerSpec
 CDI_SPECS = (Path("/etc/cdi/nvidia.yaml"), Path("/var/run/cdi/nvidia.yaml"))
 #: How long an instance gets to stop on SIGTERM before it is killed.
 STOP_TIMEOUT_S = 5
+#: An instance that exits within this long of starting, with an error, did not start.
+START_GRACE_S = 1.0
 
 
 def gpu_devices(instances: list[Instance], real: int) -> tuple[dict[str, list[int]], str]:
@@ -212,6 +214,7 @@ class Workloads:
         return path if path.is_absolute() else self.base_dir / path
 
     def _start(self, which: list[Running]) -> None:
+        """Launch these instances together, then let them settle (:meth:`_settle`)."""
         with self._lock:
             if self._stopping:
                 return
@@ -220,9 +223,18 @@ class Workloads:
             make_dirs(self.folder)
             hosts = self.folder / "hosts"
             hosts.write_text(hosts_file(self._names()))
-            for r in which:
-                if r.proc is None or r.proc.poll() is not None:
-                    self._launch(r, hosts, devices[r.instance.name])
+            fresh = [r for r in which if r.proc is None or r.proc.poll() is not None]
+            for r in fresh:
+                self._launch(r, hosts, devices[r.instance.name])
+            # Launched together, so running at about the same time: the grace starts
+            # when the last of them runs.
+            running = [r for r in fresh if _running_soon(r.container, r.proc)]
+            settled = time.monotonic() + START_GRACE_S
+            for r in running:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    r.proc.wait(max(0.0, settled - time.monotonic()))
+            for r in fresh:
+                self._settle(r)
 
     def _names(self) -> dict[str, str]:
         out = {n: self.addresses[i] for n, i in self.node.items()}
@@ -244,14 +256,21 @@ class Workloads:
         with open(r.stderr, "a") as err:
             r.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=self.env,
                                       start_new_session=True)  # fmt: skip
-        if not _running_soon(r.container, r.proc):
-            r.state, r.exit_status = "exited", r.proc.wait()
+
+    def _settle(self, r: Running) -> None:
+        """Still running after its grace (one that fails as it starts, e.g. a missing
+        model file, has exited with an error by then: WorkloadError), or done with
+        status 0 (a short job). Then watched."""
+        i = r.instance
+        if r.proc.poll() is not None:
+            r.state, r.exit_status = "exited", r.proc.returncode
             if r.exit_status == 0:  # a short job that ran and is done
-                self.tell([ev.container(i.name, i.node, "exited", 0)])
+                self.tell([ev.container(i.name, i.node, "started"),
+                           ev.container(i.name, i.node, "exited", 0)])  # fmt: skip
                 return
             last = (r.stderr.read_text().strip().splitlines() or ["no message"])[-1]
             raise WorkloadError(
-                f"container {i.name} on {i.node} did not start ({spec.image}, exit status "
+                f"container {i.name} on {i.node} did not start ({r.spec.image}, exit status "
                 f"{r.exit_status}): {last}"
             )
         r.state, r.exit_status = "running", None
