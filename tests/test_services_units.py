@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,17 @@ def test_the_gpu_backend_detects_what_the_cpu_detects():
     t = time.perf_counter()
     gpu.detect(image)
     assert time.perf_counter() - t < 1.0
+
+
+def test_a_deployment_keeps_its_logs_at_an_absolute_path(tmp_path, monkeypatch):
+    """Containers mount the logs folder at the same path, and podman refuses a relative
+    one: a run folder given relative (results/<run>, the default) still works."""
+    from types import SimpleNamespace
+
+    from netemu.services.deploy import Deployment
+    from netemu.services.runtime import ProcessRuntime
+
+    monkeypatch.chdir(tmp_path)
+    dep = Deployment(SimpleNamespace(listeners=[]), Path("results/run1"), ProcessRuntime())
+    assert dep.logs == tmp_path / "results" / "run1" / "logs" and dep.logs.is_dir()
+    assert dep.log("kep3", "inference").is_absolute()

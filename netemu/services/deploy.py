@@ -37,7 +37,8 @@ class Deployment:
     labels: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.logs = Path(self.results) / "logs"
+        # Absolute: a container mounts it at the same path (podman refuses relative ones).
+        self.logs = Path(self.results).absolute() / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         # A node lost or rebooting takes its services with it (netemu.model.faults).
         self.emu.listeners.append(self._on_event)
