@@ -152,6 +152,22 @@ def _ms(stats: dict, key: str) -> str:
     return f"{stats[key]:.3f}" if key in stats else "-"
 
 
+def _paths_table(title: str, column: str, key: str, rows: list[dict]) -> Table:
+    """End-to-end rows (a kind or a flow, its count, paths and latency) as a table."""
+    table = Table(title=title)
+    for col in (column, "count", "paths", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(
+            col, justify="left" if col in (column, "paths") else "right", overflow="fold"
+        )
+    for r in rows:
+        s = r["latency_ms"]
+        table.add_row(
+            r[key], str(r["messages"]), "\n".join(r["paths"][:4]),
+            _ms(s, "p50"), _ms(s, "p95"), _ms(s, "p99"), _ms(s, "max"),
+        )  # fmt: skip
+    return table
+
+
 def print_analysis(result: dict) -> None:
     """``netemu analyze``'s tables: per hop, per message kind, events."""
     console = Console()
@@ -169,30 +185,12 @@ def print_analysis(result: dict) -> None:
         console.print(
             f"[yellow]warning: tap {tap} dropped {n} packets: its hop's loss is overstated"
         )
-    e2e = Table(title="End to end (first tap leaving to last tap arriving)")
-    for col in ("messages", "count", "paths", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        e2e.add_column(
-            col, justify="right" if col not in ("messages", "paths") else "left", overflow="fold"
-        )
-    for k in result["end_to_end"]:
-        s = k["latency_ms"]
-        e2e.add_row(
-            k["kind"], str(k["messages"]), "\n".join(k["paths"][:4]),
-            _ms(s, "p50"), _ms(s, "p95"), _ms(s, "p99"), _ms(s, "max"),
-        )  # fmt: skip
-    console.print(e2e)
+    console.print(_paths_table(
+        "End to end (first tap leaving to last tap arriving)", "messages", "kind",
+        result["end_to_end"],
+    ))  # fmt: skip
     if "flows" in result:
-        per_flow = Table(title="End to end per flow")
-        for col in ("flow", "count", "paths", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-            per_flow.add_column(
-                col, justify="left" if col in ("flow", "paths") else "right", overflow="fold"
-            )
-        for f in result["flows"]:
-            s = f["latency_ms"]
-            per_flow.add_row(
-                f["flow"], str(f["messages"]), "\n".join(f["paths"][:4]),
-                _ms(s, "p50"), _ms(s, "p95"), _ms(s, "p99"), _ms(s, "max"),
-            )  # fmt: skip
+        per_flow = _paths_table("End to end per flow", "flow", "flow", result["flows"])
         console.print(per_flow if result["flows"] else "No UDP or TCP flow matched.")
     if result["events"]:
         first = result["events"][0]["unix_ns"]

@@ -37,10 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from netemu import stages  # noqa: E402
-from netemu.api import Emulation, InputError, Stopped, load_topology  # noqa: E402
-from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE  # noqa: E402
-from netemu.live.signals import StopSignals  # noqa: E402
+from netemu.api import Emulation, InputError, load_topology  # noqa: E402
 from netemu.live.workloads import WorkloadError  # noqa: E402
+from netemu.services import scenario  # noqa: E402
 from netemu.services.runtime import IMAGE, ensure_image  # noqa: E402
 
 NAME = "multi_gpu_deploy"
@@ -215,25 +214,17 @@ def main() -> int:
     p.add_argument("--timeout-s", type=float, default=240)
     p.add_argument("--results", type=Path, default=None, help="results folder")
     args = p.parse_args()
-    with StopSignals() as stop:
-        try:
-            summary = deploy(args, print)
-        except InputError as exc:
-            print(f"{NAME}: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except WorkloadError as exc:
-            print(f"{NAME}: {exc}", file=sys.stderr)
-            return EXIT_RUNTIME_FAILURE
-        except Stopped:
-            stop.hold()
-            print(f"{NAME}: {stop.stopped}; everything removed", file=sys.stderr)
-            return stop.stopped.exit_status
-    job = summary["split_job"]
-    print(json.dumps({k: summary[k] for k in (
-        "instances", "gpu_mapping", "every_instance_answered_ms", "bundle_ms",
-        "bundle_aggregate_gbit_s", "uplink_rate_gbit_s", "discovery_ms", "isl_path",
-        "isl_path_delay_ms")} | {"split_job": job}, indent=2, default=float))  # fmt: skip
-    return 0
+
+    def body(console) -> int:  # one-line failures and exit statuses: scenario.run_main
+        summary = deploy(args, console.print)
+        print(json.dumps({k: summary[k] for k in (
+            "instances", "gpu_mapping", "every_instance_answered_ms", "bundle_ms",
+            "bundle_aggregate_gbit_s", "uplink_rate_gbit_s", "discovery_ms", "isl_path",
+            "isl_path_delay_ms")} | {"split_job": summary["split_job"]},
+            indent=2, default=float))  # fmt: skip
+        return 0
+
+    return scenario.run_main(NAME, body)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from netemu.errors import EXIT_BAD_INPUT, EXIT_RUNTIME_FAILURE, InputError
 from netemu.kernel.privileges import make_dirs
 from netemu.live.emulation import Emulation
 from netemu.live.signals import Stopped, StopSignals
+from netemu.live.workloads import WorkloadError
 from netemu.model.faults import parse_cli
 from netemu.model.topology import Topology, load_topology
 from netemu.services import measure, results
@@ -82,7 +83,7 @@ def run_main(name: str, body: Callable[[Console], int]) -> int:
         except InputError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        except DeploymentError as exc:
+        except (DeploymentError, WorkloadError) as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return EXIT_RUNTIME_FAILURE
         except Stopped:
