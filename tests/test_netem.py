@@ -129,7 +129,10 @@ def test_netem_delays_each_direction_on_its_own(emu):
         after = one_way("t0", "t1"), one_way("t1", "t0")
     finally:
         emu.shaper.apply({t0_t1.forward: base})
-    assert 9.8 <= after[0] - before[0] <= 10.5, (before, after)
+    # Never below the delay now in force; no more than the change above what it was (the
+    # minimum's own noise under QEMU moves it by a few tenths either way).
+    assert after[0] >= base.delay_ms + 10 - 0.05, (before, after)
+    assert after[0] - before[0] <= 10.5, (before, after)
     assert abs(after[1] - before[1]) <= 0.5, (before, after)
 
 
@@ -208,7 +211,12 @@ def test_delay_changes_in_place_and_limit_follows_the_bdp(emu):
     # 2.5 Gbit/s x (3.2 + 20) ms in flight, in 500-byte packets.
     assert f"limit {netem_limit(2500, base.delay_ms + 20)}" in after
     assert netem_limit(2500, base.delay_ms + 20) > 10_000
-    assert 19.8 <= after_rtt - before_rtt <= 21.5, (before_rtt, after_rtt)
+    # The round trip never below the geometry now in force. The difference of two minima
+    # is bounded from above only: under QEMU one run's minimum before the change sat 0.4 ms
+    # further above its geometry than the one after (a difference of 19.6 ms for 20).
+    geometric = base.delay_ms + 20 + link.shapes[1].delay_ms
+    assert after_rtt >= geometric - 0.05, (before_rtt, after_rtt, geometric)
+    assert after_rtt - before_rtt <= 21.5, (before_rtt, after_rtt)
 
 
 def test_teardown_leaves_nothing(emu):
