@@ -40,7 +40,7 @@ from netemu import stages  # noqa: E402
 from netemu.api import Emulation, InputError, load_topology  # noqa: E402
 from netemu.live.workloads import WorkloadError  # noqa: E402
 from netemu.services import scenario  # noqa: E402
-from netemu.services.runtime import IMAGE, ensure_image  # noqa: E402
+from netemu.services.image import base_image  # noqa: E402
 
 NAME = "multi_gpu_deploy"
 PARTNER = REPO / "containers" / "partner"
@@ -51,7 +51,7 @@ def partner_image(folder: Path) -> tuple[Path, str]:
     """The partner's build context (its Containerfile on the offline Debian image) and
     the tag it builds, named by its contents."""
     folder.mkdir(parents=True, exist_ok=True)
-    containerfile = (PARTNER / "Containerfile.in").read_text().format(base=ensure_image(IMAGE))
+    containerfile = (PARTNER / "Containerfile.in").read_text().format(base=base_image())
     (folder / "Containerfile").write_text(containerfile)
     (folder / "app.py").write_text((PARTNER / "app.py").read_text())
     digest = hashlib.sha256(containerfile.encode() + (PARTNER / "app.py").read_bytes())

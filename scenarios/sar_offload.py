@@ -29,7 +29,7 @@ from netemu.services.deploy import Deployment
 def phase(dep: Deployment, name: str, args, sensor: str, computes: list[str], consumer: str,
           ground_gpus: int) -> dict:  # fmt: skip
     """One pipeline on the running emulation; its figures (results in <results>/<name>)."""
-    sub = Deployment(dep.emu, dep.results / name, dep.runtime, dep.backend, dep.hold_ms)
+    sub = Deployment(dep.emu, dep.results / name, dep.engine, dep.backend, dep.hold_ms, dep.image)
     with sub:
         sub.consumer(consumer)
         services = [

@@ -426,14 +426,15 @@ def test_ctrl_c_at_the_cli_prompt_stops_the_command_not_the_run():
     assert leftovers(run) == []
 
 
-def _kill_process(app) -> None:
-    app.proc.kill()
+def _kill_process(dep, service) -> None:
+    os.kill(dep.state(service)["pid"], signal.SIGKILL)
 
 
-def _kill_container(app) -> None:
+def _kill_container(dep, service) -> None:
     from netemu.kernel.containers import PODMAN
 
-    subprocess.run([*PODMAN, "kill", app.container], check=True, capture_output=True)
+    name = f"netemu-{dep.emu.this_run.name}-{service.container}-0"
+    subprocess.run([*PODMAN, "kill", name], check=True, capture_output=True)
 
 
 _podman = pytest.mark.skipif(
@@ -450,21 +451,20 @@ def test_a_service_that_dies_on_its_own_ends_the_deployment(tmp_path, runtime, k
     """The compute service killed mid-run (a crash, the OOM killer, ``podman kill``):
     the deployment stops waiting within seconds, says which and where its stderr is,
     and the run is torn down (containers too) with the results written so far kept."""
-    from netemu.services import runtime as runtimes
     from netemu.services.deploy import Deployment, DeploymentError
 
     run = f"tsvcdie{runtime[0]}"
     with (
         pytest.raises(DeploymentError) as failed,
         Emulation(train_topology(tmp_path), shaper="wire", run_name=run) as emu,
-        Deployment(emu, tmp_path / "res", runtimes.choose(runtime)) as dep,
+        Deployment(emu, tmp_path / "res", runtime) as dep,
     ):
         emu.start_controller()
         dep.consumer("gs_north")
         service = dep.compute("t2", ["gs_north"], ["t0"])
         sensor = dep.sensor("t0", [service], frames=400, interval=0.05, size=256, seed=1)
         emu.wait(1.0)
-        kill(service)
+        kill(dep, service)
         t0 = time.monotonic()
         try:
             dep.wait(sensor, timeout=30)
@@ -473,7 +473,7 @@ def test_a_service_that_dies_on_its_own_ends_the_deployment(tmp_path, runtime, k
     message = str(failed.value)
     assert "\n" not in message and took < 3, (message, took)
     assert message.startswith(f"inference on t2 exited on its own (status {status})"), message
-    assert str(service.stderr) in message
+    assert f"containers/{service.container}-0.stderr" in message
     assert leftovers(run) == []
     assert (tmp_path / "res" / "logs" / "gs_north-consumer.jsonl").stat().st_size > 0
 
@@ -482,14 +482,13 @@ def test_a_service_that_dies_on_its_own_ends_the_deployment(tmp_path, runtime, k
 def test_a_missing_container_image_is_one_line_and_leaves_nothing(tmp_path):
     from netemu.errors import InputError
     from netemu.services.deploy import Deployment
-    from netemu.services.runtime import PodmanRuntime
 
     topo = train_topology(tmp_path)
     t0 = time.monotonic()
     with (
         pytest.raises(InputError, match="container image localhost/netemu-absent:0 is not on"),
         Emulation(topo, shaper="wire", run_name="tnoimage") as emu,
-        Deployment(emu, tmp_path / "res", PodmanRuntime("localhost/netemu-absent:0")) as dep,
+        Deployment(emu, tmp_path / "res", "podman", image="localhost/netemu-absent:0") as dep,
     ):
         dep.consumer("gs_north")
     assert time.monotonic() - t0 < 30 and leftovers("tnoimage") == []

@@ -3,6 +3,8 @@ run with real packets (wire shaper): traffic moves to another path, or stops and
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from netemu.errors import InputError
@@ -234,22 +236,28 @@ def test_a_degraded_link_loses_packets_for_a_while(tmp_path):
 @needs_root
 def test_a_rebooted_node_takes_its_services_down_and_back_up(tmp_path):
     from netemu.services.deploy import Deployment
-    from netemu.services.runtime import ProcessRuntime
 
     emu = live(tmp_path, "fsvc")
     try:
-        with Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep:
-            first = dep.consumer("t2")
+        with Deployment(emu, tmp_path / "res", "process") as dep:
+            consumer = dep.consumer("t2")
+            pid = int(dep.state(consumer)["pid"])
             emu.inject("reboot", "t2", for_s=2.0)
-            assert emu.wait_until(lambda: first.proc.poll() is not None, timeout=5)
-            assert first.stopped_by_fault
+
+            def stopped() -> bool:
+                return dep.state(consumer)["state"] == "stopped" and not os.path.exists(
+                    f"/proc/{pid}"
+                )
+
+            assert emu.wait_until(stopped, timeout=5)
 
             def restarted() -> bool:
-                again = dep.apps[0]
-                return again is not first and again.proc.poll() is None
+                st = dep.state(consumer)
+                return st["state"] == "running" and st["pid"] != pid
 
             assert emu.wait_until(restarted, timeout=8)
-            assert dep.apps[0].label == "t2"
+            said = [e["what"] for e in emu.events if e["type"] == "container"]
+            assert said[-3:] == ["started", "stopped", "started"], said
     finally:
         emu.stop()
     assert leftovers("fsvc") == []

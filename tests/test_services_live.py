@@ -17,7 +17,6 @@ from netemu.kernel.containers import PODMAN
 from netemu.live.emulation import Emulation
 from netemu.services import measure, results
 from netemu.services.deploy import Deployment
-from netemu.services.runtime import PodmanRuntime, ProcessRuntime, ensure_image
 
 from helpers import leftovers, needs_root, train_topology
 
@@ -40,7 +39,7 @@ def test_stages_add_up_and_network_stages_follow_the_geometry(tmp_path):
     topo = train_topology(tmp_path)
     with (
         Emulation(topo, shaper="wire", run_name="svc", keep_history=True) as emu,
-        Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
+        Deployment(emu, tmp_path / "res", "process") as dep,
     ):
         emu.start_controller()
         logs = deploy_pipeline(
@@ -100,7 +99,7 @@ def test_captures_agree_with_the_services_on_each_report(tmp_path):
     with (
         Emulation(topo, shaper="wire", run_name="svccap", capture=["t2", "jet1", "gs_north"],
                   capture_dir=tmp_path / "captures") as emu,
-        Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
+        Deployment(emu, tmp_path / "res", "process") as dep,
     ):  # fmt: skip
         emu.start_controller()
         logs = deploy_pipeline(
@@ -133,7 +132,7 @@ def test_a_handover_shows_as_an_outage_in_the_consumer_series(tmp_path):
     )
     with (
         Emulation(topo, shaper="wire", speed=10, step_s=0.2, run_name="svcho") as emu,
-        Deployment(emu, tmp_path / "res", ProcessRuntime()) as dep,
+        Deployment(emu, tmp_path / "res", "process") as dep,
     ):
         emu.start_controller()
         logs = deploy_pipeline(
@@ -154,11 +153,10 @@ def test_a_handover_shows_as_an_outage_in_the_consumer_series(tmp_path):
 
 @pytest.mark.skipif(not shutil.which("podman"), reason="podman (container engine) not installed")
 def test_the_service_runs_in_containers_joined_to_the_hosts(tmp_path):
-    ensure_image()
     topo = train_topology(tmp_path)
     with (
         Emulation(topo, shaper="wire", run_name="svcpod") as emu,
-        Deployment(emu, tmp_path / "res", PodmanRuntime()) as dep,
+        Deployment(emu, tmp_path / "res", "podman") as dep,
     ):
         emu.start_controller()
         dep.consumer("jet1")
@@ -166,7 +164,8 @@ def test_the_service_runs_in_containers_joined_to_the_hosts(tmp_path):
         names = subprocess.run([*PODMAN, "ps", "--format", "{{.Names}}"], capture_output=True,
                                text=True).stdout.split()  # fmt: skip
         # The container sees the host's interfaces: it is in the host's namespace.
-        inside = subprocess.run([*PODMAN, "exec", service.container, "python3", "-c",
+        inside = subprocess.run([*PODMAN, "exec", f"netemu-svcpod-{service.container}-0",
+                                 "python3", "-c",
                                  "import os; print(sorted(os.listdir('/sys/class/net')))"],
                                 capture_output=True, text=True).stdout  # fmt: skip
         sensor = dep.sensor("t0", [service], frames=4, interval=0.5, size=256)
@@ -174,7 +173,7 @@ def test_the_service_runs_in_containers_joined_to_the_hosts(tmp_path):
         emu.wait(1.0)
         dep.stop()
         summary = measure.summary(measure.load_logs(dep.logs), dep.labels)
-    assert {"netemu-svcpod-jet1-consumer", "netemu-svcpod-t2-inference"} <= set(names)
+    assert {"netemu-svcpod-consumer0-0", "netemu-svcpod-inference1-0"} <= set(names)
     assert "to-t1" in inside and "to-jet1" in inside
     assert summary["consumers"]["jet1"]["delivered"] == 4
     assert summary["computes"]["t2"]["slots"] == 2  # the node's 2 GPUs: 2 worker slots

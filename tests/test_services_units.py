@@ -120,9 +120,8 @@ def test_a_deployment_keeps_its_logs_at_an_absolute_path(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from netemu.services.deploy import Deployment
-    from netemu.services.runtime import ProcessRuntime
 
     monkeypatch.chdir(tmp_path)
-    dep = Deployment(SimpleNamespace(listeners=[]), Path("results/run1"), ProcessRuntime())
+    dep = Deployment(SimpleNamespace(), Path("results/run1"), "process")
     assert dep.logs == tmp_path / "results" / "run1" / "logs" and dep.logs.is_dir()
     assert dep.log("kep3", "inference").is_absolute()

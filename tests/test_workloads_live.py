@@ -19,7 +19,7 @@ from netemu import stages
 from netemu.kernel import containers
 from netemu.kernel.containers import podman_works
 from netemu.live.emulation import Emulation
-from netemu.services.runtime import IMAGE, ensure_image
+from netemu.services.image import base_image
 
 from helpers import (
     REPO,
@@ -43,7 +43,7 @@ pytestmark = [
 def user_image(folder: Path) -> tuple[Path, str]:
     """A Containerfile on the Debian-built services image (made offline) with the test
     application in it, and the tag it builds (named by its contents)."""
-    base = ensure_image(IMAGE)
+    base = base_image()
     folder.mkdir(exist_ok=True)
     (folder / "app.py").write_text(APP.read_text())
     (folder / "Containerfile").write_text(
@@ -135,7 +135,9 @@ def test_containers_from_the_command_line_fail_in_one_line(tmp_path):
     the file and key named); a container that fails as it starts ends the run in one
     line (exit 1), nothing left."""
     too_many = tmp_path / "many.yaml"
-    too_many.write_text(f"containers:\n  - {{name: x, image: {IMAGE}, replicas: 99, gpus: 1}}\n")
+    too_many.write_text(
+        f"containers:\n  - {{name: x, image: {base_image()}, replicas: 99, gpus: 1}}\n"
+    )
     refused = run_netemu("run", TOPOLOGIES / "train.yaml", "--name", "tcbad", "--containers",
                          too_many, "--duration", "5")  # fmt: skip
     assert refused.returncode == 2, refused.stderr
@@ -145,7 +147,7 @@ def test_containers_from_the_command_line_fail_in_one_line(tmp_path):
     )
     failing = tmp_path / "failing.yaml"
     failing.write_text(
-        f"containers:\n  - {{name: bad, image: {ensure_image(IMAGE)}, nodes: t0, "
+        f"containers:\n  - {{name: bad, image: {base_image()}, nodes: t0, "
         "command: 'echo no model here >&2; exit 3'}\n"
     )
     failed = run_netemu("run", TOPOLOGIES / "train.yaml", "--name", "tcfail", "--containers",
@@ -166,7 +168,7 @@ def test_a_run_with_containers_leaves_nothing_however_it_ends(tmp_path, how):
     idle = "python3 -c 'import signal, time; signal.signal(signal.SIGTERM, exit); time.sleep(600)'"
     spec = tmp_path / "idle.yaml"
     spec.write_text(
-        f"containers:\n  - {{name: idle, image: {ensure_image(IMAGE)}, nodes: [t0, t1], "
+        f"containers:\n  - {{name: idle, image: {base_image()}, nodes: [t0, t1], "
         f'command: "{idle}"}}\n'
     )
     run = f"tc{how[3:7]}"

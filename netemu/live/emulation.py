@@ -542,18 +542,25 @@ class Emulation:
         }
 
     def add_container(
-        self, name: str, image: str, *, where: str = "add_container", **options
+        self, name: str, image: str | None = None, *, where: str = "add_container", **options
     ) -> list[str]:
         """Run a container on nodes, as the topology's ``containers:`` does (the same
         keys: ``nodes=`` or ``replicas=``, ``command``, ``env``, ``volumes``, ``gpus``,
-        ...; docs/topology.md); started now if the run is up. Its instances' names.
-        ``where`` names it in errors (the command line: its file and entry)."""
+        ``ready``, ``engine``, ...; docs/topology.md); started now if the run is up (and
+        returns once its instances have started). Its instances' names. ``where``
+        names it in errors (the command line: its file and entry)."""
         spec = spec_from({"name": name, "image": image, **options}, where)
         return [i.name for i in self.workloads.add([spec], where)]
 
+    def remove_container(self, *names: str) -> None:
+        """Stop these containers' instances together and forget them (their names and
+        GPU slots free again)."""
+        self.workloads.remove(list(names))
+
     def containers(self) -> list[dict]:
         """Each container instance: name, container, node, state (waiting, running,
-        exited, stopped), restarts, exit status, GPU slots."""
+        exited, stopped), restarts, exit status, GPU slots, its output and stderr files,
+        pid (its process; a container's podman client)."""
         return self.workloads.states()
 
     def _tell(self, events: list[dict]) -> None:

@@ -1,8 +1,11 @@
 """Users' containers on the emulated nodes: images, placement, GPUs, faults, teardown.
 
-Each instance (placed by :mod:`netemu.model.placement`) runs with podman joined to
-its node's namespace, so the node's service address is its address and its packets
-take the emulated links. It starts once the network is up, with:
+Each instance (placed by :mod:`netemu.model.placement`) runs joined to its node's
+namespace, so the node's service address is its address and its packets take the
+emulated links: a podman container, or (``engine: process``) a plain process. It
+starts once the network is up; it has started when its output says its ``ready``
+text, or, without one, when it has run for a second. Its output and errors go to
+``<run folder>/containers/<instance>.out`` and ``.stderr``. It gets:
 
 - ``/etc/hosts`` naming every node and every instance (at its node's address);
 - ``NETEMU_RUN``, ``NETEMU_NODE``, ``NETEMU_ADDRESS``, ``NETEMU_INSTANCE``,
@@ -13,7 +16,9 @@ take the emulated links. It starts once the network is up, with:
   ``NETEMU_GPU_MAPPING`` (how slots map to this machine's GPUs: ``dedicated``,
   ``shared`` when the topology declares more slots than there are GPUs, ``none``);
 - ``NETEMU_RESULTS``: a folder of its own (``<run folder>/containers/<instance>``)
-  where it may write, e.g. stage records (docs/topology.md, ``containers:``).
+  where it may write, e.g. stage records (docs/topology.md, ``containers:``);
+- a process: ``NETEMU_HOSTS`` (that hosts file's path) and ``CUDA_VISIBLE_DEVICES``
+  for its GPUs, as a container gets them from CDI.
 
 Faults apply as to the node: ``lose`` stops its instances, ``reboot`` stops them and
 starts them again when it is over. A restart policy (``on-failure``, ``always``)
@@ -25,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -82,6 +89,7 @@ class Running:
     exit_status: int | None = None
     proc: subprocess.Popen | None = None
     stderr: Path | None = None
+    output: Path | None = None
     watcher: threading.Thread | None = field(default=None, repr=False)
 
 
@@ -143,13 +151,26 @@ class Workloads:
         return placed
 
     def states(self) -> list[dict]:
+        # Without the lock: a start holds it while it waits for readiness.
+        return [
+            {"name": r.instance.name, "container": r.instance.container,
+             "node": r.instance.node, "state": r.state, "restarts": r.restarts,
+             "exit_status": r.exit_status, "gpu_slots": list(r.instance.gpu_slots),
+             "output": r.output, "stderr": r.stderr,
+             "pid": r.proc.pid if r.proc else None}
+            for r in list(self.instances)
+        ]  # fmt: skip
+
+    def remove(self, containers: list[str]) -> None:
+        """Stop these containers' instances and forget them (names and GPU slots free)."""
         with self._lock:
-            return [
-                {"name": r.instance.name, "container": r.instance.container,
-                 "node": r.instance.node, "state": r.state, "restarts": r.restarts,
-                 "exit_status": r.exit_status, "gpu_slots": list(r.instance.gpu_slots)}
-                for r in self.instances
-            ]  # fmt: skip
+            gone = [r for r in self.instances if r.instance.container in containers]
+            self.instances = [r for r in self.instances if r not in gone]
+            self.specs = [s for s in self.specs if s.name not in containers]
+            for r in gone:
+                self._taken.get(r.instance.node, set()).difference_update(r.instance.gpu_slots)
+        self._stop_all(gone)
+        remove(_in_podman(gone))
 
     # -- lifecycle -------------------------------------------------------------------
     def prepare(self) -> None:
@@ -169,7 +190,7 @@ class Workloads:
             self._stopping = True
             running = list(self.instances)
         self._stop_all(running)
-        remove([r.container for r in running])
+        remove(_in_podman(running))
 
     def on_event(self, event: dict) -> None:
         """Faults apply to a node's instances: ``lose`` stops them, ``reboot`` too, and
@@ -193,6 +214,7 @@ class Workloads:
 
     # -- inside ------------------------------------------------------------------------
     def _provide(self, specs: list[ContainerSpec]) -> None:
+        specs = [s for s in specs if s.engine == "podman"]
         if specs and not podman_works():
             raise InputError(
                 f"container {specs[0].name!r}: containers need podman, which is not "
@@ -228,13 +250,20 @@ class Workloads:
                 self._launch(r, hosts, devices[r.instance.name])
             # Launched together, so running at about the same time: the grace starts
             # when the last of them runs.
-            running = [r for r in fresh if _running_soon(r.container, r.proc)]
+            podman = [r for r in fresh if r.spec.engine == "podman"]
+            running = [r for r in fresh if r not in podman]
+            running += [r for r in podman if _running_soon(r.container, r.proc)]
             settled = time.monotonic() + START_GRACE_S
+            said = {}
             for r in running:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    r.proc.wait(max(0.0, settled - time.monotonic()))
+                if r.spec.ready:
+                    said[r.instance.name] = _said(r.output, r.spec.ready, r.proc,
+                                                  r.spec.ready_timeout_s)  # fmt: skip
+                else:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        r.proc.wait(max(0.0, settled - time.monotonic()))
             for r in fresh:
-                self._settle(r)
+                self._settle(r, said.get(r.instance.name, True))
 
     def _names(self) -> dict[str, str]:
         out = {n: self.addresses[i] for n, i in self.node.items()}
@@ -246,22 +275,43 @@ class Workloads:
         i, spec = r.instance, r.spec
         results = make_dirs(self.folder / i.name)
         r.stderr = self.folder / f"{i.name}.stderr"
-        if r.proc is not None:  # started before: what is left of it (podman rm costs)
-            remove([r.container])
-        argv = podman_run(
-            spec, i, r.container, self.namespaces[self.node[i.node]], hosts, results,
-            self._environment(i, devices), devices if any(p.exists() for p in CDI_SPECS) else [],
-            self.base_dir,
-        )  # fmt: skip
-        with open(r.stderr, "a") as err:
-            r.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=self.env,
+        r.output = self.folder / f"{i.name}.out"
+        netns = self.namespaces[self.node[i.node]]
+        env = self._environment(i, devices)
+        if spec.engine == "process":
+            env |= {"NETEMU_RESULTS": str(results), "NETEMU_HOSTS": str(hosts)}
+            if self.real_gpus:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
+            command = spec.command
+            argv = ["nsenter", f"--net=/run/netns/{netns}", "--",
+                    *(["sh", "-c", command] if isinstance(command, str) else command)]  # fmt: skip
+            env, cwd = {**self.env, **spec.env, **env}, self._path(spec.workdir or ".")
+        else:
+            if r.proc is not None:  # started before: what is left of it (podman rm costs)
+                remove([r.container])
+            argv = podman_run(
+                spec, i, r.container, netns, hosts, results, env,
+                devices if any(p.exists() for p in CDI_SPECS) else [], self.base_dir,
+            )  # fmt: skip
+            env, cwd = self.env, None
+        r.output.write_bytes(b"")  # what it says now, for its readiness
+        with open(r.stderr, "a") as err, open(r.output, "a") as out:
+            r.proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd,
                                       start_new_session=True)  # fmt: skip
 
-    def _settle(self, r: Running) -> None:
-        """Still running after its grace (one that fails as it starts, e.g. a missing
-        model file, has exited with an error by then: WorkloadError), or done with
+    def _settle(self, r: Running, said: bool) -> None:
+        """Still running after its grace, or once it said it is ready (one that fails as
+        it starts, e.g. a missing model file, has exited with an error by then; one that
+        does not say it is ready in time is stopped: WorkloadError), or done with
         status 0 (a short job). Then watched."""
         i = r.instance
+        if not said and r.proc.poll() is None:
+            self._stop_all([r])
+            r.state = "exited"
+            raise WorkloadError(
+                f"container {i.name} on {i.node} did not say {r.spec.ready!r} within "
+                f"{r.spec.ready_timeout_s:g} s (stopped; its output: {r.output})"
+            )
         if r.proc.poll() is not None:
             r.state, r.exit_status = "exited", r.proc.returncode
             if r.exit_status == 0:  # a short job that ran and is done
@@ -270,8 +320,8 @@ class Workloads:
                 return
             last = (r.stderr.read_text().strip().splitlines() or ["no message"])[-1]
             raise WorkloadError(
-                f"container {i.name} on {i.node} did not start ({r.spec.image}, exit status "
-                f"{r.exit_status}): {last}"
+                f"container {i.name} on {i.node} did not start ({r.spec.image or 'process'}, "
+                f"exit status {r.exit_status}): {last}"
             )
         r.state, r.exit_status = "running", None
         self.tell([ev.container(i.name, i.node, "started")])
@@ -332,7 +382,8 @@ class Workloads:
                        for r in victims if r.state == "exited"])  # fmt: skip
 
     def _stop_all(self, which: list[Running]) -> None:
-        """SIGTERM to every one at once (podman stop), kill what outlives the timeout."""
+        """SIGTERM to every one at once (podman stop; a process's group), kill what
+        outlives the timeout."""
         with self._lock:
             procs = [(r, r.proc) for r in which]
             for r in which:
@@ -340,14 +391,21 @@ class Workloads:
         live = [(r, p) for r, p in procs if p is not None and p.poll() is None]
         if not live:
             return
-        names = [r.container for r, _ in live]
-        subprocess.run([*PODMAN, "stop", "-t", str(STOP_TIMEOUT_S), *names], capture_output=True)
+        for r, proc in live:
+            if r.spec.engine == "process":
+                _signal_group(proc, signal.SIGTERM)
+        if names := _in_podman([r for r, _ in live]):
+            subprocess.run([*PODMAN, "stop", "-t", str(STOP_TIMEOUT_S), *names],
+                           capture_output=True)  # fmt: skip
         for r, proc in live:
             try:
                 proc.wait(STOP_TIMEOUT_S + 5)
             except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
                 proc.kill()
                 proc.wait()
+            if r.spec.engine == "process":  # what it forked goes with it
+                _signal_group(proc, signal.SIGKILL)
             r.exit_status = proc.returncode
 
 
@@ -428,6 +486,30 @@ def podman_run(
     elif spec.command:
         argv += spec.command
     return argv
+
+
+def _in_podman(which: list[Running]) -> list[str]:
+    return [r.container for r in which if r.spec.engine == "podman"]
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """``sig`` to a process's group (its own session: what it forked too)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _said(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait until the output in ``path`` holds ``text`` (True), or the process exits or
+    ``timeout_s`` passes (False)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError):
+            if text in path.read_text(errors="replace"):
+                return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
 
 
 def _running_soon(container: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> bool:

@@ -340,9 +340,13 @@ class ContainerSpec(Strict):
     """A user's container on emulated nodes (``containers:``; netemu.live.workloads)."""
 
     name: ContainerName
+    #: ``podman``: a container of ``image``; ``process``: ``command`` as a plain process
+    #: in the node's namespace (no image: where there is no container engine, or for a
+    #: tool run as on a Mininet host).
+    engine: Literal["podman", "process"] = "podman"
     #: The image: a name podman knows or can pull, or made from ``archive`` (podman
     #: load: a docker-archive or OCI tarball) or ``build`` under this name.
-    image: str = Field(min_length=1, max_length=256)
+    image: str | None = Field(None, min_length=1, max_length=256)
     archive: str | None = None
     build: ImageBuild | None = None
     #: What runs (the image's default command if absent): a list of words or one string.
@@ -358,6 +362,11 @@ class ContainerSpec(Strict):
     #: The first port of the instances on one node: the k-th gets port + k (NETEMU_PORT).
     port: int = Field(7000, ge=1, le=65_000)
     restart: Literal["no", "on-failure", "always"] = "no"
+    #: Text its output prints once it serves: it counts as started when it has (and as
+    #: failed if it exits or stays silent ``ready_timeout_s``); without it, once it has
+    #: run for a second.
+    ready: str | None = Field(None, min_length=1, max_length=200)
+    ready_timeout_s: float = Field(120.0, gt=0, le=3600)
     #: One node or a list; or ``replicas`` placed by ``placement``.
     nodes: list[NodeName] | NodeName | None = None
     replicas: int | None = Field(None, ge=1, le=10_000)
@@ -369,6 +378,15 @@ class ContainerSpec(Strict):
             raise ValueError("give either nodes (one or a list) or replicas (with placement)")
         if self.archive and self.build:
             raise ValueError("give an image's archive or its build, not both")
+        if self.engine == "podman" and self.image is None:
+            raise ValueError("give the image (or engine: process, with a command)")
+        if self.engine == "process":
+            if not self.command:
+                raise ValueError("engine process runs its command: give one")
+            given = [k for k in ("image", "archive", "build", "volumes", "cpus", "memory_mib")
+                     if getattr(self, k)]  # fmt: skip
+            if given:
+                raise ValueError(f"engine process has no image or limits: drop {given[0]}")
         return self
 
 

@@ -12,8 +12,8 @@ On the wire and on the hosts:
 - :mod:`~netemu.services.sensor`, :mod:`~netemu.services.inference`,
   :mod:`~netemu.services.consumer`: the applications (shared bits in
   :mod:`~netemu.services.app`);
-- :mod:`~netemu.services.runtime`: podman containers or plain processes;
-- :mod:`~netemu.services.deploy`: starting and stopping them on an emulation.
+- :mod:`~netemu.services.image`: their container image (built offline);
+- :mod:`~netemu.services.deploy`: running them on an emulation, as its workloads.
 
 Results: :mod:`~netemu.services.measure` (stages, percentiles, accuracy),
 :mod:`~netemu.services.results` (JSON/CSV/PNG), and

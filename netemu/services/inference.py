@@ -79,14 +79,12 @@ def _worker(conn, kind: str, slot: int, hold_ms: float) -> None:
 class Slots:
     """Worker processes, one per slot; frames wait FIFO while all are busy."""
 
-    def __init__(self, count: int, kind: str, hold_ms: float, first_gpu: int = 0):
+    def __init__(self, count: int, kind: str, hold_ms: float):
         ctx = multiprocessing.get_context("fork")  # before any thread exists
         self.conns, self.procs = [], []
         for slot in range(count):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker, args=(theirs, kind, first_gpu + slot, hold_ms), daemon=True
-            )
+            proc = ctx.Process(target=_worker, args=(theirs, kind, slot, hold_ms), daemon=True)
             proc.start()
             self.conns.append(mine)
             self.procs.append(proc)
@@ -150,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id", type=int, required=True, help="compute node number (on the wire)")
     p.add_argument("--bind", required=True)
     p.add_argument("--port", type=int, default=FRAGMENT_PORT, help="where fragments arrive")
-    p.add_argument("--first-gpu", type=int, default=0, help="slot k uses GPU first-gpu + k")
     p.add_argument("--slots", type=int, default=1, help="worker slots (GPUs)")
     p.add_argument("--consumers", default="", help="addresses that get track reports")
     p.add_argument("--sensors", default="", help="addresses that get heartbeats")
@@ -160,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log", required=True)
     args = p.parse_args(argv)
 
-    slots = Slots(max(1, args.slots), args.backend, args.hold_ms, args.first_gpu)
+    slots = Slots(max(1, args.slots), args.backend, args.hold_ms)
     stop = stop_event()
     log = JsonLog(args.log)
     rx = udp_socket(args.bind, args.port)

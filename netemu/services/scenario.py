@@ -30,8 +30,7 @@ from netemu.model.topology import Topology, load_topology
 from netemu.services import measure, results
 from netemu.services.backend import cpu_name
 from netemu.services.deploy import Deployment, DeploymentError
-from netemu.services.runtime import PodmanRuntime
-from netemu.services.runtime import choose as choose_runtime
+from netemu.services.image import choose_engine, services_image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,7 +103,8 @@ def sensor_node(topo: Topology) -> str:
 @contextlib.contextmanager
 def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deployment]:
     """A running emulation of ``wall_s`` seconds with a deployment on it."""
-    runtime = choose_runtime(args.runtime)
+    engine = choose_engine(args.runtime)
+    image = services_image() if engine == "podman" else None  # before the run: made once
     emu = Emulation(
         topo,
         duration_s=wall_s * args.speed,
@@ -120,7 +120,7 @@ def deployed(name: str, args, topo: Topology, wall_s: float) -> Iterator[Deploym
     folder = make_dirs(emu.this_run.folder)
     results.mark(folder, complete=False)
     try:
-        with emu, Deployment(emu, folder, runtime, args.backend, args.hold_ms) as dep:
+        with emu, Deployment(emu, folder, engine, args.backend, args.hold_ms, image) as dep:
             emu.start_controller()
             yield dep
         results.mark(folder, complete=True)  # not reached when the run fails or is killed
@@ -154,15 +154,14 @@ def run_pipeline(
 
 def ran_on(dep: Deployment, logs: dict, scenario: str, args) -> dict:
     starts = [r for _, r in measure.records(logs, "inference", "start")]
-    image = dep.runtime.image if isinstance(dep.runtime, PodmanRuntime) else None
     return {
         "scenario": scenario,
         "topology": str(args.topology),
         "start": dep.emu.start_time.isoformat(),
         "speed": args.speed,
         "shaper": dep.emu.shaper.name,
-        "runtime": dep.runtime.name,
-        "image": image,
+        "runtime": dep.engine,
+        "image": dep.image,
         "backend": starts[0]["backend"] if starts else None,
         "devices": sorted({d for r in starts for d in r["devices"]}),
         "device_model": f"inference held {args.hold_ms:g} ms (not measured)"

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     status = udp_socket(args.bind, STATUS_PORT, 1 << 20) if listen else None
     if status:
         status.setblocking(False)
+    print("ready", flush=True)  # its sockets bound: the deployment goes on
     log.write(
         "start",
         sensor=args.id,
