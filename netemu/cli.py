@@ -258,10 +258,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         emu.start()
         view.message(f"netemu: up; shaper {emu.shaper.name}; log {log}")
         if args.cli:
-            from mininet.cli import CLI
+            from netemu.live.console import Console
 
             emu.start_controller()
-            CLI(emu.mininet())
+            Console(emu)
             emu.wait(0)  # the controller failed meanwhile: this run failed
         else:
             with view:

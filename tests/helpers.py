@@ -7,8 +7,12 @@ namespaces and packets, and the helpers below ``needs_root`` are for those.
 from __future__ import annotations
 
 import contextlib
+import os
+import pty
+import select
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -159,3 +163,75 @@ def wait_up(proc: subprocess.Popen, run: str, log: Path | None = None) -> None:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     raise AssertionError("the run did not come up")
+
+
+class Terminal:
+    """A pseudo-terminal whose foreground job is the command: Ctrl-C typed there is
+    SIGINT to the job's process group, as in a user's terminal."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.master, slave = pty.openpty()
+
+        def controlling_terminal() -> None:
+            os.setsid()
+            import fcntl
+
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdin=slave, stdout=slave, stderr=slave,
+            preexec_fn=controlling_terminal,
+        )  # fmt: skip
+        os.close(slave)
+        self.seen = ""
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0 and self.proc.poll() is None, f"no {text!r} in:\n{self.seen}"
+            if select.select([self.master], [], [], left)[0]:
+                with contextlib.suppress(OSError):  # EIO: the other side closed
+                    self.seen += os.read(self.master, 65536).decode(errors="replace")
+        at = self.seen.index(text) + len(text)
+        before, self.seen = self.seen[:at], self.seen[at:]
+        return before
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> str:
+        """Wait for the end; everything it wrote."""
+        rest = self.seen
+        deadline = time.monotonic() + 30
+        while self.proc.poll() is None or select.select([self.master], [], [], 0)[0]:
+            assert time.monotonic() < deadline, rest
+            if select.select([self.master], [], [], 0.2)[0]:
+                try:
+                    rest += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:
+                    break
+        os.close(self.master)
+        return rest
+
+
+@contextlib.contextmanager
+def cli_prompt(run: str, topology: Path | None = None, *extra: str):
+    """`netemu run --cli` of train.yaml (or ``topology``) in a pseudo-terminal, at its
+    first prompt; killed on the way out if a test left it running."""
+    term = Terminal(
+        [sys.executable, "-m", "netemu.cli", "run", str(topology or TOPOLOGIES / "train.yaml"),
+         "--cli", "--name", run, "--shaper", "wire", "--log", f"/tmp/{run}.jsonl", *extra]
+    )  # fmt: skip
+    try:
+        term.expect("mininet>")
+        yield term
+    finally:
+        if term.proc.poll() is None:  # a test that failed: stop it as a user would
+            term.proc.terminate()
+            try:
+                term.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                term.proc.kill()
+                term.proc.wait()
+                run_netemu("clean", "--run", run)

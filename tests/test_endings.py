@@ -11,13 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pty
-import select
 import shutil
 import signal
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -27,7 +24,16 @@ from netemu.kernel import netns
 from netemu.live.emulation import Emulation
 from netemu.model.topology import load_topology
 
-from helpers import REPO, TOPOLOGIES, cli_run, leftovers, needs_root, train_topology, wait_up
+from helpers import (
+    REPO,
+    TOPOLOGIES,
+    cli_prompt,
+    cli_run,
+    leftovers,
+    needs_root,
+    train_topology,
+    wait_up,
+)
 
 pytestmark = needs_root
 
@@ -338,79 +344,12 @@ def test_a_python_program_using_the_api_stopped_by_a_signal(tmp_path, sig):
     assert json.loads(log.read_text().splitlines()[-1])["stopped"] == f"stopped by {sig.name}"
 
 
-class _Terminal:
-    """A pseudo-terminal whose foreground job is the command: Ctrl-C typed there is
-    SIGINT to the job's process group, as in a user's terminal."""
-
-    def __init__(self, cmd: list[str]) -> None:
-        self.master, slave = pty.openpty()
-
-        def controlling_terminal() -> None:
-            os.setsid()
-            import fcntl
-
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO, stdin=slave, stdout=slave, stderr=slave,
-            preexec_fn=controlling_terminal,
-        )  # fmt: skip
-        os.close(slave)
-        self.seen = ""
-
-    def expect(self, text: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while text not in self.seen:
-            left = deadline - time.monotonic()
-            assert left > 0 and self.proc.poll() is None, f"no {text!r} in:\n{self.seen}"
-            if select.select([self.master], [], [], left)[0]:
-                with contextlib.suppress(OSError):  # EIO: the other side closed
-                    self.seen += os.read(self.master, 65536).decode(errors="replace")
-        at = self.seen.index(text) + len(text)
-        before, self.seen = self.seen[:at], self.seen[at:]
-        return before
-
-    def type(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-    def close(self) -> str:
-        """Wait for the end; everything it wrote."""
-        rest = self.seen
-        deadline = time.monotonic() + 30
-        while self.proc.poll() is None or select.select([self.master], [], [], 0)[0]:
-            assert time.monotonic() < deadline, rest
-            if select.select([self.master], [], [], 0.2)[0]:
-                try:
-                    rest += os.read(self.master, 65536).decode(errors="replace")
-                except OSError:
-                    break
-        os.close(self.master)
-        return rest
-
-
-@contextlib.contextmanager
-def _cli_prompt(run: str):
-    """`netemu run --cli` of train.yaml in a pseudo-terminal, at its first prompt;
-    killed on the way out if a test left it running."""
-    term = _Terminal(
-        [sys.executable, "-m", "netemu.cli", "run", str(TOPOLOGIES / "train.yaml"), "--cli",
-         "--name", run, "--shaper", "wire", "--log", f"/tmp/{run}.jsonl"]
-    )  # fmt: skip
-    try:
-        term.expect("mininet>")
-        yield term
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-        term.proc.wait()
-
-
 def test_ctrl_c_at_the_cli_prompt_stops_the_command_not_the_run():
     """`netemu run --cli`: Ctrl-C stops the ping running at the prompt (as in
     Mininet), the run goes on; `exit` ends it normally; SIGTERM would stop it."""
     run = "tcliint"
     t1 = load_topology(TOPOLOGIES / "train.yaml").by_name["t1"].index
-    with _cli_prompt(run) as term:
+    with cli_prompt(run) as term:
         term.type(f"t0 ping -i 0.2 172.16.0.{t1 + 1}\n")
         term.expect("bytes from")
         term.type("\x03")  # Ctrl-C, as typed
@@ -498,7 +437,7 @@ def test_a_missing_container_image_is_one_line_and_leaves_nothing(tmp_path):
 def test_a_signal_stops_a_run_at_the_cli_prompt(sig):
     """SIGTERM (``kill``) or SIGHUP (the SSH session dropped) while the prompt waits."""
     run = f"tcli{int(sig)}"
-    with _cli_prompt(run) as term:
+    with cli_prompt(run) as term:
         term.proc.send_signal(sig)
         rest = term.close()
     assert term.proc.returncode == 128 + sig, rest

@@ -149,6 +149,7 @@ class Emulation:
         self.epoch_index = -1
         self.handovers = 0
         self.hosts: Hosts | None = None
+        self._cuts: dict[tuple[int, int], Fault] = {}  # made by link_status
         self._log: RunLog | None = None
         self._unlogged: list[dict] = []  # events from outside the updates, not yet logged
         self._epochs: Iterator[EpochPlan] | None = None
@@ -263,7 +264,8 @@ class Emulation:
             self.planner, self.start_time, self.duration_s, self.step_s * self.speed
         )
         phase("plan")
-        self.hosts = Hosts(self.names, self.netns, self.env)  # each made when first asked for
+        # Each host made when first asked for.
+        self.hosts = Hosts(self.names, self.netns, self.env, self._carrying_pairs, self.link_status)
         self.builder.make_namespaces()
         phase("namespaces")
         # The shaper first: with the wire shaper, its engine makes the links' interfaces.
@@ -361,6 +363,8 @@ class Emulation:
         changes = self.table.changes(self.epoch.broken.degraded)
         if changes:
             self.shaper.apply(changes)
+            if self.hosts is not None:
+                self.hosts.links_changed()
         self.shaper.check()
         t_links = time.perf_counter()
         route_changes, prefix_changes = self.routes.update(*self.table.carrying(), refresh, began)
@@ -506,6 +510,33 @@ class Emulation:
             fault = Fault(kind, target_nodes, now_s + 1e-6, for_s, loss_percent, jitter_ms)
             self.planner.faults.add(fault)
         return fault
+
+    def _carrying_pairs(self) -> set[tuple[int, int]]:
+        a, b, _ = self.table.carrying()
+        return set(zip(a.tolist(), b.tolist(), strict=True))
+
+    def clear_fault(self, fault: Fault) -> None:
+        """End a fault from the next epoch on (one injected for good, say)."""
+        with self._lock:
+            now_s = (self.now() - self.start_time).total_seconds() if self.epoch else 0.0
+            self.planner.faults.end(fault, now_s + 1e-6)
+
+    def link_status(self, a: str, b: str, status: str) -> None:
+        """Mininet's ``link a b down`` (a cut for good, from the next epoch) and ``up``
+        (that cut ended); InputError for unknown nodes or a link not cut so."""
+        for name in (a, b):
+            if name not in self.topology.by_name:
+                raise InputError(f"link {a} {b}: no node named {name!r}")
+        key = self._key(a, b)
+        if status == "down":
+            if key not in self._cuts:
+                self._cuts[key] = self.inject("cut", f"{a}-{b}")
+        elif status == "up":
+            if key not in self._cuts:
+                raise InputError(f"link {a} {b}: not cut by 'link {a} {b} down'")
+            self.clear_fault(self._cuts.pop(key))
+        else:
+            raise InputError(f"link {a} {b} {status}: the status is up or down")
 
     def _key(self, a: str, b: str) -> tuple[int, int]:
         i, j = self.topology.by_name[a].index, self.topology.by_name[b].index

@@ -23,6 +23,7 @@ a seed), from ``netemu run --fault``, and from :meth:`Emulation.inject
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from dataclasses import dataclass, field
@@ -89,6 +90,11 @@ class FaultPlan:
                     f"fault {fault.kind} {'-'.join(fault.target)}: no node named {name!r}"
                 )
         self.faults.append(fault)
+
+    def end(self, fault: Fault, t_s: float) -> None:
+        """``fault`` over at ``t_s`` (orbital seconds), however long it was to last."""
+        i = self.faults.index(fault)
+        self.faults[i] = dataclasses.replace(fault, for_s=max(t_s - fault.at_s, 1e-6))
 
     def restart(self) -> None:
         """Forget which faults were in force: the next :meth:`events` reports all as new."""

@@ -1,0 +1,93 @@
+"""The interactive prompt of ``netemu run --cli``: Mininet's CLI with netemu's commands.
+
+Everything Mininet's users type works on the live network (``t0 ping t1``,
+``pingall``, ``iperf``, ``links``, ``net``, ``dump``, ``link a b down``), and
+netemu adds what its network knows: ``route``, ``delay``, ``status``, ``events``,
+``fault`` and ``capture``. A command's bad input is one line; the prompt goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from mininet.cli import CLI
+from mininet.log import error, output
+
+from netemu.errors import InputError
+from netemu.model.faults import parse_cli
+
+
+class Console(CLI):
+    prompt = "mininet> "
+
+    def __init__(self, emu, **kwargs):
+        self.emu = emu
+        super().__init__(emu.mininet(), **kwargs)
+
+    def onecmd(self, line: str):
+        try:
+            return super().onecmd(line)
+        except InputError as exc:
+            error(f"{exc}\n")
+            return False
+
+    def _two_nodes(self, line: str, usage: str) -> tuple[str, str]:
+        args = line.split()
+        if len(args) != 2:
+            raise InputError(f"usage: {usage}")
+        for name in args:
+            if name not in self.emu.topology.by_name:
+                raise InputError(f"no node named {name!r}")
+        return args[0], args[1]
+
+    def do_route(self, line: str) -> None:
+        """route A B: the current path from A to B."""
+        a, b = self._two_nodes(line, "route A B")
+        path = self.emu.route(a, b)
+        output(f"{' -> '.join(path)}\n" if path else f"{a} -> {b}: no route now\n")
+
+    def do_delay(self, line: str) -> None:
+        """delay A B: the path's one-way delay now, and each link's on it."""
+        a, b = self._two_nodes(line, "delay A B")
+        path = self.emu.route(a, b)
+        if not path:
+            output(f"{a} -> {b}: no route now\n")
+            return
+        for u, v in itertools.pairwise(path):
+            link = self.emu.link(u, v)
+            output(f"  {u} -> {v}: {link.shapes[0].delay_ms:.3f} ms ({link.distance_km:.0f} km)\n")
+        output(f"{a} -> {b}: {self.emu.path_delay_ms(a, b):.3f} ms over {len(path) - 1} links\n")
+
+    def do_status(self, line: str) -> None:
+        """status: orbital time, epoch, links up and acquiring, handovers."""
+        s = self.emu.status()
+        output(
+            f"{s['time']:%Y-%m-%d %H:%M:%S} UTC, epoch {s['epoch']}, {s['wall_s']:.1f} s in: "
+            f"{s['links_up']} links up, {s['links_acquiring']} acquiring of {s['links']}; "
+            f"{s['handovers']} handovers, {s['late_epochs']} late epochs; shaper {s['shaper']}\n"
+        )
+
+    def do_events(self, line: str) -> None:
+        """events [N]: the run's last N events (default 10), as the run log has them."""
+        try:
+            n = int(line or 10)
+        except ValueError:
+            raise InputError(f"usage: events [N], got {line!r}") from None
+        for event in list(self.emu.events)[-n:] if n > 0 else []:
+            output(json.dumps(event) + "\n")
+
+    def do_fault(self, line: str) -> None:
+        """fault KIND:TARGET[/SECONDS][,loss=P][,jitter=MS]: a fault from now on, as
+        ``netemu run --fault`` (e.g. ``fault cut:kep3-kep4/30``, ``fault reboot:kep5/20``)."""
+        fault = parse_cli(line)
+        if fault.at_s:
+            raise InputError(f"fault {line.strip()!r}: a fault typed here begins now (no @)")
+        self.emu.inject(fault.kind, "-".join(fault.target), fault.for_s, fault.loss_percent,
+                        fault.jitter_ms)  # fmt: skip
+        output(f"{fault.kind} {'-'.join(fault.target)} from the next epoch\n")
+
+    def do_capture(self, line: str) -> None:
+        """capture POINT: capture a node (sat3) or a link (link:sat3-sat4) from now on."""
+        self.emu.capture(line.strip())
+        output(f"capturing {line.strip()} into {self.emu.captures.directory}\n")
