@@ -7,3 +7,10 @@ import os
 # OpenBLAS retries a failed allocation forever in a thread's set-up, where a memory
 # limit (ulimit -v) would hang the run. A user's own setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("netemu")
+except PackageNotFoundError:  # run from a checkout that is not installed
+    __version__ = "0.0.0+unknown"

@@ -20,6 +20,7 @@ from netemu.errors import (
     TeardownError,
     describe,
 )
+from netemu.formats import stamp
 from netemu.live import signals
 from netemu.live.signals import Stopped, StopSignals
 
@@ -66,10 +67,18 @@ def _time_arguments(parser, duration: float | None, duration_help: str, step_hel
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="netemu", description=__doc__.split("\n\n")[0])
     debug_help = "a runtime failure prints its traceback too"
+    import netemu
+
+    parser.add_argument("--version", action="version", version=f"netemu {netemu.__version__}")
     parser.add_argument("--debug", action="store_true", help=debug_help)
+    loud, quiet = "say more (netemu's log: -v info, -vv debug)", "say only errors"
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=loud)
+    parser.add_argument("-q", "--quiet", action="count", default=0, help=quiet)
     # Also after the command (netemu run --debug ...), without overriding the above.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=loud)
+    common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS, help=quiet)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     plan = sub.add_parser(
         "plan",
@@ -118,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
         "--cli",
         action="store_true",
         help="open Mininet's CLI while the controller runs (exit it to stop)",
+    )
+    run.add_argument(
+        "--test",
+        choices=["pingall", "iperf", "route"],
+        help="as mn --test: bring the network up, test it, print the result and exit 0 "
+        "(passed) or 1 (failed): pingall (every pair the routes connect answers, no other), "
+        "iperf (TCP between the first and the last connected node), route (every pair has one)",
     )
     run.add_argument(
         "--log",
@@ -246,10 +262,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from netemu.report import StatusView
 
     failure: Exception | None = None
+    passed = True  # --test
     emu = emulation_for(args)
     preflight(("tcpdump",) if args.capture else ())
     topology, name, log = emu.topology, emu.run_name, emu.this_run.log
-    view = StatusView()
+    view = StatusView(quiet=args.quiet > 0)
     try:
         view.message(
             f"netemu: building {topology.name} ({len(topology.nodes)} nodes) "
@@ -263,6 +280,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             emu.start_controller()
             Console(emu)
             emu.wait(0)  # the controller failed meanwhile: this run failed
+        elif args.test:
+            from netemu.live.console import smoke_test
+
+            emu.start_controller()
+            passed = smoke_test(emu, args.test)
+            emu.wait(0)
         else:
             with view:
                 view.update(emu.status())
@@ -289,10 +312,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     stopped = stop.stopped
     if failure is not None:
         if isinstance(failure, TeardownError):  # what was made is not all removed
-            view.message(f"netemu: {failure}")
+            view.message(f"netemu: {failure}", failure=True)
         else:
-            view.message(f"netemu: run {name} failed: {describe(failure)}; {removed}")
-        view.message(f"netemu: run log {log}")
+            view.message(f"netemu: run {name} failed: {describe(failure)}; {removed}", True)
+        view.message(f"netemu: run log {log}", failure=True)
         return EXIT_RUNTIME_FAILURE
     if status:
         how = f"stopped by {stopped.name}" if stopped else "done"
@@ -323,7 +346,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"netemu: warning: capture tap {tap}'s recorder stopped before the run "
             f"(exit status {status}): its packets end there"
         )
-    return stopped.exit_status if stopped else 0
+    if stopped:
+        return stopped.exit_status
+    if not passed:
+        view.message(f"netemu: --test {args.test} failed", failure=True)
+        return EXIT_RUNTIME_FAILURE
+    return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -345,7 +373,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
     result = stages.report(stages.read(args.folder))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**stamp("stages"), **result}, indent=2))
     else:
         from netemu.report import print_stages
 
@@ -407,7 +435,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         out = sys.stdout
         for epoch in epochs:
-            out.write(json.dumps(epoch.to_json(topology), separators=(",", ":")) + "\n")
+            line = {**stamp("plan"), **epoch.to_json(topology)}
+            out.write(json.dumps(line, separators=(",", ":")) + "\n")
             out.flush()
         return 0
 
@@ -426,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = _parser().parse_args(argv)
+        from netemu import log
+
+        log.configure(args.verbose - args.quiet)
         commands = {
             "plan": cmd_plan,
             "run": cmd_run,

@@ -109,16 +109,19 @@ def print_schedule(
 class StatusView:
     """The live status of a run: a redrawn table on a terminal, a line every 10 s otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
+        """``quiet`` (``-q``): no status, and only the messages that say a failure."""
         self.console = Console(file=sys.stderr)
         self.live = None
+        self.quiet = quiet
         self._last_line = 0.0
 
-    def message(self, text: str) -> None:
-        self.console.print(text, highlight=False, soft_wrap=True)
+    def message(self, text: str, failure: bool = False) -> None:
+        if failure or not self.quiet:
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def __enter__(self) -> StatusView:
-        if self.console.is_terminal:
+        if self.console.is_terminal and not self.quiet:
             from rich.live import Live
 
             self.live = Live(console=self.console, refresh_per_second=4, transient=False)
@@ -133,6 +136,8 @@ class StatusView:
     def update(self, status: dict) -> None:
         import time
 
+        if self.quiet:
+            return
         text = (
             f"{status['time']:%Y-%m-%d %H:%M:%S} UTC  epoch {status['epoch']}  "
             f"links up {status['links_up']}/{status['links']} "

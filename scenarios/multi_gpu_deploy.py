@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from netemu import stages  # noqa: E402
 from netemu.api import Emulation, InputError, load_topology  # noqa: E402
+from netemu.formats import stamp  # noqa: E402
 from netemu.live.workloads import WorkloadError  # noqa: E402
 from netemu.services import scenario  # noqa: E402
 from netemu.services.image import base_image  # noqa: E402
@@ -167,6 +168,7 @@ def deploy(args, console_print) -> dict:
         },
     }
     folder.mkdir(parents=True, exist_ok=True)
+    summary = {**stamp("results"), **summary}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     with open(folder / "instances.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

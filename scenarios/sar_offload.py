@@ -21,6 +21,7 @@ import sys
 
 from rich.table import Table
 
+from netemu.formats import stamp
 from netemu.model.topology import NodeKind
 from netemu.services import measure, scenario
 from netemu.services.deploy import Deployment
@@ -100,9 +101,9 @@ def main() -> int:
             )  # fmt: skip
         console.print(t)
         out = (args.results or scenario.REPO / "results" / "sar_offload") / "comparison.json"
-        out.write_text(json.dumps({k: {"summary": v["summary"], "bytes": v["bytes"],
-                                       "ran_on": v["meta"]} for k, v in figures.items()},
-                                  indent=2, default=float))  # fmt: skip
+        phases = {k: {"summary": v["summary"], "bytes": v["bytes"], "ran_on": v["meta"]}
+                  for k, v in figures.items()}  # fmt: skip
+        out.write_text(json.dumps({**stamp("results"), **phases}, indent=2, default=float))
         scenario.describe(console, figures["bent_pipe"])
         console.print(f"comparison: {out}")
         return 0

@@ -3,6 +3,7 @@ failing, sharing emulations, interrupted, skipped, in parallel."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -153,3 +154,39 @@ def test_{i}(network):
     result.assert_outcomes(passed=2)
     names = {(pytester.path / f"run-{i}.txt").read_text() for i in range(2)}
     assert len(names) == 2 and all(n.startswith("ptsuitegw") for n in names), names
+
+
+def test_the_fixture_by_its_own_name_with_ini_options_and_a_header(pytester):
+    """``netemu_network`` works where a suite's own conftest has a ``network`` fixture;
+    ini options stand in for the command line's; the header names what the run had."""
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.fixture
+        def network():
+            return "the suite's own"
+    """)
+    pytester.makeini(f"""
+        [pytest]
+        netemu_results = {pytester.path / "ini-res"}
+        netemu_name = ptini
+        netemu_keep = true
+    """)
+    pytester.makepyfile(test_named=f"""
+        import pytest
+
+        @pytest.mark.netemu("{TRAIN}", speed=10)
+        def test_both(netemu_network, network):
+            assert network == "the suite's own"
+            assert netemu_network.emu.run_name.startswith("ptini")
+            assert netemu_network.rtt("t0", "t1", count=2).received == 2
+    """)  # fmt: skip
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert leftovers("ptini", prefix=True) == []
+    result.assert_outcomes(passed=1)
+    header = next(line for line in result.outlines if line.startswith("netemu "))
+    assert re.fullmatch(
+        r"netemu \S+: shaper (netem|wire) \(.+\); containers (podman|none.*); GPUs .+; root yes",
+        header,
+    ), header
+    assert any((pytester.path / "ini-res").iterdir())  # kept: netemu_keep = true

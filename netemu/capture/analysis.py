@@ -36,6 +36,7 @@ from pathlib import Path
 from netemu.capture import pcapng
 from netemu.capture.taps import Tap, tap_window
 from netemu.errors import InputError
+from netemu.formats import stamp
 from netemu.stats import percentiles
 
 #: A packet sent this long before its receiver's tap stopped may still have been in flight.
@@ -277,4 +278,4 @@ def summary(captured: Captured, per_flow: bool = False, ports: set[int] = frozen
 
 
 def to_json(result: dict) -> str:
-    return json.dumps(result, indent=2, default=float)
+    return json.dumps({**stamp("analysis"), **result}, indent=2, default=float)

@@ -1,4 +1,5 @@
-"""The interactive prompt of ``netemu run --cli``: Mininet's CLI with netemu's commands.
+"""The interactive prompt of ``netemu run --cli`` (Mininet's CLI with netemu's
+commands), and ``netemu run --test`` (Mininet's ``mn --test``).
 
 Everything Mininet's users type works on the live network (``t0 ping t1``,
 ``pingall``, ``iperf``, ``links``, ``net``, ``dump``, ``link a b down``), and
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 from mininet.cli import CLI
 from mininet.log import error, output
@@ -91,3 +93,42 @@ class Console(CLI):
         """capture POINT: capture a node (sat3) or a link (link:sat3-sat4) from now on."""
         self.emu.capture(line.strip())
         output(f"capturing {line.strip()} into {self.emu.captures.directory}\n")
+
+
+def smoke_test(emu, kind: str, settle_s: float = 30.0) -> bool:
+    """``netemu run TOPO --test KIND``, as ``mn --test``: once the first links have
+    acquired, ``pingall`` (every pair the routes connect answers, every other pair
+    does not: those the plan leaves unconnected now), ``iperf`` (TCP between the first
+    and the last node that have a route), or ``route`` (every pair has one). Prints
+    the result; True when it passed."""
+    names = list(emu.names)
+    emu.wait_until(lambda: emu.status()["links_acquiring"] == 0, timeout=settle_s)
+    pairs = list(itertools.permutations(names, 2))
+    routed = {(a, b) for a, b in pairs if emu.route(a, b)}
+    alone = sorted({a for a, _ in pairs} - {a for a, _ in routed})
+    if kind == "route":
+        for a, b in pairs:
+            if (a, b) not in routed:
+                output(f"no route {a} -> {b}\n")
+        output(f"*** Results: {len(routed)}/{len(pairs)} pairs have a route now\n")
+        return len(routed) == len(pairs)
+    net = emu.mininet()
+    if kind == "pingall":
+        answered = {(a.name, b.name) for a, b, (_, got, *_) in net.pingFull(timeout=1) if got}
+        wrong = sorted((routed - answered) | (answered - routed))
+        output(
+            f"*** Results: {len(answered)}/{len(pairs)} answered; "
+            + (f"{len(pairs) - len(routed)} pairs have no route now ({', '.join(alone) or '-'}); "
+               if len(routed) < len(pairs) else "")
+            + (f"{len(wrong)} pings not as the routes say: {wrong[:5]}\n" if wrong
+               else "every ping as the routes say\n")
+        )  # fmt: skip
+        return not wrong
+    if kind == "iperf":
+        ends = [n for n in names if any((n, m) in routed for m in names)]
+        if len(ends) < 2:
+            output("*** Results: no two nodes have a route between them now\n")
+            return False
+        server, _ = net.iperf([net.get(ends[0]), net.get(ends[-1])], seconds=5)
+        return bool(re.match(r"[\d.]+ [KMG]?bits/sec", server))
+    raise InputError(f"--test must be pingall, iperf or route, got {kind!r}")

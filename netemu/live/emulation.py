@@ -36,6 +36,7 @@ import collections
 import contextlib
 import ctypes
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,7 @@ from netemu.live.routes import Routes
 from netemu.live.run import Run
 from netemu.live.runlog import RunLog, link_row
 from netemu.live.workloads import Workloads, spec_from
+from netemu.log import follow_mininet
 from netemu.model import events as ev
 from netemu.model.faults import Fault, parse_target
 from netemu.model.topology import Topology
@@ -63,6 +65,8 @@ from netemu.plan.planner import EpochPlan, Planner, iso_utc
 from netemu.routes import addressing
 from netemu.routes.routing import RouteHistory, ShortestDelayRouter, path
 from netemu.shaping import Shaper, ShaperError, choose
+
+log = logging.getLogger(__name__)
 
 
 def _no_huge_pages() -> None:
@@ -143,7 +147,7 @@ class Emulation:
         #: The pcapng files written at stop (one per capture point, and all.pcapng).
         self.capture_files: list[Path] = []
         #: Called with each event as it happens (deployments stop and restart services).
-        self.listeners: list[Callable[[dict], None]] = [self.workloads.on_event]
+        self.listeners: list[Callable[[dict], None]] = [self.workloads.on_event, _log_event]
         self.events: list[dict] = []
         self.epoch: EpochPlan | None = None
         self.epoch_index = -1
@@ -246,7 +250,7 @@ class Emulation:
             raise
 
     def _bring_up(self) -> None:
-        t0 = time.perf_counter()
+        t0 = began = time.perf_counter()
 
         def phase(name: str) -> None:
             nonlocal t0
@@ -292,6 +296,11 @@ class Emulation:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).malloc_trim(0)
         phase("first_epoch")
+        log.info(
+            "run %s up: %d nodes, %d links (%d carrying) with the %s shaper in %.1f s",
+            self.run_name, len(self.names), len(self.table), self.table.count(UP),
+            self.shaper.name, time.perf_counter() - began,
+        )  # fmt: skip
 
     # -- the controller ----------------------------------------------------------------
     def start_controller(self) -> threading.Thread:
@@ -445,7 +454,9 @@ class Emulation:
             return self.hosts.host(index, peers)
 
     def mininet(self):
-        """The Mininet network with a host for every node (made now if not yet)."""
+        """The Mininet network with a host for every node (made now if not yet); from
+        now on Mininet's ``setLogLevel`` sets netemu's log level too."""
+        follow_mininet()
         for name in self.names:
             self.host(name)
         return self.hosts.net
@@ -665,6 +676,7 @@ class Emulation:
         if not self.started:
             return
         with signals.deferred():  # a signal now is raised once all is removed
+            log.info("run %s: stopping, everything it made removed", self.run_name)
             self.stop_controller()
             failed = None
             for step in (self.workloads.stop, self.shaper.stop, self._stop_captures,
@@ -701,3 +713,17 @@ class Emulation:
 
 
 __all__ = ["Emulation", "LinkView", "preflight"]
+
+
+def _log_event(event: dict) -> None:
+    """Faults and containers at INFO, the links' and routes' events at DEBUG."""
+    level = (
+        logging.INFO
+        if event["type"] in ("fault", "fault-cleared", "container")
+        else (logging.WARNING if event["type"] == "late" else logging.DEBUG)
+    )
+    if log.isEnabledFor(level):
+        fields = " ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("type", "time", "unix_s")
+        )
+        log.log(level, "%s %s: %s", event["time"], event["type"], fields)

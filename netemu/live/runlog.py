@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from netemu.errors import ResultsError
+from netemu.formats import stamp
 from netemu.kernel.privileges import make_dirs
 
 #: A link as logged: a, b, kind, distance_km, delay_ms, state, loss, fade_probability,
@@ -42,7 +43,8 @@ class RunLog:
             self._file = path.open("w", buffering=1)
         except OSError as exc:
             raise ResultsError(f"cannot write the run log {path}: {exc}") from None
-        self._line({**run, "links": "each line: the links that changed", "complete": False})
+        self._line({**stamp("run-log"), **run, "links": "each line: the links that changed",
+                    "complete": False})  # fmt: skip
 
     def update(self, head: dict, links: Iterable[tuple], counts: dict) -> None:
         """One update: ``head`` (time, wall_s, epoch), every link now as a tuple in

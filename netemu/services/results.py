@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from netemu.formats import stamp
 from netemu.services.measure import STAGES
 
 EVENT_COLOURS = {
@@ -51,7 +52,13 @@ def write(
     shown = [e for e in events if e.get("type") in EVENT_COLOURS]
     paths["json"].write_text(
         json.dumps(
-            {"ran_on": meta, **summary, "accuracy": accuracy, "events": shown},
+            {
+                **stamp("results"),
+                "ran_on": meta,
+                **summary,
+                "accuracy": accuracy,
+                "events": shown,
+            },
             indent=2,
             default=float,
         )

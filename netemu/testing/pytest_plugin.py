@@ -4,10 +4,12 @@ Installed with netemu (entry point ``pytest11``), so a suite needs no
 conftest::
 
     @pytest.mark.netemu("topologies/kepler.yaml", speed=10, scope="module")
-    def test_c2_reaches_the_aircraft_fast(network):
-        network.assert_one_way_delay("c2_bodo", "patrol1", below_ms=40)
+    def test_c2_reaches_the_aircraft_fast(netemu_network):
+        netemu_network.assert_one_way_delay("c2_bodo", "patrol1", below_ms=40)
 
-The ``network`` fixture (a :class:`netemu.testing.network.Network`) brings a topology
+The ``netemu_network`` fixture (a :class:`netemu.testing.network.Network`; also
+named ``network``, which a suite's own conftest may already define and so hide:
+use ``netemu_network``) brings a topology
 up as the closest ``netemu`` marker says: ``netemu(topology, *, start=None,
 speed=1, step=1, shaper="auto", scope="function", capture=(), overrides=None)``
 (or a dict of the same as ``request.param``, for indirect parametrisation).
@@ -17,11 +19,14 @@ the next. It is torn down after the last test that shares it, also when a test
 fails, on Ctrl-C and on SIGTERM. Its log and captures go to
 ``<--netemu-results>/<test or scope>/``; they are kept when a test that used
 it fails (or with ``--netemu-keep``), named in the report (and in JUnit XML as
-the property ``netemu_artifacts``), and removed otherwise.
+the property ``netemu_artifacts``), and removed otherwise. The options have ini
+equivalents (``netemu_results``, ``netemu_name``, ``netemu_keep``; the command
+line wins), and the report's header says what the suite ran on: netemu's
+version, the shaper, the container engine, the GPUs and whether it ran as root.
 
 Markers ``needs_root``, ``needs_netns``, ``needs_netem``, ``needs_podman`` and
 ``needs_gpu`` skip a test with the reason where that is absent, and never
-otherwise; the ``network`` fixture implies root and network namespaces.
+otherwise; the fixture implies root and network namespaces.
 
 pytest-xdist works: each emulation's name carries the worker's id, so
 namespaces, interfaces and results never collide. All workers share the
@@ -117,8 +122,11 @@ class NetemuPlugin:
     def __init__(self, config: pytest.Config):
         self.config = config
         default = config.rootpath / "results" / "pytest"
-        self.results = Path(config.getoption("netemu_results") or default)
-        self.keep = config.getoption("netemu_keep")
+        results = config.getoption("netemu_results") or config.getini("netemu_results")
+        self.results = Path(results) if results else default
+        if not self.results.is_absolute():
+            self.results = config.rootpath / self.results
+        self.keep = config.getoption("netemu_keep") or config.getini("netemu_keep")
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         self.live: dict[tuple[Spec, str], _Live] = {}
         self.counter = itertools.count()
@@ -147,7 +155,8 @@ class NetemuPlugin:
         marker = request.node.get_closest_marker("netemu")
         if marker is None:
             raise pytest.UsageError(
-                f"{request.node.nodeid}: the network fixture needs @pytest.mark.netemu(TOPOLOGY, "
+                f"{request.node.nodeid}: the netemu_network fixture needs "
+                "@pytest.mark.netemu(TOPOLOGY, "
                 "...) or indirect parametrisation"
             )
         return Spec.make(root, *marker.args, **marker.kwargs)
@@ -157,7 +166,7 @@ class NetemuPlugin:
         from netemu.model.topology import load_topology
         from netemu.testing.network import Network
 
-        prefix = self.config.getoption("netemu_name")
+        prefix = self.config.getoption("netemu_name") or self.config.getini("netemu_name")
         run = f"{prefix}{self.worker}_{os.getpid() % 10000}_{next(self.counter)}"
         artifacts = self.results / re.sub(r"[^\w.-]+", "_", scope_id).strip("_")
         shutil.rmtree(artifacts, ignore_errors=True)
@@ -250,7 +259,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--netemu-name",
-        default="pt",
         metavar="PREFIX",
         help="the emulations' run names begin with this (default: pt): a suite's "
         "namespaces and processes are found by it",
@@ -258,8 +266,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--netemu-keep",
         action="store_true",
+        default=None,
         help="keep logs and captures of passing tests too",
     )
+    parser.addini("netemu_results", "as --netemu-results (relative to the rootdir)")
+    parser.addini("netemu_name", "as --netemu-name", default="pt")
+    parser.addini("netemu_keep", "as --netemu-keep", type="bool", default=False)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What a CI log's run had: netemu, shaper, container engine, GPUs, root."""
+    import netemu
+    from netemu.kernel.containers import podman_works
+    from netemu.kernel.gpus import cuda_devices
+    from netemu.shaping.netem import netem_available
+
+    shaper = "netem (sch_netem)" if netem_available() else "wire (no sch_netem in this kernel)"
+    engine = "podman" if podman_works() else "none (services run as processes)"
+    gpus = ", ".join(cuda_devices()) or "none"
+    root = "yes" if os.geteuid() == 0 else "no (live tests skip)"
+    return [f"netemu {netemu.__version__}: shaper {shaper}; containers {engine}; "
+            f"GPUs {gpus}; root {root}"]  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -285,6 +312,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture
-def network(request: pytest.FixtureRequest):
+def netemu_network(request: pytest.FixtureRequest):
     """A live emulation as the test's ``netemu`` marker describes it (a testing Network)."""
+    return request.config.pluginmanager.get_plugin("netemu-plugin").network(request)
+
+
+@pytest.fixture
+def network(request: pytest.FixtureRequest):
+    """``netemu_network`` under its first name (a suite's own ``network`` hides it)."""
     return request.config.pluginmanager.get_plugin("netemu-plugin").network(request)
