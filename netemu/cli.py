@@ -96,6 +96,17 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--json", action="store_true", help="one JSON object per epoch and line (stable format)"
     )
+    imp = sub.add_parser(
+        "import",
+        parents=[common],
+        help="write another tool's constellation as a netemu topology file",
+        description="Print a topology file (YAML) for a Hypatia satellite network directory "
+        "(tles.txt with its header, isls.txt, ground_stations.txt; netemu also loads such a "
+        "directory directly where a topology file goes).",
+    )
+    imp.add_argument("format", choices=["hypatia"])
+    imp.add_argument("source", type=Path, help="the Hypatia satellite network directory")
+    imp.add_argument("--name", help="the topology's name (default: the directory's)")
     run = sub.add_parser(
         "run",
         parents=[common],
@@ -354,6 +365,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    import yaml
+
+    from netemu.model.hypatia import topology_data
+    from netemu.model.topology import load_topology
+
+    data = topology_data(args.source, args.name)
+    load_topology(args.source, {"name": data["name"]})  # checked as a run would check it
+    print(f"# netemu {netemu_version()}: imported from Hypatia's {args.source.resolve()}")
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
+
+
+def netemu_version() -> str:
+    import netemu
+
+    return netemu.__version__
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     import netemu.services.dissect  # noqa: F401 - the services' messages, by name
     from netemu.capture import analysis
@@ -460,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         log.configure(args.verbose - args.quiet)
         commands = {
             "plan": cmd_plan,
+            "import": cmd_import,
             "run": cmd_run,
             "analyze": cmd_analyze,
             "stages": cmd_stages,

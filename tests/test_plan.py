@@ -31,7 +31,7 @@ def test_kepler_plan_json_lines():
     assert times[0] == datetime.fromisoformat("2026-06-21T03:00:00+00:00")
     assert all(b - a == timedelta(seconds=10) for a, b in itertools.pairwise(times))
     for epoch in epochs:
-        assert set(epoch) == {"time", "links", "events"}
+        assert set(epoch) == {"netemu_version", "format", "time", "links", "events"}
         for link in epoch["links"]:
             assert set(link) == {
                 "a",

@@ -85,6 +85,16 @@ def _mean_motion_rad_min(altitude_km: float, inclination_rad: float) -> float:
     return n
 
 
+def altitude_for_mean_motion_km(rev_day: float, inclination_deg: float) -> float:
+    """Altitude above the WGS72 equatorial radius of the circular orbit whose (Kozai)
+    mean motion is ``rev_day``, as SGP4 turns it into a mean semi-major axis."""
+    rec = Satrec()
+    n = rev_day * 2 * math.pi / 1440.0  # rad/min
+    rec.sgp4init(WGS72, "i", 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, math.radians(inclination_deg),
+                 0.0, n, 0.0)  # fmt: skip
+    return rec.a * _WGS72_RADIUS_KM - _WGS72_RADIUS_KM
+
+
 def satrecs_for(orbits: list[CircularOrbit], first_satnum: int = 90000) -> list[Satrec]:
     """SGP4 records for circular orbits (no drag), numbered from ``first_satnum``."""
     records = []

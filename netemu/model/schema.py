@@ -164,7 +164,11 @@ class Compute(Strict):
 class WalkerShell(Strict):
     """A Walker-delta (or star) shell: T = planes * per_plane circular orbits."""
 
-    altitude_km: float = Field(ge=100, le=40_000)
+    #: Above the WGS72 equatorial radius (6,378.135 km, SGP4's): the orbit's mean
+    #: semi-major axis is 6,378.135 km + altitude_km. Or give the mean motion.
+    altitude_km: float | None = Field(None, ge=100, le=40_000)
+    #: Revolutions per day (a TLE's mean motion, Kozai), instead of altitude_km.
+    mean_motion_rev_day: float | None = Field(None, gt=0.9, le=17)
     #: Degrees, or ``sun-synchronous`` to derive it from the altitude (J2).
     inclination_deg: Annotated[float, Field(ge=0, le=180)] | Literal["sun-synchronous"]
     planes: int = Field(ge=1, le=1000)
@@ -187,12 +191,23 @@ class WalkerShell(Strict):
             raise ValueError(f"phasing must be below planes ({self.planes}), got {self.phasing}")
         if self.raan_deg is not None and self.ltan_h is not None:
             raise ValueError("give either raan_deg or ltan_h, not both")
+        if (self.altitude_km is None) == (self.mean_motion_rev_day is None):
+            raise ValueError("give either altitude_km or mean_motion_rev_day")
         return self
 
 
 class TleSource(Strict):
-    #: Path of a 2- or 3-line TLE file, relative to the topology file.
+    #: Path of a 2- or 3-line TLE file (CelesTrak's, or Hypatia's tles.txt with its
+    #: "N_ORBITS N_SATS_PER_ORBIT" line first), relative to the topology file.
     file: str
+    #: Each satellite's orbital plane and slot, for ``isl: {policy: plus-grid}``:
+    #: ``auto`` takes them from a Hypatia header (satellite i in plane i // N_SATS,
+    #: slot i % N_SATS), else derives them from the elements (planes: satellites whose
+    #: inclination and right ascension of the ascending node agree within
+    #: ``plane_tolerance_deg``; slots: by argument of latitude at the start); or a
+    #: mapping of every satellite's name to ``[plane, slot]``.
+    planes: Literal["auto"] | dict[str, tuple[int, int]] = "auto"
+    plane_tolerance_deg: float = Field(2.0, gt=0, le=30)
 
 
 class SatelliteGroup(Strict):
@@ -248,9 +263,10 @@ class IslPolicy(Strict):
     """Which satellite pairs may hold inter-satellite links."""
 
     #: plus-grid: in-plane neighbours and one satellite in each adjacent plane
-    #: (Walker shells only); nearest-k: each satellite links to its k nearest
-    #: feasible partners, terminals permitting; none: no ISLs.
-    policy: Literal["plus-grid", "nearest-k", "none"] = "plus-grid"
+    #: (Walker shells, and TLE satellites by their planes and slots); nearest-k:
+    #: each satellite links to its k nearest feasible partners, terminals
+    #: permitting; list: the pairs in ``links`` and ``file``; none: no ISLs.
+    policy: Literal["plus-grid", "nearest-k", "list", "none"] = "plus-grid"
     cross_plane: bool = True
     #: Cross-plane links are switched off while either end is above this
     #: latitude (Iridium-style), if given.
@@ -258,6 +274,19 @@ class IslPolicy(Strict):
     k: int = Field(4, ge=1, le=64)
     #: A link's straight line must stay this far above the Earth (Hypatia: 80 km).
     grazing_altitude_km: float = Field(80, ge=0, le=1000)
+    #: policy list: satellite pairs by name, and/or a file of pairs, one per line,
+    #: by name or by 0-based satellite index (Hypatia's isls.txt), relative to the
+    #: topology file.
+    links: list[tuple[str, str]] = []
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _listed(self) -> IslPolicy:
+        if self.policy == "list" and not (self.links or self.file):
+            raise ValueError("policy list needs links (pairs of satellites) or a file of them")
+        if self.policy != "list" and (self.links or self.file):
+            raise ValueError(f"links and file are for policy list, not {self.policy}")
+        return self
 
 
 class AccessPolicy(Strict):

@@ -1,5 +1,9 @@
 """Two-line element sets: parsing and checking standard 2- and 3-line TLE files.
 
+CelesTrak's 3-line files (a name line, then the two element lines) and Hypatia's
+``tles.txt`` (first a line "N_ORBITS N_SATS_PER_ORBIT", then 3-line sets whose
+name line ends in the satellite's id) are read as they are.
+
 SGP4 itself (``sgp4.api.Satrec.twoline2rv``) trusts its input; this module
 checks what it does not: line numbers, line length, matching catalog numbers
 and the modulo-10 checksum, and reports problems with file and line.
@@ -7,6 +11,7 @@ and the modulo-10 checksum, and reports problems with file and line.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +68,24 @@ def _check_line(text: str, number: int, file: str, lineno: int) -> None:
         )
 
 
+_HYPATIA_HEADER = re.compile(r"^\s*(\d+)\s+(\d+)\s*$")
+
+
+def hypatia_header(text: str) -> tuple[int, int] | None:
+    """(orbits, satellites per orbit) of a Hypatia ``tles.txt``'s first line, if it has one."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    m = _HYPATIA_HEADER.match(first)
+    return (int(m[1]), int(m[2])) if m else None
+
+
 def parse_tle(text: str, file: str = "<tle>") -> list[ElementSet]:
-    """Parse TLE text (2-line sets, 3-line sets with a name line, or a mix)."""
+    """Parse TLE text (2-line sets, 3-line sets with a name line, or a mix; a Hypatia
+    header first, whose count must match)."""
     rows = [(i + 1, raw.rstrip()) for i, raw in enumerate(text.splitlines())]
     rows = [(n, t) for n, t in rows if t.strip()]
+    header = hypatia_header(text)
+    if header:
+        rows = rows[1:]
     sets: list[ElementSet] = []
     i = 0
     while i < len(rows):
@@ -77,6 +96,11 @@ def parse_tle(text: str, file: str = "<tle>") -> list[ElementSet]:
             i += 1
             if i >= len(rows):
                 raise InputError(f"name line {name!r} is not followed by a TLE", file, None, lineno)
+            if not rows[i][1].startswith("1 "):
+                raise InputError(
+                    f"expected TLE line 1 after the name line {name!r} (line {lineno}), got "
+                    f"{rows[i][1][:20]!r}", file, None, rows[i][0],
+                )  # fmt: skip
         if i + 1 >= len(rows):
             raise InputError("TLE line 2 is missing", file, None, rows[i][0])
         (n1, l1), (n2, l2) = rows[i], rows[i + 1]
@@ -100,6 +124,11 @@ def parse_tle(text: str, file: str = "<tle>") -> list[ElementSet]:
         i += 2
     if not sets:
         raise InputError("no TLE found", file)
+    if header and header[0] * header[1] != len(sets):
+        raise InputError(
+            f"the first line says {header[0]} orbits of {header[1]} satellites "
+            f"({header[0] * header[1]}), the file has {len(sets)} TLEs", file, None, 1,
+        )  # fmt: skip
     return sets
 
 

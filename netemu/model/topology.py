@@ -18,18 +18,21 @@ from pathlib import Path
 from pydantic import ValidationError
 from sgp4.api import Satrec
 
-from netemu.errors import InputError
-from netemu.model import physics, schema
+from netemu.errors import InputError, read_text
+from netemu.model import physics, planes, schema
 from netemu.model.faults import Fault, parse_target
 from netemu.model.flight import FlightPath
+from netemu.model.hypatia import is_hypatia_dir, topology_data
 from netemu.model.orbits import (
+    altitude_for_mean_motion_km,
     raan_for_ltan_deg,
     satrecs_for,
     sun_synchronous_inclination_deg,
     walker_orbits,
 )
 from netemu.model.placement import PlacementError, place
-from netemu.model.tle import read_tle_file
+from netemu.model.planes import Grid
+from netemu.model.tle import hypatia_header, parse_tle
 from netemu.model.yamlsource import KeyPath, LocatedDocument, format_key_path, load_yaml
 
 
@@ -120,6 +123,10 @@ class Topology:
     ground_sites: list[schema.GroundStation]  # one per ground node, in node order
     flights: list[FlightPath]  # one per aircraft node, in node order
     shells: list[Shell]
+    #: TLE groups in planes and slots, for plus-grid (netemu.model.planes).
+    grids: list[Grid]
+    #: policy list: the ISL candidates, (a, b) node indices with a < b.
+    isl_pairs: list[tuple[int, int]]
     isl: schema.IslPolicy
     access: schema.AccessPolicy
     link_defaults: dict[LinkKind, LinkParams]
@@ -215,12 +222,22 @@ MAX_NODES = 100_000
 
 
 def load_topology(path: str | Path, overrides: dict | None = None) -> Topology:
-    """Read and check a topology file; raise :class:`InputError` on any problem.
+    """Read and check a topology file (or a Hypatia satellite-network directory:
+    :mod:`netemu.model.hypatia`); raise :class:`InputError` on any problem.
 
     ``overrides`` are merged into the file's keys before checking (mappings key
     by key, anything else replaced), e.g. ``{"link_defaults": {"isl":
     {"loss_percent": 5}}}`` for a degraded variant of a file in a test.
     """
+    if is_hypatia_dir(Path(path)):  # a Hypatia satellite network, read as it is
+        data = _merged(topology_data(Path(path)), overrides or {})
+        try:
+            spec = schema.TopologyFile.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            raise InputError(f"{first['msg']} (imported)", Path(path), key) from None
+        return build_topology(spec)
     doc = load_yaml(path)
     if not isinstance(doc.data, dict):
         raise doc.error((), "a topology file must be a mapping of keys (name, start, ...)")
@@ -253,6 +270,7 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
     nodes: list[Node] = []
     satrecs: list[Satrec] = []
     shells: list[Shell] = []
+    grids: list[Grid] = []
     seen: dict[str, KeyPath] = {}
 
     def add(node: Node, where: KeyPath) -> None:
@@ -270,11 +288,20 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
             w = group.walker
             epoch = w.epoch or spec.start
             inclination = w.inclination_deg
+            altitude = w.altitude_km
+            if w.mean_motion_rev_day is not None:  # J2 makes it depend on the inclination
+                guess = 97.5 if inclination == "sun-synchronous" else inclination
+                altitude = altitude_for_mean_motion_km(w.mean_motion_rev_day, guess)
             if inclination == "sun-synchronous":
                 try:
-                    inclination = sun_synchronous_inclination_deg(w.altitude_km)
+                    inclination = sun_synchronous_inclination_deg(altitude)
                 except ValueError as exc:
                     raise fail((*where, "walker", "inclination_deg"), str(exc)) from None
+                if w.mean_motion_rev_day is not None:
+                    altitude = altitude_for_mean_motion_km(w.mean_motion_rev_day, inclination)
+            if altitude < 100:
+                raise fail((*where, "walker", "mean_motion_rev_day"),
+                           f"{w.mean_motion_rev_day} rev/day is below 100 km altitude")  # fmt: skip
             if len(nodes) + w.planes * w.per_plane > MAX_NODES:
                 raise fail(
                     (*where, "walker"),
@@ -285,7 +312,7 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
             if w.ltan_h is not None:
                 raan0 = raan_for_ltan_deg(epoch, w.ltan_h)
             orbits = walker_orbits(
-                w.altitude_km,
+                altitude,
                 inclination,
                 w.planes,
                 w.per_plane,
@@ -317,14 +344,22 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
             tle_path = base_dir / group.tle.file
             if not tle_path.is_file():
                 raise fail((*where, "tle", "file"), f"TLE file not found: {tle_path}")
-            for i, element_set in enumerate(read_tle_file(tle_path)):
-                rec = element_set.satrec()
-                name = group.names.format(n=i, plane=0, slot=i, catnum=rec.satnum)
+            text = read_text(tle_path, "TLE file", encoding="ascii")
+            recs = [e.satrec() for e in parse_tle(text, str(tle_path))]
+            names = [group.names.format(n=i, plane=0, slot=i, catnum=rec.satnum)
+                     for i, rec in enumerate(recs)]  # fmt: skip
+            place = [(None, None)] * len(recs)
+            if spec.isl.policy == "plus-grid":
+                grid, place = _tle_grid(group.tle, recs, names, len(nodes), text, spec.start,
+                                        fail, (*where, "tle", "planes"))  # fmt: skip
+                grids.append(grid)
+            for name, rec, (plane, slot) in zip(names, recs, place, strict=True):
                 _check_generated_name(name, fail, (*where, "names"))
                 add(
-                    Node(name, NodeKind.SATELLITE, len(nodes), group.terminals, group.compute),
+                    Node(name, NodeKind.SATELLITE, len(nodes), group.terminals, group.compute,
+                         plane=plane, slot=slot),
                     (*where, "names"),
-                )
+                )  # fmt: skip
                 satrecs.append(rec)
 
     for i, gs in enumerate(spec.ground_stations):
@@ -381,6 +416,8 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
         ground_sites=list(spec.ground_stations),
         flights=flights,
         shells=shells,
+        grids=grids,
+        isl_pairs=_isl_pairs(spec.isl, nodes, len(satrecs), base_dir, fail),
         isl=spec.isl,
         access=spec.access,
         link_defaults=link_defaults,
@@ -391,6 +428,62 @@ def build_topology(spec: schema.TopologyFile, doc: LocatedDocument | None = None
         random_faults=spec.random_faults,
         containers=_containers(spec, nodes, fail),
     )
+
+
+def _tle_grid(tle: schema.TleSource, recs, names, first, text, start, fail, where):
+    """A TLE group's grid and each satellite's (plane, slot): from a Hypatia header,
+    the file's mapping, or the elements (netemu.model.planes)."""
+    if tle.planes == "auto":
+        header = hypatia_header(text)
+        if header is None:
+            return planes.from_elements(recs, first, start, tle.plane_tolerance_deg)
+        place = [divmod(i, header[1]) for i in range(len(recs))]
+    else:
+        missing = [n for n in names if n not in tle.planes]
+        if missing:
+            raise fail(where, f"no [plane, slot] for {missing[0]!r} ({len(missing)} missing)")
+        unknown = sorted(set(tle.planes) - set(names))
+        if unknown:
+            raise fail(where, f"{unknown[0]!r} is not a satellite of this file")
+        place = [tuple(tle.planes[n]) for n in names]
+        if len(set(place)) < len(place):
+            raise fail(where, "two satellites have the same [plane, slot]")
+    return planes.from_slots(recs, first, start, place), place
+
+
+def _isl_pairs(isl: schema.IslPolicy, nodes: list[Node], n_sat: int, base_dir: Path, fail):
+    """policy list: the pairs given, by name or by 0-based satellite index (a < b)."""
+    if isl.policy != "list":
+        return []
+    index = {n.name: n.index for n in nodes[:n_sat]}
+    given = [(("isl", "links", i), a, b) for i, (a, b) in enumerate(isl.links)]
+    if isl.file:
+        path = base_dir / isl.file
+        if not path.is_file():
+            raise fail(("isl", "file"), f"ISL file not found: {path}")
+        for n, line in enumerate(read_text(path, "ISL file").splitlines(), 1):
+            words = line.split("#")[0].split()
+            if not words:
+                continue
+            if len(words) != 2:
+                raise InputError(f"expected two satellites, got {line.strip()!r}", path, None, n)
+            given.append(((str(path), n), *words))
+    out = set()
+    for where, *ends in given:
+        pair = []
+        for end in ends:
+            if end.isdigit() and end not in index:
+                node = int(end) if int(end) < n_sat else None
+            else:
+                node = index.get(end)
+            if node is None:
+                if isinstance(where[0], str) and where[0] != "isl":
+                    raise InputError(f"no satellite {end!r}", where[0], None, where[1])
+                raise fail(where, f"no satellite {end!r}")
+            pair.append(node)
+        if pair[0] != pair[1]:
+            out.add((min(pair), max(pair)))
+    return sorted(out)
 
 
 def _containers(spec: schema.TopologyFile, nodes: list[Node], fail) -> list[schema.ContainerSpec]:

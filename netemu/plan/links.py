@@ -4,8 +4,9 @@ Pure computation over one epoch's node positions (:mod:`netemu.plan.geometry`):
 
 1. **Inter-satellite links** come from the topology's ISL policy: ``plus-grid``
    (in-plane neighbours plus one satellite in each adjacent plane of a Walker
-   shell, optionally off above a cut-off latitude) or ``nearest-k`` (the k
-   nearest partners in line of sight). A candidate is *feasible* when its line
+   shell or a TLE file's planes, optionally off above a cut-off latitude),
+   ``list`` (the pairs given), or ``nearest-k`` (the k nearest partners in line
+   of sight). A candidate is *feasible* when its line
    of sight clears the Earth plus the grazing altitude and its length is within
    the terminals' range.
 2. **Terminals** are a hard budget: no node holds more links than it has
@@ -82,9 +83,23 @@ def _concat(parts: list[tuple]) -> LinkSet:
     return LinkSet(a.astype(int), b.astype(int), kind.astype(int), dist, elev)
 
 
+def isl_candidates(topology: Topology) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed ISL candidates (a, b, is_cross_plane): +Grid's, or policy list's."""
+    if topology.isl.policy == "list":
+        pairs = np.array(topology.isl_pairs, dtype=int).reshape(-1, 2)
+        return pairs[:, 0], pairs[:, 1], np.zeros(len(pairs), bool)
+    return plus_grid_pairs(topology)
+
+
 def plus_grid_pairs(topology: Topology) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """+Grid candidate pairs of every Walker shell: (a, b, is_cross_plane)."""
+    """+Grid candidate pairs of every Walker shell and TLE grid: (a, b, is_cross_plane)."""
     a_all, b_all, cross_all = [], [], []
+    for grid in topology.grids:
+        if pairs := grid.pairs(topology.isl.cross_plane):
+            a, b, cross = (np.array(x) for x in zip(*pairs, strict=True))
+            a_all.append(a)
+            b_all.append(b)
+            cross_all.append(cross.astype(bool))
     for shell in topology.shells:
         P, S = shell.planes, shell.per_plane
         plane, slot = np.divmod(np.arange(P * S), S)
@@ -156,7 +171,7 @@ class LinkModel:
         #: For the longest-visibility rule: (access node, satellites, positions)
         #: -> seconds each satellite stays visible. Set by the planner.
         self.visibility = None
-        self.grid_a, self.grid_b, self.grid_cross = plus_grid_pairs(topology)
+        self.grid_a, self.grid_b, self.grid_cross = isl_candidates(topology)
 
     # -- limits ---------------------------------------------------------------
     def max_range_km(self, kind: int | np.ndarray, a, b) -> np.ndarray:
@@ -206,7 +221,7 @@ class LinkModel:
         return up
 
     def _isl(self, pos, held_keys, free):
-        if self.isl_policy == "plus-grid":
+        if self.isl_policy in ("plus-grid", "list"):
             a, b, cross = self.grid_a, self.grid_b, self.grid_cross
             dist, ok = self._isl_feasible(pos, a, b)
             if self._cut:
