@@ -159,9 +159,10 @@ def test_containers_from_the_command_line_fail_in_one_line(tmp_path):
     assert leftovers("tcfail") == [] and leftovers("tcbad") == []
 
 
-@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+@pytest.mark.parametrize("how", ["sigint", "sigterm", "sighup", "sigkill"])
 def test_a_run_with_containers_leaves_nothing_however_it_ends(tmp_path, how):
-    """SIGTERM to ``netemu run --containers`` removes its containers with the rest (143);
+    """Ctrl-C as a terminal sends it (SIGINT to the whole group), SIGTERM or SIGHUP to
+    ``netemu run --containers`` removes its containers with the rest (130, 143, 129);
     after kill -9 of the whole group the containers outlive it, and ``netemu clean``
     removes them with the rest (their conmon carries the run's tag; what remains of a
     container is removed by name)."""
@@ -181,9 +182,10 @@ def test_a_run_with_containers_leaves_nothing_however_it_ends(tmp_path, how):
         time.sleep(0.1)
     else:
         raise AssertionError("the containers did not start")
-    if how == "sigterm":
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(60) == 143
+    if how != "sigkill":
+        sig = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}[how]
+        os.killpg(proc.pid, sig)
+        assert proc.wait(60) == 128 + sig
         assert leftovers(run) == []
         return
     os.killpg(proc.pid, signal.SIGKILL)
