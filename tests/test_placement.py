@@ -4,12 +4,13 @@ the topology file's containers: section checked, without root."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from netemu.errors import InputError
-from netemu.live.workloads import gpu_devices, hosts_file, podman_run, spec_from
+from netemu.live.workloads import _said, gpu_devices, hosts_file, podman_run, spec_from
 from netemu.model.placement import PlacementError, place
 from netemu.model.schema import ContainerSpec
 from netemu.model.topology import load_topology
@@ -111,3 +112,27 @@ def test_the_topology_file_says_which_container_key_is_wrong(write_topology):
         load_topology(bad)
     assert "containers[0].replicas" in str(err.value) or "containers.0.replicas" in str(err.value)
     assert Path(bad).name in str(err.value)
+
+
+def test_readiness_is_read_from_what_this_start_said(tmp_path):
+    """An instance is ready once its output, from where this start began, holds the
+    text: what an earlier start said does not count; a process that said it and
+    exited counts; one that exits silent, or stays silent, does not."""
+    out = tmp_path / "x.out"
+    out.write_text("ready\n")  # an earlier start's words
+    start = out.stat().st_size
+    silent = subprocess.Popen(["sleep", "5"])
+    try:
+        assert not _said(out, start, "ready", silent, timeout_s=0.3)
+        with out.open("a") as f:
+            f.write("serving: ready\n")
+        assert _said(out, start, "ready", silent, timeout_s=0.3)
+    finally:
+        silent.kill()
+        silent.wait()
+    said_and_went = subprocess.Popen(["sh", "-c", f"echo ready >> {out}"])
+    said_and_went.wait()
+    assert _said(out, out.stat().st_size - 6, "ready", said_and_went, timeout_s=1)
+    quiet = subprocess.Popen(["true"])
+    quiet.wait()
+    assert not _said(out, out.stat().st_size, "ready", quiet, timeout_s=1)

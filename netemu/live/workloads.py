@@ -90,6 +90,7 @@ class Running:
     proc: subprocess.Popen | None = None
     stderr: Path | None = None
     output: Path | None = None
+    said_from: int = 0  # where in ``output`` this start's words begin
     watcher: threading.Thread | None = field(default=None, repr=False)
 
 
@@ -257,7 +258,7 @@ class Workloads:
             said = {}
             for r in running:
                 if r.spec.ready:
-                    said[r.instance.name] = _said(r.output, r.spec.ready, r.proc,
+                    said[r.instance.name] = _said(r.output, r.said_from, r.spec.ready, r.proc,
                                                   r.spec.ready_timeout_s)  # fmt: skip
                 else:
                     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -294,7 +295,8 @@ class Workloads:
                 devices if any(p.exists() for p in CDI_SPECS) else [], self.base_dir,
             )  # fmt: skip
             env, cwd = self.env, None
-        r.output.write_bytes(b"")  # what it says now, for its readiness
+        # Its readiness is in what it says from now on (a restart appends).
+        r.said_from = r.output.stat().st_size if r.output.exists() else 0
         with open(r.stderr, "a") as err, open(r.output, "a") as out:
             r.proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd,
                                       start_new_session=True)  # fmt: skip
@@ -498,16 +500,22 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def _said(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait until the output in ``path`` holds ``text`` (True), or the process exits or
-    ``timeout_s`` passes (False)."""
+def _said(path: Path, start: int, text: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait until the output in ``path`` from byte ``start`` on holds ``text`` (True), or
+    the process exits or ``timeout_s`` passes (False)."""
+
+    def said() -> bool:
+        with contextlib.suppress(OSError), path.open("rb") as f:
+            f.seek(start)
+            return text.encode() in f.read()
+        return False
+
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
-        with contextlib.suppress(OSError):
-            if text in path.read_text(errors="replace"):
-                return True
+        if said():
+            return True
         if proc.poll() is not None:
-            return False
+            return said()  # its last words before it exited
         time.sleep(0.02)
     return False
 

@@ -70,7 +70,18 @@ def services_image(log=sys.stderr) -> str:
             provide_image(image, build=(context, containerfile))
         except ImageError as exc:
             raise InputError(f"the services image: {exc}") from None
+    _remove_older(image)
     return image
+
+
+def _remove_older(image: str) -> None:
+    """The services images of earlier code (one a code change, ~1 MB each, and they
+    would pile up); one still in use stays (podman refuses)."""
+    repo = image.rsplit(":", 1)[0]
+    listed = subprocess.run([*PODMAN, "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
+                            capture_output=True, text=True).stdout.split()  # fmt: skip
+    if older := [t for t in listed if t != image]:
+        subprocess.run([*PODMAN, "rmi", *older], capture_output=True)
 
 
 def base_image(log=sys.stderr) -> str:
