@@ -144,12 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         image = scene.frame(seq).image.tobytes()
         capture = now_ns()
         to, why = chooser.choose(capture)
-        unsent = sum(not send(out, part, to) for part in fragments(args.id, seq, capture, image))
+        unsent, first_sent = 0, None
+        for part in fragments(args.id, seq, capture, image):
+            unsent += not send(out, part, to)
+            first_sent = first_sent or now_ns()  # the app's own time ends here
         log.write(
             "frame",
             sensor=args.id,
             seq=seq,
             capture_ns=capture,
+            first_sent_ns=first_sent,
             sent_end_ns=now_ns(),
             to=f"{to[0]}:{to[1]}",
             why=why,
