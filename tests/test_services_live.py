@@ -42,14 +42,18 @@ def test_stages_add_up_and_network_stages_follow_the_geometry(tmp_path):
         Deployment(emu, tmp_path / "res", "process") as dep,
     ):
         emu.start_controller()
+        # Frames 0.45 s apart: not in step with the 1 s epochs, whose updates (when the
+        # delay in force is not one value) would otherwise catch every other frame.
         logs = deploy_pipeline(
-            emu, dep, "t2", ["jet1", "gs_north"], frames=10, interval=0.5, size=256, seed=3
+            emu, dep, "t2", ["jet1", "gs_north"], frames=10, interval=0.45, size=256, seed=3
         )
         rows = measure.report_rows(logs, dep.labels)
         summary = measure.summary(logs, dep.labels)
         excess = {"uplink": [], "downlink": []}  # measured - geometric, ms
-        # The uplink from the first fragment's leaving the sensor (before it, the app
-        # renders and encodes: its own time, which a slower CPU stretches: 1-2 ms).
+        # The uplink from the first fragment's handing to the kernel (before it, the app
+        # renders and encodes: its own time, which a slower CPU stretches: 1-2 ms; a
+        # stamp after sendto would come late when the sensor is descheduled there, and
+        # the uplink seem 0.19 ms shorter than physics allows).
         sent = {f["seq"]: f["first_sent_ns"] for _, f in measure.records(logs, "sensor", "frame")}
         for r in rows:
             stages = sum(r[f"{s}_ms"] for s in measure.STAGES)
@@ -72,16 +76,17 @@ def test_stages_add_up_and_network_stages_follow_the_geometry(tmp_path):
                               emu.events)  # fmt: skip
     # Never early; close to the geometry. These are application stamps on a 2-core
     # machine where, as a frame goes out, the sensor (encoding ~220 fragments), the
-    # wire engine and the receiving service all want a core: the receiver's wake-up
-    # waits for one now and then (2.8 ms seen; a median of 0.55 ms in one run of 10
-    # on a busy day). So: the median within 1 ms and 80% within 2 ms. A delay of the
-    # wrong unit or direction is off by the geometric delay itself (3-14 ms here);
-    # the shaper's own fidelity is measured with kernel stamps (tests/test_live.py).
+    # wire engine and the receiving service all want a core, and the first fragment
+    # waits for one: the uplink's excess had medians up to 1.1 ms over 10 runs, single
+    # samples up to 2.8 ms (the downlink's: ~0.35 ms). So: the median within 2 ms and
+    # 80% within 3 ms. A delay of the wrong unit or direction is off by the geometric
+    # delay itself (3-14 ms here); the shaper's own fidelity (0.5 ms) is measured with
+    # kernel stamps (tests/test_live.py).
     assert len(excess["uplink"]) >= 7 and len(excess["downlink"]) >= 14, excess
     for stage, e in excess.items():
         e = np.array(e)
         assert e.min() > -0.05, (stage, e)
-        assert np.median(e) <= 1.0 and np.mean(e <= 2.0) >= 0.8, (stage, np.round(e, 2))
+        assert np.median(e) <= 2.0 and np.mean(e <= 3.0) >= 0.8, (stage, np.round(e, 2))
     for consumer in ("jet1", "gs_north"):
         assert summary["consumers"][consumer]["delivered"] == 10
         # 8 targets from frame 3 on: all found, within a pixel (tracker's estimate).

@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         to, why = chooser.choose(capture)
         unsent, first_sent = 0, None
         for part in fragments(args.id, seq, capture, image):
+            # As the first fragment, encoded, goes to the kernel: the app's time ends here.
+            first_sent = first_sent or now_ns()
             unsent += not send(out, part, to)
-            first_sent = first_sent or now_ns()  # the app's own time ends here
         log.write(
             "frame",
             sensor=args.id,
