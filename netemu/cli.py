@@ -373,15 +373,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     data = topology_data(args.source, args.name)
     load_topology(args.source, {"name": data["name"]})  # checked as a run would check it
-    print(f"# netemu {netemu_version()}: imported from Hypatia's {args.source.resolve()}")
+    print(f"# netemu {stamp('plan')['netemu_version']}: imported from Hypatia's "
+          f"{args.source.resolve()}")  # fmt: skip
     print(yaml.safe_dump(data, sort_keys=False), end="")
     return 0
-
-
-def netemu_version() -> str:
-    import netemu
-
-    return netemu.__version__
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -716,14 +716,14 @@ __all__ = ["Emulation", "LinkView", "preflight"]
 
 
 def _log_event(event: dict) -> None:
-    """Faults and containers at INFO, the links' and routes' events at DEBUG."""
-    level = (
-        logging.INFO
-        if event["type"] in ("fault", "fault-cleared", "container")
-        else (logging.WARNING if event["type"] == "late" else logging.DEBUG)
-    )
+    """Faults and containers at INFO, a late epoch as a WARNING, the links' and routes'
+    events at DEBUG."""
+    level = _EVENT_LEVELS.get(event["type"], logging.DEBUG)
     if log.isEnabledFor(level):
-        fields = " ".join(
-            f"{k}={v}" for k, v in event.items() if k not in ("type", "time", "unix_s")
-        )
+        said = {k: v for k, v in event.items() if k not in ("type", "time", "unix_s")}
+        fields = " ".join(f"{k}={v}" for k, v in said.items())
         log.log(level, "%s %s: %s", event["time"], event["type"], fields)
+
+
+_EVENT_LEVELS = {"fault": logging.INFO, "fault-cleared": logging.INFO,
+                 "container": logging.INFO, "late": logging.WARNING}  # fmt: skip

@@ -248,23 +248,27 @@ class Workloads:
             hosts.write_text(hosts_file(self._names()))
             fresh = [r for r in which if r.proc is None or r.proc.poll() is not None]
             for r in fresh:
+                r.state = "waiting"
                 self._launch(r, hosts, devices[r.instance.name])
-            # Launched together, so running at about the same time: the grace starts
-            # when the last of them runs.
-            podman = [r for r in fresh if r.spec.engine == "podman"]
-            running = [r for r in fresh if r not in podman]
-            running += [r for r in podman if _running_soon(r.container, r.proc)]
-            settled = time.monotonic() + START_GRACE_S
-            said = {}
-            for r in running:
-                if r.spec.ready:
-                    said[r.instance.name] = _said(r.output, r.said_from, r.spec.ready, r.proc,
-                                                  r.spec.ready_timeout_s)  # fmt: skip
-                else:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        r.proc.wait(max(0.0, settled - time.monotonic()))
+        # Waited for without the lock: a readiness may take minutes, and a stop (the
+        # run's, or a fault's) must not wait for it. Launched together, so running at
+        # about the same time: the grace starts when the last of them runs.
+        podman = [r for r in fresh if r.spec.engine == "podman"]
+        running = [r for r in fresh if r not in podman]
+        running += [r for r in podman if _running_soon(r.container, r.proc)]
+        settled = time.monotonic() + START_GRACE_S
+        said = {}
+        for r in running:
+            if r.spec.ready:
+                said[r.instance.name] = _said(r.output, r.said_from, r.spec.ready, r.proc,
+                                              r.spec.ready_timeout_s)  # fmt: skip
+            else:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    r.proc.wait(max(0.0, settled - time.monotonic()))
+        with self._lock:
             for r in fresh:
-                self._settle(r, said.get(r.instance.name, True))
+                if r.state == "waiting":  # not stopped meanwhile (a fault, the run)
+                    self._settle(r, said.get(r.instance.name, True))
 
     def _names(self) -> dict[str, str]:
         out = {n: self.addresses[i] for n, i in self.node.items()}
@@ -368,8 +372,8 @@ class Workloads:
                 if self._stopping or r.state != "exited":
                     return
                 r.restarts += 1
-                with contextlib.suppress(WorkloadError):
-                    self._start([r])
+            with contextlib.suppress(WorkloadError):
+                self._start([r])
 
     def _fault_stop(self, victims: list[Running]) -> None:
         self._stop_all(victims)

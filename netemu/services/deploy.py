@@ -156,8 +156,9 @@ class Deployment:
         """A service or consumer that exits on its own (a crash, the OOM killer, a
         container killed; not a node's fault, which stops it) ends the deployment: its
         results would silently stop."""
+        states = {c["name"]: c for c in self.emu.containers()}  # one snapshot for all
         for s in self.services:
-            st = self.state(s)
+            st = states[f"{s.container}-0"]
             if s is not waiting_for and st["state"] == "exited":
                 raise DeploymentError(
                     f"{s.app} on {s.label} exited on its own (status {st['exit_status']}): "
