@@ -18,6 +18,7 @@ from netemu.kernel.netlink.route import (
     RTM_DELROUTE,
     RTM_NEWROUTE,
     RTN_UNREACHABLE,
+    RTNH_F_ONLINK,
     encode_deletes,
     encode_replaces,
     encode_unreachables,
@@ -41,7 +42,7 @@ def decoded(msgs: np.ndarray) -> list[rtmsg]:
 def test_replace_route_messages():
     msgs = encode_replaces(
         np.array([ip("172.16.0.12"), ip("172.16.0.16")]),
-        np.array([ip("10.0.0.3"), ip("10.0.0.5")]),
+        np.array([ip("172.16.0.6"), ip("172.16.0.8")]),
         np.array([1005, 1007]),
         np.array([ip("172.16.0.3")] * 2),
         np.array([32, 30]),
@@ -54,10 +55,11 @@ def test_replace_route_messages():
         assert not flags & NLM_F_ACK  # only the last of a batch asks, when sent
         assert msg["table"] == 254 and msg["header"]["length"] == msgs.dtype.itemsize
         assert msg.get_attr("RTA_PREFSRC") == "172.16.0.3"
+        assert msg["flags"] == RTNH_F_ONLINK  # the neighbour's service address is on the link
     assert (first["dst_len"], second["dst_len"]) == (32, 30)
     assert first.get_attr("RTA_DST") == "172.16.0.12"
-    assert first.get_attr("RTA_GATEWAY") == "10.0.0.3" and first.get_attr("RTA_OIF") == 1005
-    assert second.get_attr("RTA_GATEWAY") == "10.0.0.5" and second.get_attr("RTA_OIF") == 1007
+    assert first.get_attr("RTA_GATEWAY") == "172.16.0.6" and first.get_attr("RTA_OIF") == 1005
+    assert second.get_attr("RTA_GATEWAY") == "172.16.0.8" and second.get_attr("RTA_OIF") == 1007
 
 
 def test_unreachable_and_delete_route_messages():
@@ -109,15 +111,17 @@ def test_interface_messages_configure_a_real_namespace():
              "peer", "name", "v1", "index", "1006"],
             check=True,
         )  # fmt: skip
-        addr = int(ipaddress.IPv4Address("10.0.0.6"))
+        peer = int(ipaddress.IPv4Address("172.16.0.7"))
         service = int(ipaddress.IPv4Address("172.16.0.4"))
         sock = socket_in("/run/netns/nltest")
         send_all(
             sock,
             [
-                encode_addresses([1005, 1], [addr, service], [31, 32]),
+                encode_addresses([1], [service], [32]),
                 encode_links_up(np.array([1005, 1]), np.array([True, False])),
-                encode_neighbours([1005], [addr + 1], mac_bytes([addr + 1])),
+                encode_neighbours([1005], [peer], mac_bytes([6], [3])),
+                # Unnumbered: the next hop is the peer's service address, on the link.
+                encode_replaces([ip("172.16.0.9")], [peer], [1005], [service], [32]),
             ],
         )
         sock.close()
@@ -125,13 +129,18 @@ def test_interface_messages_configure_a_real_namespace():
         assert "UP" in links["v0"]["flags"] and "NOARP" in links["v0"]["flags"]
         assert "UP" in links["lo"]["flags"] and "NOARP" not in links["lo"]["flags"]
         addrs = {
-            x["ifname"]: {(a["local"], a["prefixlen"]) for a in x["addr_info"]}
+            x["ifname"]: {
+                (a["local"], a["prefixlen"]) for a in x["addr_info"] if a["family"] == "inet"
+            }
             for x in ip_json("addr")
         }
-        assert ("10.0.0.6", 31) in addrs["v0"] and ("172.16.0.4", 32) in addrs["lo"]
+        assert addrs["v0"] == set() and ("172.16.0.4", 32) in addrs["lo"]
         (neigh,) = ip_json("neigh", "show", "dev", "v0")
-        assert neigh["dst"] == "10.0.0.7" and neigh["lladdr"] == "02:00:0a:00:00:07"
+        assert neigh["dst"] == "172.16.0.7" and neigh["lladdr"] == "02:00:00:60:00:03"
         assert neigh["state"] == ["PERMANENT"]
+        (route,) = ip_json("route", "show", "172.16.0.9")
+        assert route["gateway"] == "172.16.0.7" and route["dev"] == "v0"
+        assert "onlink" in route["flags"] and route["prefsrc"] == "172.16.0.4"
     finally:
         subprocess.run(["ip", "netns", "del", "nltest"])
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from netemu.errors import InputError
-from netemu.kernel.netlink.route import RTM_DELROUTE, RTM_NEWROUTE, RTN_UNICAST, RTN_UNREACHABLE
+from netemu.kernel.netlink.route import (
+    RTM_DELROUTE,
+    RTM_NEWROUTE,
+    RTN_UNICAST,
+    RTN_UNREACHABLE,
+    RTNH_F_ONLINK,
+)
 from netemu.live.routes import route_messages
 from netemu.live.run import Run
 from netemu.routes import addressing
@@ -46,19 +52,19 @@ def test_a_run_name_that_would_clash_or_escape_is_refused(name):
 def test_route_messages_go_to_their_nodes():
     """Node 0: a route to node 3 via node 1 and an unreachable one; node 2: one route
     deleted. Each node gets its messages only, with the addresses the plan says."""
-    n = 4
     dst = addressing.service_address_u32([3, 2, 1])
     changes = PrefixChanges(
         replace=(np.array([0, 0]), dst[:2], np.array([32, 32]), np.array([1, UNREACHABLE])),
         delete=(np.array([2]), dst[2:], np.array([32])),
     )
-    sent = dict(route_messages(changes, n))
+    sent = dict(route_messages(changes))
     assert set(sent) == {0, 2}
     replaces, unreachables, deletes = sent[0]
     assert len(replaces) == len(unreachables) == 1 and len(deletes) == 0
     (r,) = replaces
     assert (r["type"], r["rtype"], r["dst"]) == (RTM_NEWROUTE, RTN_UNICAST, dst[0])
-    assert r["gw"] == addressing.link_address_u32(1, 0, n)  # node 1's end of link 0-1
+    assert r["gw"] == addressing.service_address_u32(1)  # node 1, reached on the link to it
+    assert r["rflags"] == RTNH_F_ONLINK
     assert r["oif"] == addressing.interface_index(1)
     assert r["src"] == addressing.service_address_u32([0])[0]
     assert (unreachables[0]["rtype"], unreachables[0]["dst"]) == (RTN_UNREACHABLE, dst[1])

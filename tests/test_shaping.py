@@ -1,5 +1,7 @@
 """Shaper command generation: units, netem limits, in-place changes, naming."""
 
+import numpy as np
+
 from netemu.routes import addressing
 from netemu.shaping import BLOCKED, Shape, htb_rate
 from netemu.shaping.netem import netem_args, netem_limit
@@ -36,8 +38,11 @@ def test_shapes_compare_to_the_microsecond():
 def test_names_and_addresses():
     assert len(addressing.interface_name("a" * 12)) == 15
     assert addressing.service_address(0) == "172.16.0.1"
-    a, b = addressing.link_addresses(3, 1, 10)
-    assert (a, b) == addressing.link_addresses(1, 3, 10) == ("10.0.0.26", "10.0.0.27")
-    seen = {addressing.link_addresses(i, j, 50) for i in range(50) for j in range(i + 1, 50)}
-    assert len(seen) == 50 * 49 // 2  # every pair has its own /31
-    assert addressing.mac_address("10.0.0.26") == "02:00:0a:00:00:1a"
+    assert addressing.mac_address(3, 5) == "02:00:00:30:00:05"
+    assert addressing.mac_address(5, 3) == "02:00:00:50:00:03"
+    big = addressing.MAX_NODES - 1  # Starlink phase 1 and far beyond: ends stay distinct
+    assert addressing.mac_address(big, 4419) == "02:ff:ff:d0:11:43"
+    ends = [(i, j) for i in (0, 1, 4419, big) for j in (0, 1, 4419, big) if i != j]
+    macs = addressing.mac_bytes(*np.array(ends).T)
+    assert len({m.tobytes() for m in macs}) == len(ends)
+    assert addressing.service_address(big) == "172.31.255.254"

@@ -4,7 +4,7 @@
 know which links it will need; :meth:`Builder.namespaces` makes one named
 namespace per node in one ``ip -batch``; :meth:`Builder.links` makes links (the
 shaper makes their interfaces: veth pairs or the wire engine's TAPs), then
-addresses, neighbours, links up and rate limiters by netlink messages sent in
+neighbours, links up and rate limiters by netlink messages sent in
 one batch per namespace, the routers' sysctls written directly, and the shaper's
 ``tc`` lines in one ``tc -batch`` per namespace. Links a later epoch needs are
 made the same way when they first appear (they acquire anyway).
@@ -94,22 +94,20 @@ class Builder:
         new = [(k, kind) for k, kind in keys_kinds if k not in self.table]
         if not new and not new_namespaces:
             return
-        n, ns = len(self.names), self.namespaces
+        ns = self.namespaces
         pairs, per_ns, sends, found, rows = [], {}, {}, {}, []
         for (a, b), kind in new:
             ia = addressing.interface_name(self.names[b])
             ib = addressing.interface_name(self.names[a])
             index_a, index_b = addressing.interface_index(b), addressing.interface_index(a)
-            addr_a, addr_b = addressing.link_addresses(a, b, n)
             pairs.append(
                 (
-                    Port(ns[a], ia, index_a, addressing.mac_address(addr_a)),
-                    Port(ns[b], ib, index_b, addressing.mac_address(addr_b)),
+                    Port(ns[a], ia, index_a, addressing.mac_address(a, b)),
+                    Port(ns[b], ib, index_b, addressing.mac_address(b, a)),
                 )
             )
-            u32_a, u32_b = addressing.link_address_u32([a, b], [b, a], n).tolist()
-            per_ns.setdefault(a, []).append((index_a, u32_a, u32_b))
-            per_ns.setdefault(b, []).append((index_b, u32_b, u32_a))
+            per_ns.setdefault(a, []).append((index_a, b))
+            per_ns.setdefault(b, []).append((index_b, a))
             fwd = Direction((a, b), ns[a], ia, ns[b], ib)
             bwd = Direction((a, b), ns[b], ib, ns[a], ia)
             nodes = self.topology.nodes
@@ -142,22 +140,24 @@ class Builder:
         self.made([k for k, _ in new])
 
     def _configure(
-        self, node: int, fresh: bool, links: list[tuple[int, int, int]], limiters: list
+        self, node: int, fresh: bool, links: list[tuple[int, int]], limiters: list
     ) -> None:
-        """Addresses, interfaces up, static neighbours and the shaper's rate limiters
-        through netlink (no program per namespace). ``links``: (interface index, own
-        address, peer's address); ``fresh``: also the loopback with the node's
-        service address. No ARP on the links: each end knows the other's MAC (02:00
-        + its address), so a flow's first packet waits for no address resolution."""
-        index, own, peer = np.array(links, dtype=np.int64).reshape(-1, 3).T
+        """Interfaces up, static neighbours and the shaper's rate limiters through
+        netlink (no program per namespace). ``links``: (interface index, peer);
+        ``fresh``: also the loopback with the node's service address. The links are
+        unnumbered (:mod:`netemu.routes.addressing`): each interface knows its peer's
+        service address and MAC, so no ARP crosses a link and a flow's first packet
+        waits for no address resolution."""
+        index, peer = np.array(links, dtype=np.int64).reshape(-1, 2).T
         batches = []
         if fresh:
             service = addressing.service_address_u32([node])
             batches += [encode_addresses([1], service, 32), encode_links_up([1], [False])]
         batches += [
-            encode_addresses(index, own, 31),
             encode_links_up(index, np.ones(len(index), bool)),
-            encode_neighbours(index, peer, addressing.mac_bytes(peer)),
+            encode_neighbours(
+                index, addressing.service_address_u32(peer), addressing.mac_bytes(peer, node)
+            ),
         ]
         sock = self.sockets(self.namespaces[node])
         send_all(sock, batches)

@@ -70,8 +70,7 @@ class Hosts:
             addressing.interface_name(self.names[peer]), node=host, up=None,
             moveIntfFn=_already_there,
         )  # fmt: skip
-        intf.ip = addressing.link_addresses(node, peer, len(self.names))[node > peer]
-        intf.prefixLen = 31
+        intf.ip = intf.prefixLen = None  # unnumbered: the host's address is its loopback's
         self.intfs[(node, peer)] = intf
 
     def links_changed(self) -> None:

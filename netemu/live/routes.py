@@ -22,10 +22,11 @@ from netemu.routes.aggregation import PrefixChanges, PrefixRoutes
 from netemu.routes.routing import UNREACHABLE, RouteChanges, RouteHistory, ShortestDelayRouter
 
 
-def route_messages(changes: PrefixChanges, n_nodes: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+def route_messages(changes: PrefixChanges) -> Iterator[tuple[int, list[np.ndarray]]]:
     """(node, its netlink message arrays) for the prefix ``changes``: a route via the
-    neighbour's link address, sourced from the node's own service address, or
-    ``unreachable``, or a deletion. All encoded at once, then split by node."""
+    neighbour's service address on the link toward it (onlink), sourced from the
+    node's own service address, or ``unreachable``, or a deletion. All encoded at
+    once, then split by node."""
     node, dst, dst_len, via = changes.replace
     reach = via != UNREACHABLE
     s, v = node[reach], via[reach]
@@ -34,7 +35,7 @@ def route_messages(changes: PrefixChanges, n_nodes: int) -> Iterator[tuple[int, 
             s,
             encode_replaces(
                 dst[reach],
-                addressing.link_address_u32(v, s, n_nodes),
+                addressing.service_address_u32(v),
                 addressing.interface_index(v),
                 addressing.service_address_u32(s),
                 dst_len[reach],
@@ -73,7 +74,7 @@ class Routes:
         date (``refresh``: a new epoch; ``began_s``: unix time the update began)."""
         changes = self.router.update(a, b, delay_ms, refresh)
         prefixes = self.prefixes.update(self.router.hops, changes.node, a, b)
-        for node, messages in route_messages(prefixes, len(self.namespaces)):
+        for node, messages in route_messages(prefixes):
             send_all(self.sockets(self.namespaces[node]), messages)
         if self.history is not None:
             keys = zip(a.tolist(), b.tolist(), strict=True)

@@ -4,12 +4,17 @@
   ``172.16.0.0 + i + 1`` (/32 on its loopback): applications address nodes, not
   links, and routes lead to these addresses. ``kep0`` in kepler.yaml is
   172.16.0.1.
-- The link between nodes ``a < b`` (N nodes in all) is the /31 at
-  ``10.0.0.0 + 2 (a N + b)``: ``a`` takes the even address, ``b`` the odd one.
-  A link keeps its addresses however often it comes and goes. Its MACs are
-  ``02:00`` followed by the IPv4 address, and each end knows the other's
-  (permanent neighbour entries): no ARP crosses the links, and the first
-  packet of a flow is not delayed by address resolution.
+- Links are *unnumbered*, as routers' point-to-point links often are: an
+  interface has no address of its own, and a route's next hop is the
+  neighbour's service address, reached directly on the interface toward it
+  (``via 172.16.0.2 dev to-kep1 onlink``). So the address plan does not grow
+  with the node pairs (a /31 per pair ran out at 2,896 nodes), and traceroute
+  shows the nodes' own addresses. Node ``a``'s end of its link to ``b`` has the
+  MAC ``02:`` followed by ``a`` and ``b`` in five hex digits each
+  (``02:00:00:30:00:05``: node 3 toward node 5), and each end knows the other's
+  (a permanent neighbour entry for the peer's service address): no ARP
+  crosses the links, and the first packet of a flow is not delayed by address
+  resolution.
 - In node ``a`` the interface toward ``b`` is named ``to-<b>`` (at most 15
   characters, since node names have at most 12) and has interface index
   ``1000 + index of b``; names and indices only need to be unique inside a
@@ -30,11 +35,10 @@ from netemu.errors import InputError
 
 SERVICE_BASE = int(ipaddress.IPv4Address("172.16.0.0"))
 SERVICE_SIZE = 1 << 20  # 172.16.0.0/12
-LINK_BASE = int(ipaddress.IPv4Address("10.0.0.0"))
-LINK_SIZE = 1 << 24  # 10.0.0.0/8
 NETNS_PREFIX = "netemu-"
-#: Largest topology whose every node pair has its own /31 in 10.0.0.0/8.
-MAX_NODES = int((LINK_SIZE / 2) ** 0.5)
+#: Largest topology: a service address each (172.16.0.0/12 less its first and last),
+#: and a node index in five hex digits of a MAC.
+MAX_NODES = SERVICE_SIZE - 2
 
 
 def check_size(n_nodes: int) -> None:
@@ -48,38 +52,25 @@ def service_address(index: int) -> str:
     return str(ipaddress.IPv4Address(SERVICE_BASE + index + 1))
 
 
-def link_addresses(a: int, b: int, n_nodes: int) -> tuple[str, str]:
-    """Addresses of ``a`` and ``b`` on their link (a /31)."""
-    a, b = min(a, b), max(a, b)
-    base = LINK_BASE + 2 * (a * n_nodes + b)
-    return str(ipaddress.IPv4Address(base)), str(ipaddress.IPv4Address(base + 1))
-
-
 def service_address_u32(index):
     """Service addresses as integers (vectorised)."""
     return SERVICE_BASE + np.asarray(index) + 1
 
 
-def link_address_u32(node, peer, n_nodes: int):
-    """``node``'s address on its link to ``peer``, as integers (vectorised)."""
-    node, peer = np.asarray(node), np.asarray(peer)
-    lo, hi = np.minimum(node, peer), np.maximum(node, peer)
-    return LINK_BASE + 2 * (lo * n_nodes + hi) + (node == hi)
-
-
-def mac_address(ip: str) -> str:
-    """A link interface's MAC: locally administered, 02:00 + its IPv4 address."""
-    return "02:00:" + ":".join(f"{int(x):02x}" for x in ip.split("."))
-
-
-def mac_bytes(address_u32) -> np.ndarray:
-    """:func:`mac_address` of integer addresses, as rows of 6 bytes (vectorised)."""
-    address = np.asarray(address_u32, dtype=np.int64)
-    shifts = np.array([24, 16, 8, 0])
-    out = np.zeros((len(address), 6), dtype=np.uint8)
+def mac_bytes(node, peer) -> np.ndarray:
+    """The MACs of ``node``'s ends toward ``peer``, as rows of 6 bytes (vectorised):
+    locally administered 02, then node and peer in 20 bits each."""
+    value = (np.asarray(node, dtype=np.int64) << 20) | np.asarray(peer, dtype=np.int64)
+    shifts = np.array([32, 24, 16, 8, 0])
+    out = np.zeros((value.size, 6), dtype=np.uint8)
     out[:, 0] = 0x02
-    out[:, 2:] = (address[:, None] >> shifts) & 0xFF
+    out[:, 1:] = (value.reshape(-1)[:, None] >> shifts) & 0xFF
     return out
+
+
+def mac_address(node: int, peer: int) -> str:
+    """:func:`mac_bytes` of one end, as ``ip link`` writes it."""
+    return ":".join(f"{x:02x}" for x in mac_bytes(node, peer)[0].tolist())
 
 
 def interface_index(peer_index: int) -> int:

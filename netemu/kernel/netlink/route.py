@@ -1,6 +1,6 @@
 """Route messages (``rtmsg``): replace, unreachable and delete, many at a time.
 
-What ``ip route replace DST/LEN via GW dev IF src SRC``, ``ip route replace
+What ``ip route replace DST/LEN via GW dev IF src SRC onlink``, ``ip route replace
 unreachable DST/LEN`` and ``ip route del DST/LEN`` send, for arrays of routes.
 """
 
@@ -22,6 +22,8 @@ RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC = 1, 4, 5, 7
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE = 254, 4, 0
 RTN_UNSPEC, RTN_UNICAST, RTN_UNREACHABLE = 0, 1, 7
+#: The gateway is on the interface's link whatever its addresses (unnumbered links).
+RTNH_F_ONLINK = 4
 
 #: struct rtmsg and its destination: every route message has them (addresses big-endian).
 _RTMSG = [
@@ -47,8 +49,10 @@ def _routes(dtype: np.dtype, kind: int, flags: int, dst, dst_len, rtype: int) ->
 
 
 def encode_replaces(dst, gateway, oif, prefsrc, dst_len=32) -> np.ndarray:
-    """RTM_NEWROUTE (replace/create) messages, all fields as integer arrays."""
+    """RTM_NEWROUTE (replace/create) messages, all fields as integer arrays; the
+    gateway is reached directly on ``oif`` (onlink)."""
     msgs = _routes(ROUTE_VIA, RTM_NEWROUTE, _CREATE_OR_REPLACE, dst, dst_len, RTN_UNICAST)
+    msgs["rflags"] = RTNH_F_ONLINK
     msgs["oif_rta"], msgs["oif"] = (8, RTA_OIF), oif
     msgs["gw_rta"], msgs["gw"] = (8, RTA_GATEWAY), gateway
     msgs["src_rta"], msgs["src"] = (8, RTA_PREFSRC), prefsrc
