@@ -3,14 +3,17 @@
 
 Prints one JSON object. For each size (satellites taken from
 topologies/starlink-shell1.yaml: the first P planes of 22, plus its ground
-stations and aircraft), measured in the same run on the same machine:
+stations and aircraft), or for all of Starlink phase 1
+(``--topology phase1``: topologies/starlink-phase1.yaml), each ``--runs``
+times, measured in the same run on the same machine:
 
 - netemu: bring-up time (with its phases), memory (the machine's
   MemAvailable drop, so shells, engine and kernel objects count), the routes
   installed (aggregated prefixes against one /32 per destination), then
-  ``--realtime-s`` seconds in real time (1 s epochs) with a probe stream across
-  the constellation: each epoch's update time (link shaping and routing,
-  median and worst), epochs behind schedule, the *fidelity* (each datagram's
+  ``--realtime-s`` seconds in real time (``--step`` s epochs) with probe streams
+  across the constellation: each epoch's update time (the whole epoch:
+  planning, new links, link shaping, routing, run log; and its parts; median and
+  worst), epochs behind schedule, the *fidelity* (each datagram's
   one-way delay minus the path delay in force when it flew: median, p99,
   share within 0.5 ms), what refreshing routing trees in turn costs (installed
   path delay minus the exact shortest, on sampled pairs and epochs), and
@@ -21,7 +24,11 @@ stations and aircraft), measured in the same run on the same machine:
   fidelity cannot be measured here: stock Mininet shapes delay with netem,
   which this machine's kernel lacks.
 
+With ``--runs`` above 1, ``summary`` gives each figure's median, min and max.
+
 Run as root:  sudo .venv/bin/python benchmarks/live_scale.py [--sizes 110 506 1584]
+              sudo .venv/bin/python benchmarks/live_scale.py --sizes 1584 --step 0.1 --runs 3
+              sudo .venv/bin/python benchmarks/live_scale.py --topology phase1 --runs 3
 """
 
 from __future__ import annotations
@@ -84,24 +91,44 @@ def ms(values) -> dict:
     return {"median": round(statistics.median(v), 1), "max": round(v[-1], 1), "n": len(v)}
 
 
-def far_pair(topo) -> tuple[str, str]:
-    """Two satellites half the subset apart (plane and slot): a long multi-hop path."""
-    sats = topo.satellites
+def far_pair(sats) -> tuple[str, str]:
+    """Two satellites of one shell half of it apart (plane and slot): a long multi-hop path."""
     planes = max(s.plane for s in sats) + 1
     per_plane = len(sats) // planes
     far = (planes // 2) * per_plane + per_plane // 2
     return sats[0].name, sats[far].name
 
 
-def fidelity(emu, src: str, dst: str, seconds: float, rate_pps: float = 100) -> dict:
-    """A timestamped stream src -> dst while the controller runs: each datagram's
-    one-way delay against the path delay in force when it flew."""
+def probe_pairs(topo) -> dict[str, tuple[str, str]]:
+    """The paths measured: a long one within the first shell, and with more than one
+    shell one between two shells (it crosses through a ground station or aircraft)."""
+    first = [s for s in topo.satellites if s.name[0] == topo.satellites[0].name[0]]
+    pairs = {"intra_shell": far_pair(first)}
+    other = [s for s in topo.satellites if s.name[0] != first[0].name[0]]
+    if other:
+        pairs["cross_shell"] = (first[len(first) // 3].name, other[len(other) // 2].name)
+    return pairs
+
+
+def fidelity(emu, pairs: dict[str, tuple[str, str]], seconds: float, rate_pps: float = 100):
+    """Timestamped streams (one per pair, at once) while the controller runs: each
+    datagram's one-way delay against the path delay in force when it flew."""
     net = Network(emu)
     count = int(seconds * rate_pps)
-    rx = net.probe_receiver(dst, seconds + 5)
-    tx = net.probe_sender(src, dst, count, 1 / rate_pps)
-    got = received(rx)  # read while it runs: a full pipe would stall the receiver
-    tx.wait()
+    streams = {}
+    for i, (what, (src, dst)) in enumerate(pairs.items()):
+        rx = net.probe_receiver(dst, seconds + 5, port=9000 + i)
+        tx = net.probe_sender(src, dst, count, 1 / rate_pps, port=9000 + i)
+        streams[what] = (src, dst, rx, tx)
+    out = {}
+    for what, (src, dst, rx, tx) in streams.items():
+        got = received(rx)  # read while it runs: a full pipe would stall the receiver
+        tx.wait()
+        out[what] = _errors(emu, src, dst, count, got)
+    return out
+
+
+def _errors(emu, src: str, dst: str, count: int, got: list[dict]) -> dict:
     errors = []
     for pkt in got:
         sent, recv = pkt["sent_ns"] / 1e9, pkt["recv_ns"] / 1e9
@@ -110,11 +137,14 @@ def fidelity(emu, src: str, dst: str, seconds: float, rate_pps: float = 100) -> 
             errors.append((recv - sent) * 1000 - want)
     errors.sort()
     if not errors:
-        return {"sent": count, "received": len(got), "compared": 0}
+        return {"pair": f"{src} -> {dst}", "sent": count, "received": len(got), "compared": 0}
+    route = emu.route(src, dst) or []
+    kinds = {emu.topology.by_name[n].kind.value for n in route[1:-1]}
     return {
         "pair": f"{src} -> {dst}",
-        "hops": len(emu.route(src, dst)) - 1,
-        "path_delay_ms": round(emu.path_delay_ms(src, dst), 3),
+        "hops": len(route) - 1,
+        "through": sorted(kinds),
+        "path_delay_ms": round(emu.path_delay_ms(src, dst) or 0, 3),
         "sent": count,
         "received": len(got),
         "compared": len(errors),
@@ -167,10 +197,10 @@ def route_excess(emu, pairs: int = 400, every: int = 3) -> dict:
     }
 
 
-def bench_netemu(topo, realtime_s: float) -> dict:
+def bench_netemu(topo, realtime_s: float, step_s: float) -> dict:
     before = settled_mem_available_mib()
     t0 = time.perf_counter()
-    emu = Emulation(topo, shaper="wire", run_name="bench", keep_history=True)
+    emu = Emulation(topo, shaper="wire", run_name="bench", keep_history=True, step_s=step_s)
     try:
         emu.start()
         up = time.perf_counter() - t0
@@ -183,15 +213,16 @@ def bench_netemu(topo, realtime_s: float) -> dict:
             "every_tree_within_updates": emu.router.refresh_updates,
         }
         emu.start_controller()
-        src, dst = far_pair(topo)
         emu.wait(3.0)  # links acquire (acquisition_s) before the stream starts
-        fid = fidelity(emu, src, dst, realtime_s)
-        epochs = [u for u in emu.updates if u["refresh"] and u["epoch"] > 0]
+        fid = fidelity(emu, probe_pairs(topo), realtime_s)
+        epochs = [u for u in emu.updates if u["refresh"] and u["epoch"] > 0 and "epoch_ms" in u]
         update = {
+            "step_s": step_s,
             "epochs": len(epochs),
+            "plan_ms": ms([u["plan_ms"] for u in epochs]),
             "links_ms": ms([u["links_ms"] for u in epochs]),
             "routes_ms": ms([u["routes_ms"] for u in epochs]),
-            "total_ms": ms([u["links_ms"] + u["routes_ms"] for u in epochs]),
+            "total_ms": ms([u["epoch_ms"] for u in epochs]),
             "late_epochs": emu.late_epochs,
         }
         phases = dict(emu.timings)
@@ -256,16 +287,60 @@ def bench_mininet(topo, link_pairs, sample: int) -> dict:
     }
 
 
+#: The goals (issue 21), per topology: this 2-core, 24 GiB machine, median of 3 runs.
+GOALS = {
+    "shell1": {"up_s": 10, "down_s": 3, "memory_mib": 819, "epoch_median_ms": 50,
+               "epoch_max_ms": 100, "late_epochs": 0, "step_s": 0.1},
+    "phase1": {"up_s": 45, "down_s": 10, "memory_mib": 3072, "late_epochs": 0, "step_s": 1,
+               "within_0.5ms": 0.99},
+}  # fmt: skip
+
+
+def figures(row: dict) -> dict[str, float]:
+    """The figures summarised over runs, from one run's netemu result."""
+    u, out = row["epoch_update"], {}
+    out.update(up_s=row["up_s"], configure_s=row["up_phases_s"].get("configure", 0.0))
+    out.update(memory_mib=row["memory_mib"], down_s=row["down_s"])
+    out.update(epoch_median_ms=u["total_ms"]["median"], epoch_max_ms=u["total_ms"]["max"])
+    out.update(late_epochs=u["late_epochs"], engine_late_releases=row["engine"]["late"] or 0)
+    for what, f in row["fidelity"].items():
+        if f.get("compared"):
+            out[f"{what}_error_median_ms"] = f["error_ms"]["median"]
+            out[f"{what}_error_p99_ms"] = f["error_ms"]["p99"]
+            out[f"{what}_within_0.5ms"] = f["within_0.5ms"]
+    return out
+
+
+def summary(rows: list[dict]) -> dict:
+    """Median, min and max of each figure over the runs."""
+    each = [figures(r) for r in rows]
+    keys = [k for k in each[0] if all(k in e for e in each)]
+    return {
+        k: {
+            "median": round(statistics.median(e[k] for e in each), 4),
+            "min": min(e[k] for e in each),
+            "max": max(e[k] for e in each),
+        }
+        for k in keys
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--topology", choices=["shell1", "phase1"], default="shell1",
+        help="shell1: the first planes of Starlink shell 1 (--sizes); phase1: all five shells",
+    )  # fmt: skip
     parser.add_argument(
         "--sizes",
         type=int,
         nargs="+",
         default=[110, 506, 1584],
-        help="satellites (multiples of 22)",
+        help="satellites (multiples of 22; shell1 only)",
     )
     parser.add_argument("--realtime-s", type=float, default=30.0)
+    parser.add_argument("--step", type=float, default=1.0, help="wall seconds between epochs")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each size (summarised)")
     parser.add_argument("--sample", type=int, default=150, help="links timed for the tc baseline")
     parser.add_argument("--no-mininet", action="store_true", help="skip the stock baseline")
     args = parser.parse_args()
@@ -274,15 +349,24 @@ def main() -> int:
         return 2
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes:
-            topo = shell_topology(max(1, size // 22), Path(tmp))
-            ours = bench_netemu(topo, args.realtime_s)
-            row = {"satellites": len(topo.satellites), "nodes": len(topo.nodes), "netemu": ours}
+        if args.topology == "phase1":
+            topologies = [load_topology(REPO / "topologies/starlink-phase1.yaml")]
+        else:
+            topologies = [shell_topology(max(1, size // 22), Path(tmp)) for size in args.sizes]
+        for topo in topologies:
+            runs = []
+            for _ in range(args.runs):
+                runs.append(bench_netemu(topo, args.realtime_s, args.step))
+                print(json.dumps(runs[-1]), file=sys.stderr)
+            row = {"satellites": len(topo.satellites), "nodes": len(topo.nodes), "netemu": runs}
+            if len(runs) > 1:
+                row["summary"] = summary(runs)
             if not args.no_mininet:
                 from netemu.plan.planner import Planner
 
                 first = next(Planner(topo).run(duration_s=0, step_s=1))
                 base = bench_mininet(topo, first.up.keys(), args.sample)
+                ours = runs[len(runs) // 2]
                 row["stock_mininet"] = base
                 row["ratios"] = {
                     "up": round(base["up_s"] / ours["up_s"], 1),
@@ -295,20 +379,14 @@ def main() -> int:
                     ),
                 }
             results.append(row)
-            print(json.dumps(row), file=sys.stderr)
     print(
         json.dumps(
             {
                 "benchmark": "live_scale",
-                "topology": "starlink-shell1 (first planes)",
+                "topology": topologies[0].name,
                 "shaper": "wire",
-                "goals_full_shell": {
-                    "up_s": 20,
-                    "down_s": 5,
-                    "epoch_update_ms": 100,
-                    "memory_mib": 1024,
-                    "fidelity_within_ms": 0.5,
-                },
+                "command": " ".join(sys.argv[1:]),
+                "goals": GOALS[args.topology],
                 "results": results,
             },
             indent=2,

@@ -35,6 +35,7 @@ import bisect
 import collections
 import contextlib
 import ctypes
+import gc
 import itertools
 import logging
 import threading
@@ -81,6 +82,12 @@ def _no_huge_pages() -> None:
 
 
 _no_huge_pages()
+
+
+#: How far a path's delay may move while a packet is on it for the delay in force to be
+#: known (:meth:`Emulation.delay_in_force_ms`): 46 hops of Starlink's shell 1 move by
+#: ~20 us in a 0.1 s epoch.
+IN_FORCE_SPREAD_MS = 0.05
 
 
 class Emulation:
@@ -130,7 +137,7 @@ class Emulation:
         self.netns = [self.this_run.namespace(n) for n in self.names]
         self.sockets = NamespaceSockets()  # one netlink socket per namespace, shared
         self.table = LinkTable()
-        self.routes = Routes(self.netns, self.sockets, router, keep_history)
+        self.routes = Routes(self.netns, self.sockets, router, keep_history, step_s)
         self.builder = Builder(
             topology, self.netns, self.shaper, self.sockets, self.table, self._links_made
         )
@@ -295,6 +302,10 @@ class Emulation:
         # Bring-up's large temporary arrays leave the heap fragmented: give it back.
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).malloc_trim(0)
+        # What bring-up made lives as long as the run: out of the collector's sweeps, so
+        # a full collection during an epoch does not walk it (~0.1-0.2 s at full shell).
+        gc.collect()
+        gc.freeze()
         phase("first_epoch")
         log.info(
             "run %s up: %d nodes, %d links (%d carrying) with the %s shaper in %.1f s",
@@ -340,10 +351,12 @@ class Emulation:
     def _advance(self, events: list[dict] = ()) -> bool:
         """Apply the next epoch (with ``events`` of the controller's own); False when
         the run's duration is over."""
-        epoch = next(self._epochs, None)  # planned now: acquisition reads the clock
-        if epoch is None:
-            return False
-        with self._lock, self.shaper.elsewhere():
+        with self._lock, self.shaper.elsewhere():  # planning too: it allocates, page faults
+            t0 = time.perf_counter()
+            epoch = next(self._epochs, None)  # planned now: acquisition reads the clock
+            if epoch is None:
+                return False
+            planned = time.perf_counter()
             self.epoch = epoch
             self.epoch_index += 1
             self.builder.links(self.table.missing(epoch.up))
@@ -351,6 +364,9 @@ class Emulation:
             self.handovers += sum(1 for e in epoch.events if e["type"] == "handover")
             carrying = self.planner.acquisition.carrying
             self._apply(time.monotonic(), carrying, [*events, *epoch.events], refresh=True)
+        # The whole epoch as the schedule sees it: planning, new links, shaping, routes, log.
+        done = time.perf_counter()
+        self.updates[-1].update(plan_ms=(planned - t0) * 1000, epoch_ms=(done - t0) * 1000)
         return True
 
     def _acquired(self, now: float) -> None:
@@ -491,19 +507,29 @@ class Emulation:
     def delay_in_force_ms(self, src: str, dst: str, sent: float, received: float) -> float | None:
         """Path delay that applied to a packet sent and received at these unix times.
 
-        Needs ``keep_history``. None when the network was changing while the
-        packet was on its way (an update, from its first change to its last
-        route, within 2 ms), or when there was no path.
+        Needs ``keep_history``. When updates changed the network while the packet was on
+        its way (from an update's first change to its last route, within 2 ms), the
+        delay is known only if the path stayed the same and its delay moved by at most
+        :data:`IN_FORCE_SPREAD_MS` meanwhile (motion alone, epochs of 0.1 s): then the
+        middle of that range; otherwise None, as when there was no path.
         """
         done, began = self.history.times, self.history.starts
         i = bisect.bisect_right(done, sent - 0.002) - 1
-        if i < 0 or (i + 1 < len(began) and began[i + 1] < received + 0.002):
+        if i < 0:
             return None
-        _, carrying, hops = self.history[i]
-        p = path(hops, self.topology.by_name[src].index, self.topology.by_name[dst].index)
-        if p is None:
+        last = bisect.bisect_left(began, received + 0.002) - 1  # the last update begun
+        s, d = self.topology.by_name[src].index, self.topology.by_name[dst].index
+        route, delays = None, []
+        for k in range(i, max(i, last) + 1):
+            _, carrying, hops = self.history[k]
+            p = path(hops, s, d)
+            if p is None or (route is not None and p != route):
+                return None
+            route = p
+            delays.append(sum(carrying[(min(u, v), max(u, v))] for u, v in itertools.pairwise(p)))
+        if max(delays) - min(delays) > IN_FORCE_SPREAD_MS:
             return None
-        return sum(carrying[(min(u, v), max(u, v))] for u, v in itertools.pairwise(p))
+        return (max(delays) + min(delays)) / 2
 
     def inject(
         self,
@@ -687,6 +713,7 @@ class Emulation:
                 except Exception as exc:  # said once all steps were tried
                     failed = failed or exc
             self.started = False
+            gc.unfreeze()  # what bring-up made is garbage now
             if failed is not None:
                 raise TeardownError(
                     f"removing run {self.run_name} failed: {describe(failed)}; "

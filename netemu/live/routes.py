@@ -19,7 +19,13 @@ from netemu.kernel.netlink.route import encode_deletes, encode_replaces, encode_
 from netemu.kernel.netlink.sockets import NamespaceSockets, send_all
 from netemu.routes import addressing
 from netemu.routes.aggregation import PrefixChanges, PrefixRoutes
-from netemu.routes.routing import UNREACHABLE, RouteChanges, RouteHistory, ShortestDelayRouter
+from netemu.routes.routing import (
+    UNREACHABLE,
+    WORK_PER_SECOND,
+    RouteChanges,
+    RouteHistory,
+    ShortestDelayRouter,
+)
 
 
 def route_messages(changes: PrefixChanges) -> Iterator[tuple[int, list[np.ndarray]]]:
@@ -59,10 +65,15 @@ class Routes:
         sockets: NamespaceSockets,
         router: ShortestDelayRouter | None = None,
         keep_history: bool = False,
+        step_s: float = 1.0,
     ):
+        """``step_s``: the wall-clock seconds between epochs, which the default router's
+        refresh budget follows (:data:`~netemu.routes.routing.WORK_PER_SECOND`)."""
         self.namespaces = namespaces
         self.sockets = sockets
-        self.router = router or ShortestDelayRouter(len(namespaces))
+        self.router = router or ShortestDelayRouter(
+            len(namespaces), work_per_update=round(WORK_PER_SECOND * step_s)
+        )
         self.prefixes = PrefixRoutes(len(namespaces))
         #: With keep_history: (unix time, {link: delay_ms} carrying, next hops) per update.
         self.history: RouteHistory | None = RouteHistory() if keep_history else None

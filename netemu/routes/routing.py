@@ -75,9 +75,12 @@ def path(hops: np.ndarray, src: int, dst: int) -> list[int] | None:
     return route
 
 
-#: Arc relaxations one update may spend refreshing trees under motion alone
-#: (~25 ms of scipy's Dijkstra on the development machine).
-WORK_PER_UPDATE = 1_000_000
+#: Arc relaxations a second of epochs may spend refreshing trees under motion alone
+#: (~25 ms of scipy's Dijkstra on the development machine): an update gets its
+#: step's share, so 100 ms epochs refresh a tenth as many trees each and every tree
+#: is as many seconds old at most as with 1 s epochs.
+WORK_PER_SECOND = 1_000_000
+WORK_PER_UPDATE = WORK_PER_SECOND  # 1 s epochs
 #: Two paths whose delays differ by less than this (ms) are equally short.
 TIE_MS = 1e-3
 
@@ -198,8 +201,12 @@ class RouteHistory:
     ``history[i]`` is ``(unix time, {link: delay_ms} carrying, next hops)``, the
     time being when the update was complete (:attr:`times`); :attr:`starts` says
     when it began changing the network. The table is rebuilt on demand, and the
-    last one is cached (queries in time order mostly hit it).
+    last few are cached (queries in time order, each over the updates during one
+    packet's flight, mostly hit them).
     """
+
+    #: Tables kept rebuilt: a packet's flight spans a few updates with 0.1 s epochs.
+    CACHED = 4
 
     def __init__(self, checkpoint_every: int = 64):
         self.checkpoint_every = checkpoint_every
@@ -209,7 +216,7 @@ class RouteHistory:
         self._carrying: list[dict] = []
         self._checkpoints: dict[int, np.ndarray] = {}
         self._changes: list[RouteChanges] = []
-        self._cached: tuple[int, np.ndarray] | None = None
+        self._cached: dict[int, np.ndarray] = {}  # index -> table, oldest first
 
     def append(
         self,
@@ -235,14 +242,18 @@ class RouteHistory:
         return self.times[i], self._carrying[i], self.hops_at(i)
 
     def hops_at(self, i: int) -> np.ndarray:
-        if self._cached is not None and self._cached[0] == i:
-            return self._cached[1]
+        if i in self._cached:
+            return self._cached[i]
         base = i - i % self.checkpoint_every
-        if self._cached is not None and base < self._cached[0] < i:
-            base, hops = self._cached[0], self._cached[1].copy()
+        nearer = [k for k in self._cached if base < k < i]
+        if nearer:
+            base = max(nearer)
+            hops = self._cached[base].copy()
         else:
             hops = self._checkpoints[base].copy()
         for c in self._changes[base + 1 : i + 1]:
             hops[c.node, c.dest] = c.via
-        self._cached = (i, hops)
+        self._cached[i] = hops
+        if len(self._cached) > self.CACHED:
+            del self._cached[next(iter(self._cached))]
         return hops

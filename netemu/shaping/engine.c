@@ -122,7 +122,9 @@ static struct dir *dirs;
 static int n_dirs;
 static struct port *ports;
 static int n_ports;
-static int *ns_fd;
+/* Namespaces by path, opened only while entered: a descriptor each for thousands of
+ * namespaces would take the room two TAPs a link need under the open-files limit. */
+static char **ns_path;
 static int n_ns;
 static int *heap, heap_len;
 static int own_ns, epfd, timer_fd;
@@ -288,10 +290,19 @@ static void sift_down(int i)
 static int64_t next_due(void) { return heap_len ? head_due(0) : INT64_MAX; }
 
 /* -- namespaces and TAPs ------------------------------------------------------------------ */
-static void enter(int ns)
+/* Into namespace ns (-1: the engine's own); false if it is gone. */
+static bool enter(int ns)
 {
-	if (setns(ns < 0 ? own_ns : ns_fd[ns], CLONE_NEWNET))
-		die("setns");
+	if (ns < 0) {
+		if (setns(own_ns, CLONE_NEWNET))
+			die("setns");
+		return true;
+	}
+	int fd = open(ns_path[ns], O_RDONLY | O_CLOEXEC);
+	bool ok = fd >= 0 && !setns(fd, CLONE_NEWNET);
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
 static uint64_t tx_dropped(const char *name);
@@ -301,12 +312,13 @@ static const char *make_tap(int ns, int ifindex, const char *name, const char *m
 {
 	static char err[160];
 	unsigned char hw[6];
-	if (ns < 0 || ns >= n_ns || ns_fd[ns] < 0)
+	if (ns < 0 || ns >= n_ns || !ns_path[ns])
 		return "unknown namespace";
 	if (sscanf(mac, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &hw[0], &hw[1], &hw[2], &hw[3], &hw[4],
 		   &hw[5]) != 6)
 		return "bad MAC address";
-	enter(ns);
+	if (!enter(ns))
+		return "namespace gone";
 	const char *fail = NULL;
 	int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -648,8 +660,8 @@ static uint64_t ring_drops(void)
 		int ns = ports[np.order[np.from]].ns;
 		for (np.to = np.from; np.to < n && ports[np.order[np.to]].ns == ns; np.to++)
 			;
-		enter(ns);
-		read_tx_dropped(match_ports, &np);
+		if (enter(ns))
+			read_tx_dropped(match_ports, &np);
 		np.from = np.to;
 	}
 	enter(-1);
@@ -739,16 +751,20 @@ static bool command(char *line)
 	} else if (!strncmp(line, "bind ", 5)) {
 		if (sscanf(line + 5, "%d %4095s", &ns, path) != 2 || ns < 0)
 			protocol(line);
-		grow((void **)&ns_fd, &ns_cap, ns + 1, sizeof *ns_fd);
+		grow((void **)&ns_path, &ns_cap, ns + 1, sizeof *ns_path);
 		for (int i = n_ns; i <= ns; i++)
-			ns_fd[i] = -1;
+			ns_path[i] = NULL;
 		if (ns >= n_ns)
 			n_ns = ns + 1;
-		ns_fd[ns] = open(path, O_RDONLY | O_CLOEXEC);
-		if (ns_fd[ns] < 0)
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
 			reply("{\"error\":\"bind %s: %s\"}", path, strerror(errno));
-		else
+		} else {
+			close(fd);
+			free(ns_path[ns]);
+			ns_path[ns] = strdup(path);
 			reply("{\"ok\":\"bind\",\"ns\":%d}", ns);
+		}
 	} else if (!strncmp(line, "queue ", 6)) {
 		if (sscanf(line + 6, "%d", &tap_queue) != 1 || tap_queue < 1)
 			protocol(line);

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,8 @@ SOURCE = Path(__file__).with_name("engine.c")
 #: stall of the engine of 10 ms at 400,000 packets/s; a pointer each, so only up to
 #: this many links (at Starlink scale 8 MiB a thousand links more).
 TAP_QUEUE, TAP_QUEUE_UP_TO_LINKS = 4096, 2000
+#: Descriptors the engine holds besides its TAPs (stdio, epoll, timer, its namespace).
+ENGINE_FDS = 16
 CFLAGS = ["-O2", "-g", "-std=gnu11", "-Wall", "-Wextra"]
 
 
@@ -194,6 +197,15 @@ class WireShaper(Shaper):
         if not self.dir_ids:  # the first links: the size of the run
             big = len(pairs) > TAP_QUEUE_UP_TO_LINKS
             self.engine.send([f"queue {1000 if big else TAP_QUEUE}"])
+        # Two TAP descriptors a link, under the open-files limit the engine inherits.
+        need = len(self.dir_ids) + 2 * len(pairs) + ENGINE_FDS
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if need > limit:
+            raise ShaperError(
+                f"wire engine: {len(self.dir_ids) // 2 + len(pairs)} links need {need} open "
+                f"files (two TAPs a link), above this process's limit of {limit} (ulimit -Hn; "
+                "as root with CAP_SYS_RESOURCE netemu raises it to fs.nr_open itself)"
+            )
         links = []
         for a, b in pairs:
             link = len(self.dir_ids) // 2
