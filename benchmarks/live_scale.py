@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from netemu.api import Emulation, Network, load_topology  # noqa: E402
+from netemu.live.machine import rss_mib  # noqa: E402
 from netemu.testing.network import received  # noqa: E402
 
 
@@ -226,6 +227,11 @@ def bench_netemu(topo, realtime_s: float, step_s: float) -> dict:
             "late_epochs": emu.late_epochs,
         }
         phases = dict(emu.timings)
+        memory_phases = dict(emu.memory_mib)
+        processes = {
+            "controller": round(rss_mib()),
+            "engine": round(sum(map(rss_mib, emu.shaper.pids))),
+        }
         n_links = len(emu.links_now())
         stats = emu.shaper_stats(full=True)
         engine = {
@@ -242,6 +248,8 @@ def bench_netemu(topo, realtime_s: float, step_s: float) -> dict:
         "up_s": round(up, 2),
         "up_phases_s": phases,
         "memory_mib": round(memory),
+        "memory_phases_mib": memory_phases,
+        "rss_mib": processes,
         "routes": routes,
         "epoch_update": update,
         "fidelity": fid,

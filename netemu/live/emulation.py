@@ -53,7 +53,7 @@ from netemu.live.bringup import Builder, links_ahead
 from netemu.live.controller import Controller
 from netemu.live.hosts import Hosts
 from netemu.live.linktable import ACQUIRING, UP, LinkTable, LinkView
-from netemu.live.machine import check_memory, preflight
+from netemu.live.machine import check_memory, mem_available_mib, preflight
 from netemu.live.routes import Routes
 from netemu.live.run import Run
 from netemu.live.runlog import RunLog, link_row
@@ -169,8 +169,10 @@ class Emulation:
         self._error: BaseException | None = None
         self.started = False
         self.finished = threading.Event()
-        #: Seconds spent in each bring-up phase (for benchmarks and the curious).
+        #: Seconds spent in each bring-up phase, and the memory each took (MiB of the
+        #: machine's MemAvailable: kernel objects and processes), for benchmarks and the curious.
         self.timings: dict[str, float] = {}
+        self.memory_mib: dict[str, float] = {}
         self.last_update: dict[str, float] = {}
         #: The last updates' costs (epochs and links that finished acquiring), newest last.
         self.updates: collections.deque[dict] = collections.deque(maxlen=10_000)
@@ -259,11 +261,14 @@ class Emulation:
     def _bring_up(self) -> None:
         t0 = began = time.perf_counter()
 
+        memory = mem_available_mib()
+
         def phase(name: str) -> None:
-            nonlocal t0
-            now = time.perf_counter()
+            nonlocal t0, memory
+            now, left = time.perf_counter(), mem_available_mib()
             self.timings[name] = round(now - t0, 3)
-            t0 = now
+            self.memory_mib[name] = round(memory - left, 1)
+            t0, memory = now, left
 
         # Two pty descriptors per Mininet host and a netlink socket per namespace.
         netns.raise_open_files_limit()

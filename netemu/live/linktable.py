@@ -14,6 +14,7 @@ Pure computation: no root, no programs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ Key = tuple[int, int]
 DOWN, ACQUIRING, UP = 0, 1, 2
 STATES = ("down", "acquiring", "up")
 BUDGET = ("loss_ab", "loss_ba", "fade_ab", "fade_ba")
+#: Shape's fields in order, as the columns of the shapes table.
+_SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(Shape))
 
 
 @dataclass(frozen=True)
@@ -120,10 +123,12 @@ class LinkTable:
             blocked=self.state != UP,
         )
         i, j = self.applied.update(self.shapes)
-        return {
-            self.directions[r][d]: self._shape(self.shapes, r, d)
-            for r, d in zip(i.tolist(), j.tolist(), strict=True)
-        }
+        # Each column gathered once (thousands of directions change an epoch at scale).
+        columns = {k: v[i, j].tolist() for k, v in self.shapes.items()}
+        columns["blocked"] = [bool(x) for x in columns["blocked"]]
+        shapes = (Shape(*row) for row in zip(*(columns[k] for k in _SHAPE_FIELDS), strict=True))
+        ends = (self.directions[r][d] for r, d in zip(i.tolist(), j.tolist(), strict=True))
+        return dict(zip(ends, shapes, strict=True))
 
     def carrying(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(a, b, one-way delay ms) of the links carrying traffic."""

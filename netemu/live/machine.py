@@ -52,15 +52,33 @@ def check_memory(n_nodes: int, available: tuple[float, str] | None = None) -> No
         )
 
 
+def mem_available_mib() -> float:
+    """The machine's ``MemAvailable``: what a bring-up phase took is its drop (kernel
+    objects and processes alike)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    """A process's resident memory (``VmRSS``), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def available_mib() -> tuple[float, str]:
     """Memory a run can still take, and what limits it: the machine's available memory,
     or the tighter limit of a memory cgroup this process is in (a container's, a
     systemd unit's MemoryMax) above which the kernel's OOM killer ends the run."""
-    have, where = float("inf"), "this machine"
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                have = int(line.split()[1]) / 1024
+    have, where = mem_available_mib(), "this machine"
     for cgroup, headroom in _cgroup_headroom_mib():
         if headroom < have:
             have, where = headroom, f"memory cgroup {cgroup}"
