@@ -206,6 +206,11 @@ def bench_netemu(topo, realtime_s: float, step_s: float) -> dict:
         emu.start()
         up = time.perf_counter() - t0
         memory = before - mem_available_mib()
+        # Resident memory now, before the history kept for the fidelity figures grows.
+        processes = {
+            "controller": round(rss_mib()),
+            "engine": round(sum(map(rss_mib, emu.shaper.pids))),
+        }
         n = len(emu.names)
         routes = {
             "prefixes": len(emu.prefixes),
@@ -228,10 +233,6 @@ def bench_netemu(topo, realtime_s: float, step_s: float) -> dict:
         }
         phases = dict(emu.timings)
         memory_phases = dict(emu.memory_mib)
-        processes = {
-            "controller": round(rss_mib()),
-            "engine": round(sum(map(rss_mib, emu.shaper.pids))),
-        }
         n_links = len(emu.links_now())
         stats = emu.shaper_stats(full=True)
         engine = {

@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 
+from netemu.routes import aggregation
 from netemu.routes.aggregation import MAX_NEIGHBOURS, PrefixRoutes
 from netemu.routes.routing import UNREACHABLE, next_hops
 
@@ -77,3 +78,32 @@ def test_a_node_with_more_neighbours_than_mask_bits_keeps_one_route_per_destinat
     assert len(hub) == leaves and ((routes.keys[hub] & 0x3F) == 32).all()
     # A leaf needs one route: everything goes to the hub.
     assert ((routes.keys >> 32) == 1).sum() == 1
+
+
+def test_changed_next_hops_re_aggregate_only_their_blocks(monkeypatch):
+    """577 nodes: three blocks of 256 addresses a node. Changes given as (node,
+    destination) re-aggregate only the blocks they fall in and give exactly the
+    routes an aggregation from scratch gives; blocks cost at most one route each
+    more than one aggregation of the whole table."""
+    n, a, b, w = grid(24, seed=11)
+    hops = next_hops(n, a, b, w)
+    routes = PrefixRoutes(n)
+    routes.update(hops, np.arange(n), a, b)
+    keep = np.arange(len(a)) != 40  # a link goes, delays drift a little
+    a2, b2 = a[keep], b[keep]
+    w2 = w[keep] * np.random.default_rng(2).uniform(0.97, 1.03, keep.sum())
+    hops2 = next_hops(n, a2, b2, w2)
+    node, dest = np.nonzero(hops2 != hops)
+    assert 0 < len(np.unique(node * 3 + (dest + 1) // 256)) < 3 * len(np.unique(node))
+    routes.update(hops2, node, a2, b2, dests=dest)
+    fresh = PrefixRoutes(n)
+    fresh.update(hops2, np.arange(n), a2, b2)
+    assert np.array_equal(routes.keys, fresh.keys) and np.array_equal(routes.via, fresh.via)
+    rng = np.random.default_rng(4)
+    for s, d in rng.integers(0, n, (3000, 2)).tolist():
+        if s != d:
+            assert routes.lookup(s, d) == hops2[s, d], (s, d)
+    monkeypatch.setattr(aggregation, "BLOCK_BITS", 16)  # one block: the whole table
+    whole = PrefixRoutes(n)
+    whole.update(hops2, np.arange(n), a2, b2)
+    assert len(whole) <= len(fresh) <= len(whole) + n * 2

@@ -84,7 +84,7 @@ class Routes:
         """Links a-b carry with one-way ``delay_ms``: bring the kernel's routes up to
         date (``refresh``: a new epoch; ``began_s``: unix time the update began)."""
         changes = self.router.update(a, b, delay_ms, refresh)
-        prefixes = self.prefixes.update(self.router.hops, changes.node, a, b)
+        prefixes = self.prefixes.update(self.router.hops, changes.node, a, b, changes.dest)
         for node, messages in route_messages(prefixes):
             send_all(self.sockets(self.namespaces[node]), messages)
         if self.history is not None:

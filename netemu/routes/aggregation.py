@@ -10,6 +10,14 @@ prefixes whose longest-prefix match sends every address exactly where the
 table says. Unassigned addresses and the node's own (served by its local
 table) are "don't care". Shell 1 compresses 5.5 times (2.5 M routes to ~0.46 M).
 
+Each node's table is aggregated in *blocks* of :data:`BLOCK_ADDRESSES` consecutive
+addresses (a /24 each), every block on its own: an epoch's changed next hops
+re-aggregate only the blocks they fall in (Starlink phase 1: 18 blocks a node, a
+few changed an epoch), at the cost of at most one route per block more than one
+aggregation of the whole table would give (the block's root, which a whole-table
+aggregation may have merged with its neighbour's). A topology of fewer addresses
+is one block.
+
 ORTC's three passes run for many nodes at once as numpy arrays over the binary
 trie of the service addresses, level by level: a node's next hops are bits of
 a mask of 8 to 64 bits, as the nodes' degrees need (bit = rank of the neighbour
@@ -33,9 +41,14 @@ from netemu.routes import addressing
 UNREACHABLE = -1
 #: Neighbours a node may have for its table to be aggregated (bit 63: unreachable).
 MAX_NEIGHBOURS = 63
+#: Addresses aggregated together: a change re-aggregates only its block.
+BLOCK_BITS = 8
+BLOCK_ADDRESSES = 1 << BLOCK_BITS
 _UNREACHABLE_BIT = 63
 # A route's key: node << 32 | address offset << 6 | prefix length.
 _NODE_SHIFT, _OFFSET_SHIFT = 32, 6
+#: (node, block) pairs aggregated in one pass (its temporaries: ~1 KiB each).
+_PAIRS_AT_ONCE = 8192
 
 
 @dataclass(frozen=True)
@@ -77,35 +90,54 @@ def neighbour_ranks(
     return rank, neighbour, np.bincount(src, minlength=n)
 
 
+def block_bits(n: int) -> int:
+    """Address bits a block spans for ``n`` nodes (offsets 1..n; 0 unused)."""
+    return min(max(1, int(np.ceil(np.log2(n + 1)))), BLOCK_BITS)
+
+
+def block_count(n: int) -> int:
+    """Blocks of addresses a node's table has for ``n`` nodes."""
+    return (n + (1 << block_bits(n))) >> block_bits(n)
+
+
 def ortc(
     hops: np.ndarray,
     rows: np.ndarray,
     rank: np.ndarray,
     neighbour: np.ndarray,
     max_degree: int = MAX_NEIGHBOURS,
+    blocks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The fewest prefixes routing like ``hops[rows]``: (keys, via), sorted by key.
+    """The fewest prefixes routing like ``hops[rows]`` in each block: (keys, via),
+    sorted by key.
 
     ``hops`` is the (n, n) next-hop table (``hops[s, d]``: neighbour of s toward
     d, s itself for d == s, UNREACHABLE); ``rank``/``neighbour`` number each
     node's neighbours (:func:`neighbour_ranks`); ``max_degree``, the most
     neighbours any of the rows has, picks the narrowest masks that hold them
     (8 bits for a satellite with five terminals: less memory to sweep).
+    ``blocks[i]``: the block of addresses row ``i`` is aggregated for (rows may
+    repeat, one per block); None: every block of every row.
     """
     n = hops.shape[0]
-    depth = max(1, int(np.ceil(np.log2(n + 1))))  # address offsets 1..n (0 unused)
+    depth = block_bits(n)
+    if blocks is None:
+        count = block_count(n)
+        rows, blocks = np.repeat(rows, count), np.tile(np.arange(count), len(rows))
     width = next(w for w in (8, 16, 32, 64) if max_degree < w)
     kind = np.dtype(f"uint{width}")
     every = np.iinfo(kind).max
     unreachable_bit = width - 1
-    sub = hops[rows]
+    # The block's destinations: address offset o is node o - 1; outside 1..n, don't care.
+    dest = (blocks[:, None].astype(np.int32) << depth) + np.arange(1 << depth, dtype=np.int32) - 1
+    assigned = (dest >= 0) & (dest < n)
+    sub = hops[rows[:, None], np.clip(dest, 0, n - 1)]
     r = np.where(sub == UNREACHABLE, -1, rank[rows[:, None], np.maximum(sub, 0)])
     bits = np.where(sub == UNREACHABLE, unreachable_bit, r).astype(kind)
-    own = sub == rows[:, None]
-    if (r[~own & (sub != UNREACHABLE)] < 0).any():
+    care = assigned & (sub != rows[:, None])
+    if (r[care & (sub != UNREACHABLE)] < 0).any():
         raise ValueError("a next hop is not a neighbour on the given links")
-    masks = np.full((len(rows), 1 << depth), every, dtype=kind)
-    masks[:, 1 : n + 1] = np.where(own, every, np.left_shift(kind.type(1), bits))
+    masks = np.where(care, np.left_shift(kind.type(1), bits), every).astype(kind)
     # Pass 2, bottom-up: a parent's set is its children's intersection, else their union.
     levels = [masks]
     for _ in range(depth):
@@ -131,7 +163,7 @@ def ortc(
     bit[bit == unreachable_bit] = _UNREACHABLE_BIT
     node = rows[i]
     via = neighbour[node, bit]
-    offset = pos << (depth - level)
+    offset = (blocks[i].astype(np.int64) << depth) | (pos << (depth - level))
     keys = (node.astype(np.int64) << _NODE_SHIFT) | (offset << _OFFSET_SHIFT) | (32 - depth + level)
     order = np.argsort(keys)
     return keys[order], via[order]
@@ -157,17 +189,39 @@ class PrefixRoutes:
         return len(self.keys)
 
     def update(
-        self, hops: np.ndarray, rows: np.ndarray, a: np.ndarray, b: np.ndarray
+        self,
+        hops: np.ndarray,
+        rows: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+        dests: np.ndarray | None = None,
     ) -> PrefixChanges:
         """Recompute the prefixes of nodes ``rows`` from ``hops`` (whose next hops
-        are neighbours on links ``a[i]-b[i]``) and report what to change."""
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        are neighbours on links ``a[i]-b[i]``) and report what to change; with
+        ``dests`` (aligned with ``rows``: in node ``rows[i]`` the next hop toward
+        ``dests[i]`` changed), only the blocks those destinations fall in."""
+        rows = np.asarray(rows, dtype=np.int64)
         rank, neighbour, degree = neighbour_ranks(self.n, a, b)
-        wide = degree[rows] > MAX_NEIGHBOURS
-        narrow = rows[~wide]
-        parts = [ortc(hops, narrow, rank, neighbour, degree[narrow].max())] if len(narrow) else []
+        depth, count = block_bits(self.n), block_count(self.n)
+        if dests is None:
+            rows = np.unique(rows)
+            pairs = (rows[:, None] * count + np.arange(count)).ravel()
+        else:
+            pairs = np.unique(rows * count + ((np.asarray(dests, np.int64) + 1) >> depth))
+        wide_nodes = np.unique(pairs // count)
+        wide_nodes = wide_nodes[degree[wide_nodes] > MAX_NEIGHBOURS]
+        if len(wide_nodes):  # one /32 per destination, every block re-done
+            pairs = np.union1d(pairs, (wide_nodes[:, None] * count + np.arange(count)).ravel())
+        node, block = np.divmod(pairs, count)
+        wide = degree[node] > MAX_NEIGHBOURS
+        parts = []
+        narrow = np.flatnonzero(~wide)
+        for lo in range(0, len(narrow), _PAIRS_AT_ONCE):  # temporaries of bounded size
+            at = narrow[lo : lo + _PAIRS_AT_ONCE]
+            most = degree[node[at]].max()
+            parts.append(ortc(hops, node[at], rank, neighbour, most, blocks=block[at]))
         if wide.any():
-            parts.append(per_destination(hops, rows[wide]))
+            parts.append(per_destination(hops, wide_nodes))
         if parts:
             new_keys = np.concatenate([p[0] for p in parts])
             new_via = np.concatenate([p[1] for p in parts])
@@ -175,9 +229,11 @@ class PrefixRoutes:
             new_keys, new_via = new_keys[order], new_via[order]
         else:
             new_keys, new_via = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        # The rows' old routes: contiguous runs of the sorted keys.
-        lo = np.searchsorted(self.keys, rows << _NODE_SHIFT)
-        hi = np.searchsorted(self.keys, (rows + 1) << _NODE_SHIFT)
+        # The pairs' old routes: contiguous runs of the sorted keys (node, then offset).
+        first = (node << _NODE_SHIFT) | ((block << depth) << _OFFSET_SHIFT)
+        after = (node << _NODE_SHIFT) | (((block + 1) << depth) << _OFFSET_SHIFT)
+        lo = np.searchsorted(self.keys, first)
+        hi = np.searchsorted(self.keys, after)
         inside = np.zeros(len(self.keys) + 1, np.int64)
         np.add.at(inside, lo, 1)
         np.add.at(inside, hi, -1)
