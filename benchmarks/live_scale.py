@@ -61,16 +61,16 @@ def mem_available_mib() -> float:
     raise RuntimeError("no MemAvailable")
 
 
-def settled_mem_available_mib(timeout_s: float = 60.0) -> float:
+def settled_mem_available_mib(timeout_s: float = 180.0, quiet_s: int = 5) -> float:
     """MemAvailable once it stops moving: the kernel frees namespaces asynchronously,
-    so memory of a run just torn down keeps coming back for a while."""
-    last = mem_available_mib()
+    so memory of a run just torn down keeps coming back for a while (phase 1's 3.6 GiB
+    for over a minute): steady within 4 MiB for ``quiet_s`` seconds in a row."""
+    last, steady = mem_available_mib(), 0
     end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
+    while time.monotonic() < end and steady < quiet_s:
         time.sleep(1.0)
         now = mem_available_mib()
-        if abs(now - last) < 4:
-            return now
+        steady = steady + 1 if abs(now - last) < 4 else 0
         last = now
     return last
 

@@ -4,14 +4,15 @@
 Correctness, not timing: QEMU runs the guest in software here, so its times say how
 the phases compare, not what a real machine takes. Brings up the first ``--planes``
 planes of Starlink shell 1 (all 72 by default: 1,590 nodes) with the netem shaper,
-lets the controller apply ``--epochs`` epochs (late ones catch up), then reads every
-netem qdisc back from the kernel (``tc -j qdisc show``, one per namespace) and
-compares each link direction's delay, loss and queue limit with what the link table
-says the shaper was given. Prints one JSON object: the bring-up phases' times and
-memory, each epoch's update time, the directions compared and every mismatch; exits
-1 if there is one.
+lets the controller apply ``--epochs`` epochs at ``--speed`` (late ones catch up),
+then reads every netem qdisc back from the kernel (``tc -j qdisc show``, one per
+namespace) and compares each link direction's delay, loss and queue limit with
+what the link table says the shaper was given. Prints one JSON object: the bring-up
+phases' times and memory, each epoch's update time, the directions compared and
+every mismatch; exits 1 if there is one.
 
-    tests/vm/run --timeout 3000 --keep DIR -- .venv/bin/python benchmarks/netem_scale.py
+    NETEMU_VM_MEMORY_MIB=8192 tests/vm/run --timeout 2400 --keep DIR -- \
+        .venv/bin/python benchmarks/netem_scale.py
 """
 
 from __future__ import annotations
@@ -78,7 +79,11 @@ def compare(emu) -> tuple[int, list[dict]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--planes", type=int, default=72, help="planes of shell 1 (22 each)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs applied before the check")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs applied before the check")
+    parser.add_argument(
+        "--speed", type=float, default=30.0,
+        help="orbital seconds a wall second (delays then change by more than 1 us an epoch)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not netem_available():
         print("netem_scale: this kernel has no sch_netem (run it in tests/vm/run)", file=sys.stderr)
@@ -86,7 +91,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         topo = shell_topology(args.planes, Path(tmp))
         t0 = time.perf_counter()
-        emu = Emulation(topo, shaper="netem", run_name="netemscale")
+        emu = Emulation(topo, shaper="netem", run_name="netemscale", speed=args.speed)
         try:
             emu.start()
             up = time.perf_counter() - t0
