@@ -113,6 +113,30 @@ def test_handover_outage_matches_the_acquisition_time(tmp_path):
     assert after[-2] == "t2"  # traffic now takes the new satellite
 
 
+def test_every_node_is_an_ipv4_router_without_ipv6(tmp_path):
+    """What each namespace's sysctls must say, read back from the kernel in every node
+    (netemu writes only those that differ from a new namespace's defaults)."""
+
+    def read(ns: str, *keys: str) -> list[str]:
+        paths = [f"/proc/sys/{k}" for k in keys]
+        out = subprocess.run(["ip", "netns", "exec", ns, "cat", *paths], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        return [" ".join(line.split()) for line in out.splitlines()]
+
+    with Emulation(train_topology(tmp_path), shaper="wire", run_name="tsysctl") as emu:
+        for node, ns in zip(emu.names, emu.netns, strict=True):
+            peer = next(b if a == node else a for a, b in ((v.a, v.b) for v in emu.links_now())
+                        if node in (a, b))  # fmt: skip
+            link = f"net/ipv4/conf/to-{peer}/forwarding"
+            assert read(
+                ns, "net/ipv4/ip_forward", link, "net/ipv4/conf/all/rp_filter",
+                f"net/ipv4/conf/to-{peer}/rp_filter", "net/ipv6/conf/all/disable_ipv6",
+                "net/ipv6/conf/default/disable_ipv6", f"net/ipv6/conf/to-{peer}/disable_ipv6",
+                "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem",
+            ) == ["1", "1", "0", "0", "1", "1", "1", "4096 131072 67108864",
+                  "4096 16384 67108864"], node  # fmt: skip
+
+
 def test_configured_loss_is_measured_within_statistical_bounds(tmp_path):
     topo = train_topology(tmp_path, "link_defaults:\n  isl: {loss_percent: 5}\n")
     count = 4000

@@ -32,13 +32,14 @@ from netemu.shaping import Direction, Port, Shaper
 #: that come later are created when they first appear (they acquire anyway).
 PLAN_AHEAD_S = 600.0
 PLAN_AHEAD_STEP_S = 10.0
-#: Every node is a router without IPv6.
+#: Every node is a router without IPv6. Writing ip_forward sets every interface's
+#: forwarding and the default, all/disable_ipv6 the default too (measured): interfaces
+#: made later inherit both.
 ROUTER_SYSCTLS = {
     "net/ipv4/ip_forward": 1,
     "net/ipv4/conf/all/rp_filter": 0,  # paths need not be symmetric
     "net/ipv4/conf/default/rp_filter": 0,
     "net/ipv6/conf/all/disable_ipv6": 1,  # no IPv6 chatter on the links
-    "net/ipv6/conf/default/disable_ipv6": 1,
     # TCP buffers up to 64 MiB, as a host tuned for a long fat link has: one stream can
     # fill 2.5 Gbit/s over 100 ms of round trip (Linux's defaults stop at 4-6 MiB).
     "net/ipv4/tcp_rmem": "4096 131072 67108864",
@@ -122,7 +123,7 @@ class Builder:
         self.table.add(rows)
         position = {name: i for i, name in enumerate(ns)}
         fresh = {position[name] for name in new_namespaces}
-        netns.write_sysctls({ns[i]: ROUTER_SYSCTLS for i in fresh})
+        netns.write_sysctls([ns[i] for i in sorted(fresh)], ROUTER_SYSCTLS)
         self.shaper.add_interfaces(found)
         for node in sorted(fresh | set(per_ns)):
             limiters = self.shaper.rate_limiters(sends.get(ns[node], []))

@@ -254,7 +254,8 @@ class Emulation:
         self.started = True
         try:
             self._bring_up()
-        except BaseException:
+        except BaseException as exc:  # the run log's end says why (a signal, a failure)
+            self._error = exc
             self.stop()
             raise
 
