@@ -90,6 +90,37 @@ def test_a_link_change_leaves_every_route_exact_at_once():
     assert np.array_equal(router.hops, next_hops(n, a, b, w))
 
 
+def test_a_leaf_handing_over_recomputes_only_its_own_routes():
+    """Ground stations with one terminal (leaves) hand over, lose their link and get
+    a second one: routes stay exact at once (equal to a full computation), and a
+    leaf's handover recomputes a few trees, not every tree it sends into."""
+    sats, a, b, w = shell_grid()
+    n = sats + 3  # three ground stations, on satellites 5, 20 and 40
+    ga, gb, gw = [
+        np.append(x, y)
+        for x, y in zip((a, b, w), ([5, 20, 40], [64, 65, 66], [1.5, 2.0, 2.5]), strict=True)
+    ]
+    router = ShortestDelayRouter(n, work_per_update=1)
+    router.update(ga, gb, gw)
+
+    def exact(a, b, w):
+        assert np.array_equal(router.hops, next_hops(n, a, b, w))
+
+    exact(ga, gb, gw)
+    hand = gb != 64  # station 64 hands over from satellite 5 to 6 (acquiring first)
+    router.update(ga[hand], gb[hand], gw[hand], refresh=False)
+    exact(ga[hand], gb[hand], gw[hand])
+    assert router.recomputed <= 2  # its own tree and its old satellite's
+    ha, hb, hw = np.append(ga[hand], 6), np.append(gb[hand], 64), np.append(gw[hand], 1.7)
+    changes = router.update(ha, hb, hw, refresh=False)
+    exact(ha, hb, hw)
+    assert router.recomputed <= 2 and len(changes) >= n - 1  # every route of 64, and toward it
+    # A second terminal: station 65 is no leaf any more (it could carry others' paths).
+    sa, sb, sw = np.append(ha, 33), np.append(hb, 65), np.append(hw, 1.0)
+    router.update(sa, sb, sw, refresh=False)
+    exact(sa, sb, sw)
+
+
 def test_under_motion_every_tree_is_refreshed_in_turn():
     n, a, b, w = shell_grid()
     per_update = 10

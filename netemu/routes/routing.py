@@ -115,6 +115,7 @@ class ShortestDelayRouter:
         self.delay_ms = np.full((n_nodes, n_nodes), np.inf, dtype=np.float32)
         np.fill_diagonal(self.delay_ms, 0.0)
         self._links = np.zeros(0, np.int64)  # a * n + b of the links last seen
+        self._degree = np.zeros(n_nodes, np.int64)  # each node's links last seen
         self._next = 0  # the next tree to refresh under motion
         #: Trees recomputed by the last update.
         self.recomputed = 0
@@ -144,17 +145,33 @@ class ShortestDelayRouter:
         w = np.maximum(np.asarray(delay_ms, dtype=float), 1e-9)  # zero would vanish
         links = a * n + b
         stale = np.zeros(n, bool)
+        degree = np.bincount(np.concatenate([a, b]), minlength=n)
+        # A node with one link before and after (a ground station or aircraft with one
+        # terminal handing over) carries no one else's paths: its link changing moves
+        # only its own routes and the tree toward it, not every tree it sends into.
+        leaf = (degree <= 1) & (self._degree <= 1)
         gone = np.setdiff1d(self._links, links)
         if len(gone):  # trees that used a link now gone
             u, v = np.divmod(gone, n)
+            ends = leaf[u] | leaf[v]
+            stale[np.concatenate([u[ends], v[ends]])] = True
+            u, v = u[~ends], v[~ends]
             stale |= (self.hops[u] == v[:, None]).any(axis=0)
             stale |= (self.hops[v] == u[:, None]).any(axis=0)
         new = ~np.isin(links, self._links)
         if new.any():  # trees a new link shortens
-            u, v, wn = a[new], b[new], w[new][:, None]
+            u, v = a[new], b[new]
+            ends = leaf[u] | leaf[v]
+            stale[np.concatenate([u[ends], v[ends]])] = True
+            u, v, wn = u[~ends], v[~ends], w[new][~ends][:, None]
             du, dv = self.delay_ms[u], self.delay_ms[v]
             stale |= ((du > dv + wn + TIE_MS) | (dv > du + wn + TIE_MS)).any(axis=0)
+        moved = np.zeros(n, bool)  # leaves whose one link changed: their rows follow
+        for changed in (np.divmod(gone, n), (a[new], b[new])):
+            for end in changed:
+                moved[end[leaf[end]]] = True
         self._links = np.sort(links)
+        self._degree = degree
         if refresh:
             turn = (self._next + np.arange(self._per_update(len(links)))) % n
             stale[turn] = True
@@ -172,7 +189,38 @@ class ShortestDelayRouter:
         node, j = np.nonzero(columns != self.hops[:, trees])  # sorted by node
         self.hops[:, trees] = columns
         self.delay_ms[:, trees] = dist.T
-        return RouteChanges(node, trees[j], columns[node, j])
+        if not moved.any():
+            return RouteChanges(node, trees[j], columns[node, j])
+        more = self._follow_leaves(np.flatnonzero(moved), stale, a, b, w)
+        node, dest, via = (
+            np.concatenate(x) for x in zip((node, trees[j], columns[node, j]), more, strict=True)
+        )
+        order = np.argsort(node, kind="stable")
+        return RouteChanges(node[order], dest[order], via[order])
+
+    def _follow_leaves(self, leaves, stale, a, b, w) -> tuple[np.ndarray, ...]:
+        """Rows of leaves whose link changed, in the trees not recomputed: through their
+        one neighbour (what it reaches, one link further), or nowhere. Returns the
+        changed entries (node, dest, via)."""
+        out = []
+        other = np.flatnonzero(~stale)
+        for g in leaves.tolist():
+            at = np.flatnonzero((a == g) | (b == g))
+            hops, dist = np.full(len(other), UNREACHABLE, np.int32), np.full(len(other), np.inf)
+            if len(at):
+                y = int(a[at[0]] + b[at[0]] - g)
+                if self._degree[y] > 1:  # through y: where y goes (never back through g)
+                    reach = self.hops[y, other] != UNREACHABLE
+                    hops[reach], dist[reach] = y, w[at[0]] + self.delay_ms[y, other][reach]
+                hops[other == y], dist[other == y] = y, w[at[0]]
+            mine = other != g
+            old = self.hops[g, other]
+            changed = np.flatnonzero((old != hops) & mine)
+            self.hops[g, other[mine]] = hops[mine]
+            self.delay_ms[g, other[mine]] = dist[mine]
+            out.append((np.full(len(changed), g, np.int64), other[changed], hops[changed]))
+        node, dest, via = (np.concatenate(x) for x in zip(*out, strict=True))
+        return node, dest, via.astype(np.int32)
 
     def _keep_equal_paths(self, columns, trees, dist, a, b, w) -> None:
         """Where a node's old next hop is still on a shortest path (within TIE_MS),
