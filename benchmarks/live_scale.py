@@ -309,7 +309,10 @@ def figures(row: dict) -> dict[str, float]:
     """The figures summarised over runs, from one run's netemu result."""
     u, out = row["epoch_update"], {}
     out.update(up_s=row["up_s"], configure_s=row["up_phases_s"].get("configure", 0.0))
-    out.update(memory_mib=row["memory_mib"], down_s=row["down_s"])
+    # The phases' sum from the namespaces on: memory of a run just torn down may still
+    # be coming back while this one plans, which the MemAvailable drop alone counts.
+    kernel = sum(v for k, v in row["memory_phases_mib"].items() if k != "plan")
+    out.update(memory_mib=row["memory_mib"], memory_phases_mib=round(kernel), down_s=row["down_s"])
     out.update(epoch_median_ms=u["total_ms"]["median"], epoch_max_ms=u["total_ms"]["max"])
     out.update(late_epochs=u["late_epochs"], engine_late_releases=row["engine"]["late"] or 0)
     for what, f in row["fidelity"].items():

@@ -70,3 +70,17 @@ def test_route_messages_go_to_their_nodes():
     assert (unreachables[0]["rtype"], unreachables[0]["dst"]) == (RTN_UNREACHABLE, dst[1])
     assert [len(m) for m in sent[2]] == [0, 0, 1]
     assert sent[2][2][0]["type"] == RTM_DELROUTE and sent[2][2][0]["dst"] == dst[2]
+
+
+def test_the_open_files_limit_is_raised_as_far_as_allowed():
+    """Soft up to hard, hard up to fs.nr_open where the process may (CAP_SYS_RESOURCE);
+    where it may not, the hard limit stays and nothing fails."""
+    import resource
+
+    from netemu.kernel import netns
+
+    _, before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    netns.raise_open_files_limit()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    most = int(Path("/proc/sys/fs/nr_open").read_text())
+    assert soft == hard and hard in (before, max(before, most))

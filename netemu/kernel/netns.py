@@ -42,19 +42,17 @@ class NamespaceGone(RuntimeError):
     tool's clean-up): its node can no longer be entered, so the run ends."""
 
 
-def raise_open_files_limit() -> int:
+def raise_open_files_limit() -> None:
     """Lift this process's open-files limit as far as allowed (a descriptor or two per
     namespace: netlink sockets, Mininet's ptys; the wire engine, which inherits it,
     two per link): the hard limit to the kernel's ``fs.nr_open`` where the process
-    may (CAP_SYS_RESOURCE), the soft one to the hard one. Returns the limit."""
+    may (CAP_SYS_RESOURCE), the soft one to the hard one."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(OSError, ValueError):
-        most = int(Path("/proc/sys/fs/nr_open").read_text())
-        if most > hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
-            return most
+    with contextlib.suppress(OSError, ValueError):  # not allowed: the hard limit stays
+        most = max(hard, int(Path("/proc/sys/fs/nr_open").read_text()))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))
+        return
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def run(cmd: list[str], stdin: str | None = None) -> str:

@@ -261,7 +261,6 @@ class Emulation:
 
     def _bring_up(self) -> None:
         t0 = began = time.perf_counter()
-
         memory = mem_available_mib()
 
         def phase(name: str) -> None:

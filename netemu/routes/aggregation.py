@@ -103,10 +103,10 @@ def block_count(n: int) -> int:
 def ortc(
     hops: np.ndarray,
     rows: np.ndarray,
+    blocks: np.ndarray,
     rank: np.ndarray,
     neighbour: np.ndarray,
     max_degree: int = MAX_NEIGHBOURS,
-    blocks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fewest prefixes routing like ``hops[rows]`` in each block: (keys, via),
     sorted by key.
@@ -117,13 +117,10 @@ def ortc(
     neighbours any of the rows has, picks the narrowest masks that hold them
     (8 bits for a satellite with five terminals: less memory to sweep).
     ``blocks[i]``: the block of addresses row ``i`` is aggregated for (rows may
-    repeat, one per block); None: every block of every row.
+    repeat, one per block).
     """
     n = hops.shape[0]
     depth = block_bits(n)
-    if blocks is None:
-        count = block_count(n)
-        rows, blocks = np.repeat(rows, count), np.tile(np.arange(count), len(rows))
     width = next(w for w in (8, 16, 32, 64) if max_degree < w)
     kind = np.dtype(f"uint{width}")
     every = np.iinfo(kind).max
@@ -219,7 +216,7 @@ class PrefixRoutes:
         for lo in range(0, len(narrow), _PAIRS_AT_ONCE):  # temporaries of bounded size
             at = narrow[lo : lo + _PAIRS_AT_ONCE]
             most = degree[node[at]].max()
-            parts.append(ortc(hops, node[at], rank, neighbour, most, blocks=block[at]))
+            parts.append(ortc(hops, node[at], block[at], rank, neighbour, most))
         if wide.any():
             parts.append(per_destination(hops, wide_nodes))
         if parts:
