@@ -100,7 +100,7 @@ def test_a_leaf_handing_over_recomputes_only_its_own_routes():
         np.append(x, y)
         for x, y in zip((a, b, w), ([5, 20, 40], [64, 65, 66], [1.5, 2.0, 2.5]), strict=True)
     ]
-    router = ShortestDelayRouter(n, work_per_update=1)
+    router = ShortestDelayRouter(n, work_per_update=1, hubs=[64, 65, 66])
     router.update(ga, gb, gw)
 
     def exact(a, b, w):
@@ -192,3 +192,61 @@ def test_route_history_gives_back_every_table_it_was_shown():
         when, carrying, hops = history[i]
         assert np.array_equal(hops, tables[i]) and carrying["t"] == when == range(15)[i]
     assert len(history._checkpoints) == 4  # not a copy per entry
+
+
+def shells_and_hubs(seed: int = 5):
+    """Three +Grid shells (8x8, 4x6, 3x4) and four ground stations (hubs), two linked to
+    satellites of several shells (they carry paths between shells), two with one link."""
+    parts, base = [], 0
+    for planes, per_plane, s in ((8, 8, seed), (4, 6, seed + 1), (3, 4, seed + 2)):
+        n, a, b, w = shell_grid(planes, per_plane, s)
+        parts.append((a + base, b + base, w))
+        base += n
+    hubs = np.arange(base, base + 4)
+    ground = [(3, hubs[0]), (70, hubs[0]), (90, hubs[0]), (20, hubs[1]), (80, hubs[1]),
+              (41, hubs[2]), (95, hubs[3])]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    a, b, w = (np.concatenate(x) for x in zip(*parts, strict=True))
+    ga, gb = np.array(ground).T
+    return base + 4, hubs, np.r_[a, ga], np.r_[b, gb], np.r_[w, rng.uniform(1, 3, len(ga))]
+
+
+def test_hubs_joining_shells_keep_every_route_exact_and_hand_over_without_shell_trees():
+    """Routes composed from the shells' trees and the hubs' are those of a full
+    computation after every kind of change, and a hub's handover (the expensive
+    case at Starlink phase 1) recomputes no shell's tree at all."""
+    n, hubs, a, b, w = shells_and_hubs()
+    router = ShortestDelayRouter(n, work_per_update=1, hubs=hubs)
+    trees = router._trees
+
+    def step(keep=None, add=(), refresh=False):
+        nonlocal a, b, w
+        if keep is not None:
+            a, b, w = a[keep], b[keep], w[keep]
+        for x, y, d in add:
+            a, b, w = np.append(a, x), np.append(b, y), np.append(w, d)
+        router.update(a, b, w, refresh=refresh)
+        assert np.array_equal(router.hops, next_hops(n, a, b, w))
+
+    step()
+    assert trees.recomputed == n - len(hubs)  # every shell tree, once
+    step(keep=~((a == 70) & (b == hubs[0])))  # hub 0 loses its link into shell 2
+    assert trees.recomputed == 0 and router.recomputed > 0
+    step(add=[(75, hubs[0], 1.2)])  # and acquires another satellite of it
+    assert trees.recomputed == 0
+    step(add=[(64, hubs[3], 2.0)])  # a one-link hub gets a second: it joins shells 2 and 3
+    assert trees.recomputed == 0
+    isl = int(np.flatnonzero((a < 64) & (b < 64))[7])
+    gone = a[isl], b[isl], w[isl]
+    step(keep=np.arange(len(a)) != isl)  # an inter-satellite link is lost in shell 1
+    assert 0 < trees.recomputed < 64
+    step(add=[gone])  # and comes back
+    cut = (a >= 64) & (a < 88) & (b >= 64) & (b < 88) & ((b - a) % 6 == 0)
+    cut &= ((a - 64) // 6 == 1) | ((b - 64) // 6 == 1)
+    step(keep=~cut)  # shell 2's plane 1 loses its links to planes 0 and 2: a domain of its own
+    assert trees.recomputed == 24 and len(trees.domains) == 4
+    moved = w * np.random.default_rng(9).uniform(0.7, 1.3, len(w))
+    w = moved
+    for _ in range(router.refresh_updates):
+        router.update(a, b, w)
+    assert_shortest(router.hops, a, b, w)

@@ -61,7 +61,7 @@ from netemu.live.workloads import Workloads, spec_from
 from netemu.log import follow_mininet
 from netemu.model import events as ev
 from netemu.model.faults import Fault, parse_target
-from netemu.model.topology import Topology
+from netemu.model.topology import NodeKind, Topology
 from netemu.plan.planner import EpochPlan, Planner, iso_utc
 from netemu.routes import addressing
 from netemu.routes.routing import RouteHistory, ShortestDelayRouter, path
@@ -137,7 +137,8 @@ class Emulation:
         self.netns = [self.this_run.namespace(n) for n in self.names]
         self.sockets = NamespaceSockets()  # one netlink socket per namespace, shared
         self.table = LinkTable()
-        self.routes = Routes(self.netns, self.sockets, router, keep_history, step_s)
+        hubs = [n.index for n in topology.nodes if n.kind is not NodeKind.SATELLITE]
+        self.routes = Routes(self.netns, self.sockets, router, keep_history, step_s, hubs)
         self.builder = Builder(
             topology, self.netns, self.shaper, self.sockets, self.table, self._links_made
         )

@@ -11,7 +11,7 @@ one batch per node, through the run's one socket per namespace.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -66,13 +66,15 @@ class Routes:
         router: ShortestDelayRouter | None = None,
         keep_history: bool = False,
         step_s: float = 1.0,
+        hubs: Sequence[int] = (),
     ):
         """``step_s``: the wall-clock seconds between epochs, which the default router's
-        refresh budget follows (:data:`~netemu.routes.routing.WORK_PER_SECOND`)."""
+        refresh budget follows (:data:`~netemu.routes.routing.WORK_PER_SECOND`);
+        ``hubs``: the nodes that are not satellites, which join the shells."""
         self.namespaces = namespaces
         self.sockets = sockets
         self.router = router or ShortestDelayRouter(
-            len(namespaces), work_per_update=round(WORK_PER_SECOND * step_s)
+            len(namespaces), work_per_update=round(WORK_PER_SECOND * step_s), hubs=hubs
         )
         self.prefixes = PrefixRoutes(len(namespaces))
         #: With keep_history: (unix time, {link: delay_ms} carrying, next hops) per update.

@@ -13,11 +13,14 @@ lets the daemon react to the links itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
+
+from netemu.routes.composition import ComposedTrees
 
 UNREACHABLE = -1
 
@@ -105,8 +108,13 @@ class ShortestDelayRouter:
       benchmarks/live_scale.py.
     """
 
-    def __init__(self, n_nodes: int, work_per_update: int = WORK_PER_UPDATE):
+    def __init__(
+        self, n_nodes: int, work_per_update: int = WORK_PER_UPDATE, hubs: Sequence[int] = ()
+    ):
+        """``hubs``: the nodes that join domains (ground stations and aircraft, which
+        link to satellites of any shell; see :mod:`netemu.routes.composition`)."""
         self.n = n_nodes
+        self._trees = ComposedTrees(n_nodes, hubs)
         self.work_per_update = work_per_update
         self.hops = np.full((n_nodes, n_nodes), UNREACHABLE, dtype=np.int32)
         np.fill_diagonal(self.hops, np.arange(n_nodes))
@@ -159,7 +167,9 @@ class ShortestDelayRouter:
             stale |= (self.hops[u] == v[:, None]).any(axis=0)
             stale |= (self.hops[v] == u[:, None]).any(axis=0)
         new = ~np.isin(links, self._links)
-        if new.any():  # trees a new link shortens
+        if not len(self._links):  # the first links: every tree
+            stale[:] = True
+        elif new.any():  # trees a new link shortens
             u, v = a[new], b[new]
             ends = leaf[u] | leaf[v]
             stale[np.concatenate([u[ends], v[ends]])] = True
@@ -172,28 +182,33 @@ class ShortestDelayRouter:
                 moved[end[leaf[end]]] = True
         self._links = np.sort(links)
         self._degree = degree
+        turn = np.zeros(0, np.int64)
         if refresh:
             turn = (self._next + np.arange(self._per_update(len(links)))) % n
             stale[turn] = True
             self._next = int(turn[-1] + 1) % n
+        stale[self._trees.update(a, b, w, turn)] = True
         trees = np.flatnonzero(stale)
         self.recomputed = len(trees)
         if not len(trees):
             return RouteChanges(*(np.zeros(0, np.int64),) * 3)
-        graph = csr_matrix((w, (a, b)), shape=(n, n))
-        dist, pred = dijkstra(graph, directed=False, indices=trees, return_predecessors=True)
-        columns = pred.T.astype(np.int32)
-        columns[columns < 0] = UNREACHABLE  # scipy marks "no path" with -9999
-        columns[trees, np.arange(len(trees))] = trees
-        self._keep_equal_paths(columns, trees, dist, a, b, w)
-        node, j = np.nonzero(columns != self.hops[:, trees])  # sorted by node
-        self.hops[:, trees] = columns
+        # Destination-major (k, n) throughout: the table's columns are gathered once
+        # (np.take: fancy column indexing is ~10x slower at 4,420 nodes).
+        columns, dist = self._trees.columns(trees)
+        old = np.take(self.hops, trees, axis=1).T
+        j, node = np.nonzero(columns != old)
+        keep = self._equal_paths(columns, old, j, node, dist, a, b, w)
+        columns[j[keep], node[keep]] = old[j[keep], node[keep]]
+        j, node = j[~keep], node[~keep]
+        order = np.argsort(node, kind="stable")  # by node
+        j, node = j[order], node[order]
+        self.hops[:, trees] = columns.T
         self.delay_ms[:, trees] = dist.T
         if not moved.any():
-            return RouteChanges(node, trees[j], columns[node, j])
+            return RouteChanges(node, trees[j], columns[j, node])
         more = self._follow_leaves(np.flatnonzero(moved), stale, a, b, w)
         node, dest, via = (
-            np.concatenate(x) for x in zip((node, trees[j], columns[node, j]), more, strict=True)
+            np.concatenate(x) for x in zip((node, trees[j], columns[j, node]), more, strict=True)
         )
         order = np.argsort(node, kind="stable")
         return RouteChanges(node[order], dest[order], via[order])
@@ -222,23 +237,23 @@ class ShortestDelayRouter:
         node, dest, via = (np.concatenate(x) for x in zip(*out, strict=True))
         return node, dest, via.astype(np.int32)
 
-    def _keep_equal_paths(self, columns, trees, dist, a, b, w) -> None:
-        """Where a node's old next hop is still on a shortest path (within TIE_MS),
-        keep it: equal-delay paths abound in a +Grid, and following whichever
-        Dijkstra found first would flap thousands of routes an epoch for nothing.
-        Loop-free: every hop kept still brings the packet strictly closer (a link's
-        delay is far above TIE_MS)."""
-        old = self.hops[:, trees]
-        s, j = np.nonzero(columns != old)
-        o = old[s, j]
-        ok = (o != UNREACHABLE) & (o != s) & (columns[s, j] != UNREACHABLE)
-        s, j, o = s[ok], j[ok], o[ok]
-        if not len(s):
-            return
+    def _equal_paths(self, columns, old, j, s, dist, a, b, w) -> np.ndarray:
+        """Of the changed entries (destination ``j``, node ``s``), those whose old next
+        hop is still on a shortest path (within TIE_MS): kept, since equal-delay paths
+        abound in a +Grid, and following whichever Dijkstra found first would flap
+        thousands of routes an epoch for nothing. Loop-free: every hop kept still
+        brings the packet strictly closer (a link's delay is far above TIE_MS)."""
+        o = old[j, s]
+        ok = (o != UNREACHABLE) & (o != s) & (columns[j, s] != UNREACHABLE)
+        keep = np.zeros(len(s), bool)
+        if not ok.any():
+            return keep
+        at = np.flatnonzero(ok)
         links = csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(self.n, self.n))
-        via_old = np.asarray(links[s, o]).ravel()
-        keep = (via_old > 0) & (via_old + dist[j, o] <= dist[j, s] + TIE_MS)
-        columns[s[keep], j[keep]] = o[keep]
+        via_old = np.asarray(links[s[at], o[at]]).ravel()
+        jj, oo, ss = j[at], o[at], s[at]
+        keep[at] = (via_old > 0) & (via_old + dist[jj, oo] <= dist[jj, ss] + TIE_MS)
+        return keep
 
 
 class RouteHistory:
