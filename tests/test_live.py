@@ -379,12 +379,15 @@ def _kernel_next_hops(emu, node: str) -> dict[str, str | None]:
     return {n: dev.get(emu.address(n)) for n in others}
 
 
-def test_kernel_routes_follow_the_router_for_every_pair(write_topology):
+@pytest.mark.parametrize("background", [False, True], ids=["in-epoch", "background"])
+def test_kernel_routes_follow_the_router_for_every_pair(write_topology, background):
     """A 4x10 +Grid shell: every node's aggregated kernel routes (checked with
     `ip route get`, i.e. the kernel's own longest-prefix match) send every other
     node's address to the next hop the router chose, also when trees refresh a
     few at a time; a rebooting satellite is unreachable from everywhere at once,
-    and reachable again when its links are back; packets still cross the shell."""
+    and reachable again when its links are back; packets still cross the shell.
+    Also when every update is sent by the background installer (as Starlink
+    phase 1's handovers are): between updates the kernel has what was computed."""
     topo = load_topology(
         write_topology(
             """
@@ -401,8 +404,11 @@ def test_kernel_routes_follow_the_router_for_every_pair(write_topology):
             """
         )
     )
-    with Emulation(topo, shaper="wire", speed=20, run_name="troutes") as emu:
+    name = "troutesbg" if background else "troutes"
+    with Emulation(topo, shaper="wire", speed=20, run_name=name) as emu:
         emu.router.work_per_update = 2 * 80 * 3  # three trees an update, in turn
+        if background:
+            emu.routes.background_prefixes = 0
         emu.start_controller()
         emu.wait(3)
         with emu.between_updates():
@@ -435,6 +441,7 @@ def test_kernel_routes_follow_the_router_for_every_pair(write_topology):
         rx = start_receiver(emu, "s2_5", duration=3)
         send(emu, "s0_0", "s2_5", count=50, interval=0.02).wait()
         assert len(received(rx)) >= 48
+        assert (emu.routes.installer.sent > 10) is background
 
 
 def test_an_epoch_behind_schedule_is_reported_not_hidden(tmp_path):

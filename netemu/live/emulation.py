@@ -300,6 +300,7 @@ class Emulation:
         )
         self.controller.started()
         self._advance()
+        self.routes.settle()  # every node's first routes are in the kernel: the network is up
         # The schedule starts once the network is up: the first epoch's set-up (routes
         # for every node) is bring-up, not an epoch that came late.
         self.controller.started()
@@ -663,6 +664,7 @@ class Emulation:
         """Hold the controller between two updates while the block reads several things
         that must agree (routes, the kernel's tables, link states)."""
         with self._lock:
+            self.routes.settle()  # the kernel's routes are the table's
             yield self
 
     def stop_controller(self) -> None:
@@ -711,9 +713,10 @@ class Emulation:
             log.info("run %s: stopping, everything it made removed", self.run_name)
             self.stop_controller()
             failed = None
-            for step in (self.workloads.stop, self.shaper.stop, self._stop_captures,
-                         self.sockets.close, self._stop_hosts, self._remove_namespaces,
-                         self._end_log, self.this_run.hand_over):  # fmt: skip
+            for step in (self.routes.close, self.workloads.stop, self.shaper.stop,
+                         self._stop_captures, self.sockets.close, self._stop_hosts,
+                         self._remove_namespaces, self._end_log,
+                         self.this_run.hand_over):  # fmt: skip
                 try:
                     step()
                 except Exception as exc:  # said once all steps were tried

@@ -5,13 +5,18 @@ Each node is an IP router for the others' service addresses. The router
 trees an update's link changes touch, :class:`netemu.routes.aggregation.PrefixRoutes`
 turns each node's next hops into few prefixes, :func:`route_messages` encodes what
 changed as netlink messages per node (pure), and :meth:`Routes.update` sends them,
-one batch per node, through the run's one socket per namespace.
+one batch per node, through the run's one socket per namespace. A large update (a
+handover between shells at Starlink phase 1 changes ~0.5 million prefixes: ~1 s
+of the kernel's time) is sent by :class:`Installer` in a thread of its own while
+the next epoch is computed (the kernel's work does not hold Python's lock), and is
+in force when the history says so.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -58,6 +63,64 @@ def route_messages(changes: PrefixChanges) -> Iterator[tuple[int, list[np.ndarra
         yield one, mine
 
 
+#: Prefix changes above which an update is sent in the background (~50 ms of the
+#: kernel's work here): smaller ones are in force when :meth:`Routes.update` returns.
+BACKGROUND_PREFIXES = 20_000
+
+
+class Installer:
+    """Sends one update's route messages at a time in a thread of its own, through
+    sockets of its own (never interleaved with the run's other netlink requests)."""
+
+    def __init__(self) -> None:
+        self.sockets = NamespaceSockets()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stopping = threading.Event()
+        #: Updates sent so far.
+        self.sent = 0
+
+    def start(self, batches: list[tuple[str, list[np.ndarray]]], done: Callable[[], None]):
+        """Send ``batches`` ((namespace, messages) each), then call ``done``."""
+        self.wait()
+        self._thread = threading.Thread(
+            target=self._send, args=(batches, done), name="netemu-routes", daemon=True
+        )
+        self._thread.start()
+
+    def _send(self, batches, done) -> None:
+        try:
+            for netns, messages in batches:
+                if self._stopping.is_set():
+                    return
+                send_all(self.sockets(netns), messages)
+            self.sent += 1
+            done()
+        except BaseException as exc:  # raised by the next wait(): the run fails closed
+            self._error = exc
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Until the update being sent is in force; raises what failed in sending it."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        """Stop sending (the run is being removed) and close the sockets."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.sockets.close()
+
+
 class Routes:
     def __init__(
         self,
@@ -77,6 +140,9 @@ class Routes:
             len(namespaces), work_per_update=round(WORK_PER_SECOND * step_s), hubs=hubs
         )
         self.prefixes = PrefixRoutes(len(namespaces))
+        self.installer = Installer()
+        #: Updates with at least this many prefix changes are sent in the background.
+        self.background_prefixes = BACKGROUND_PREFIXES
         #: With keep_history: (unix time, {link: delay_ms} carrying, next hops) per update.
         self.history: RouteHistory | None = RouteHistory() if keep_history else None
 
@@ -87,10 +153,30 @@ class Routes:
         date (``refresh``: a new epoch; ``began_s``: unix time the update began)."""
         changes = self.router.update(a, b, delay_ms, refresh)
         prefixes = self.prefixes.update(self.router.hops, changes.node, a, b, changes.dest)
-        for node, messages in route_messages(prefixes):
-            send_all(self.sockets(self.namespaces[node]), messages)
+        batches = [(self.namespaces[node], m) for node, m in route_messages(prefixes)]
+        self.installer.wait()  # the last update's routes first (computing this one overlapped)
+        entry = None
         if self.history is not None:
             keys = zip(a.tolist(), b.tolist(), strict=True)
             carrying = dict(zip(keys, delay_ms.tolist(), strict=True))
-            self.history.append(time.time(), carrying, self.router.hops, changes, start_s=began_s)
+            # In force once sent: until then its time is in the future (infinity).
+            entry = self.history.append(
+                float("inf"), carrying, self.router.hops, changes, start_s=began_s
+            )
+        done = (
+            (lambda: None) if entry is None else (lambda: self.history.complete(entry, time.time()))
+        )
+        if len(prefixes) >= self.background_prefixes:
+            self.installer.start(batches, done)
+        else:
+            for netns, messages in batches:
+                send_all(self.sockets(netns), messages)
+            done()
         return changes, prefixes
+
+    def settle(self) -> None:
+        """Wait until every computed route is in the kernel (raises a sending error)."""
+        self.installer.wait()
+
+    def close(self) -> None:
+        self.installer.close()

@@ -288,7 +288,8 @@ class RouteHistory:
         hops: np.ndarray,
         changes: RouteChanges,
         start_s: float | None = None,
-    ):
+    ) -> int:
+        """Returns the entry's index (for :meth:`complete`)."""
         i = len(self.times)
         if i % self.checkpoint_every == 0:
             self._checkpoints[i] = hops.copy()
@@ -296,6 +297,11 @@ class RouteHistory:
         self.starts.append(time_s if start_s is None else start_s)
         self._carrying.append(carrying)
         self._changes.append(changes)
+        return i
+
+    def complete(self, i: int, time_s: float) -> None:
+        """Entry ``i`` (appended as not yet in force, at infinity) is in force from ``time_s``."""
+        self.times[i] = time_s
 
     def __len__(self) -> int:
         return len(self.times)
