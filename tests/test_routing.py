@@ -250,3 +250,18 @@ def test_hubs_joining_shells_keep_every_route_exact_and_hand_over_without_shell_
     for _ in range(router.refresh_updates):
         router.update(a, b, w)
     assert_shortest(router.hops, a, b, w)
+
+
+def test_the_compiled_composition_gives_the_numpy_table():
+    """compose.c and its NumPy fallback choose the same next hops and distances."""
+    from netemu.routes.composition import ComposedTrees, compose_kernel
+
+    assert compose_kernel() is not None  # gcc is part of the set-up
+    n, hubs, a, b, w = shells_and_hubs(seed=11)
+    tables = []
+    for compiled in (True, False):
+        trees = ComposedTrees(n, hubs, compiled=compiled)
+        trees.update(a, b, w, np.arange(n))
+        tables.append(trees.columns(np.arange(n)))
+    assert np.array_equal(tables[0][0], tables[1][0])
+    assert np.array_equal(tables[0][1], tables[1][1])

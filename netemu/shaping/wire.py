@@ -20,16 +20,13 @@ ends saying so.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from netemu import native
 from netemu.kernel.netlink.sockets import NamespaceSockets
 from netemu.shaping import (
     BLOCKED,
@@ -49,45 +46,14 @@ SOURCE = Path(__file__).with_name("engine.c")
 TAP_QUEUE, TAP_QUEUE_UP_TO_LINKS = 4096, 2000
 #: Descriptors the engine holds besides its TAPs (stdio, epoll, timer, its namespace).
 ENGINE_FDS = 16
-CFLAGS = ["-O2", "-g", "-std=gnu11", "-Wall", "-Wextra"]
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("NETEMU_CACHE"):
-        return Path(os.environ["NETEMU_CACHE"])
-    if os.geteuid() == 0:
-        return Path("/var/cache/netemu")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "netemu"
 
 
 def engine_binary() -> Path:
     """The engine built from ``engine.c`` (compiled now if this source was never built)."""
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"netemu-engine-{digest}"
-    if os.access(target, os.X_OK):
-        return target
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise ShaperError(
-            "the wire shaper's engine is built from C source and no C compiler was found "
-            "(run scripts/provision, or install gcc)"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside its final name and renamed: concurrent builds (pytest -n) never see half.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".build-")
-    os.close(fd)
     try:
-        p = subprocess.run(
-            [cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True
-        )
-        if p.returncode != 0:
-            raise ShaperError(f"building the wire engine failed: {p.stderr.strip()[-500:]}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+        return native.built(SOURCE, "netemu-engine", [], ["-lm"])
+    except native.BuildError as exc:
+        raise ShaperError(str(exc).replace("engine.c", "the wire shaper's engine")) from None
 
 
 class Engine:
