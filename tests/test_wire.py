@@ -20,16 +20,22 @@ import pytest
 from netemu.capture import pcapng
 from netemu.live.emulation import Emulation
 from netemu.model.topology import load_topology
-from netemu.shaping import Shape
-from netemu.shaping.wire import CFLAGS, SOURCE
+from netemu.native import CFLAGS
+from netemu.routes import composition
+from netemu.shaping import Shape, wire
 
 from helpers import TOPOLOGIES, needs_root, stream
 
 
-def test_the_engine_builds_without_warnings(tmp_path):
+@pytest.mark.parametrize(
+    "source, flags",
+    [(wire.SOURCE, ["-lm"]), (composition.SOURCE, ["-O3", "-shared", "-fPIC"])],
+    ids=["engine", "compose"],
+)
+def test_the_compiled_parts_build_without_warnings(tmp_path, source, flags):
     """What scripts/provision builds, with warnings as errors (no root needed)."""
     p = subprocess.run(
-        ["cc", *CFLAGS, "-Werror", "-o", str(tmp_path / "engine"), str(SOURCE), "-lm"],
+        ["cc", *CFLAGS, "-Werror", "-o", str(tmp_path / "out"), str(source), *flags],
         capture_output=True,
         text=True,
     )
