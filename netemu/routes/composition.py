@@ -47,7 +47,7 @@ def compose_kernel():
         return None
     i64, f32, i32 = (np.ctypeslib.ndpointer(t, flags="C") for t in (np.int64, np.float32, np.int32))
     lib.compose.restype = None
-    lib.compose.argtypes = [ctypes.c_int64, ctypes.c_int64, i64, ctypes.c_int64, i64, f32, i32,
+    lib.compose.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, i64, f32, f32, i32,
                             f32, i32]  # fmt: skip
     return lib.compose
 
@@ -199,38 +199,41 @@ class ComposedTrees:
 
     def columns(self, dests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For destinations ``dests``: every node's next hop toward each (the node itself
-        at the destination, UNREACHABLE where none) and its distance, both ``(k, n)``."""
+        at the destination, UNREACHABLE where none) and its distance, both ``(n, k)``
+        like the router's table (whose columns they replace)."""
         n, k = self.n, len(dests)
-        hops = np.full((k, n), UNREACHABLE, np.int32)
-        dist = np.full((k, n), np.inf, np.float32)  # float32: 8 ns at 100 ms, half the bytes
+        hops = np.full((n, k), UNREACHABLE, np.int32)
+        dist = np.full((n, k), np.inf, np.float32)  # float32: 8 ns at 100 ms, half the bytes
         hub_dist, toward, first = self.hub_trees()
         hub_row = np.full(n, -1, np.int64)
         hub_row[self.hubs] = np.arange(len(self.hubs))
         transit = self._degree[self.hubs] >= 2  # a one-link hub carries no one's paths
-        is_hub_dest = self.is_hub[dests]
+        is_hub_dest = np.flatnonzero(self.is_hub[dests])
         hr = hub_row[dests[is_hub_dest]]
-        hops[is_hub_dest], dist[is_hub_dest] = toward[hr], hub_dist[hr]
-        core = np.flatnonzero(~is_hub_dest)
+        hops[:, is_hub_dest], dist[:, is_hub_dest] = toward[hr].T, hub_dist[hr].T
+        core = np.flatnonzero(~self.is_hub[dests])
         keys = self.domain_of[dests[core]]
         for key in np.unique(keys).tolist():
             dom = self.domains[key]
-            rows = core[keys == key]
-            local = dom.local(dests[rows])
+            cols = core[keys == key]
+            local = dom.local(dests[cols])
             # Hubs into this domain: only they can be the last hub of a path to it.
             linked = np.flatnonzero(transit & self._linked_to(dom))
-            for lo in range(0, len(rows), _CHUNK):
-                r, loc = rows[lo : lo + _CHUNK], local[lo : lo + _CHUNK]
-                best = np.full((len(r), n), np.inf, np.float32)
-                via = np.full((len(r), n), UNREACHABLE, np.int32)
-                best[:, dom.members] = dom.dist[:, loc].T
-                via[:, dom.members] = dom.hop[:, loc].T
-                _through_hubs(dests[r], linked, hub_dist, toward, best, via, self.kernel)
-                dist[r], hops[r] = best, via
+            for lo in range(0, len(cols), _CHUNK):
+                c, loc = cols[lo : lo + _CHUNK], local[lo : lo + _CHUNK]
+                best = np.full((n, len(c)), np.inf, np.float32)
+                via = np.full((n, len(c)), UNREACHABLE, np.int32)
+                best[dom.members] = np.take(dom.dist, loc, axis=1)
+                via[dom.members] = np.take(dom.hop, loc, axis=1)
+                to_dest = np.ascontiguousarray(hub_dist[np.ix_(linked, dests[c])])
+                _through_hubs(linked, to_dest, hub_dist, toward, best, via, self.kernel)
+                at = _as_slice(c)
+                dist[:, at], hops[:, at] = best, via
         # Hubs' own rows: the first hop of their own trees.
-        dist[:, self.hubs] = hub_dist[:, dests].T
-        hops[:, self.hubs] = first[:, dests].T
-        hops[np.arange(k), dests] = dests
-        dist[np.arange(k), dests] = 0.0
+        dist[self.hubs] = hub_dist[:, dests]
+        hops[self.hubs] = first[:, dests]
+        hops[dests, np.arange(k)] = dests
+        dist[dests, np.arange(k)] = 0.0
         hops[~np.isfinite(dist)] = UNREACHABLE
         return hops, dist
 
@@ -243,18 +246,38 @@ class ComposedTrees:
         return np.asarray(sym).ravel() > 0
 
 
-def _through_hubs(dests, hubs, hub_dist, toward, best, via, kernel) -> None:
-    """Where a path through one of ``hubs`` (rows of ``hub_dist``/``toward``) is
-    strictly shorter than ``best`` (destinations x nodes), take it, in place."""
-    if kernel is not None:
-        kernel(len(dests), best.shape[1], np.ascontiguousarray(dests, np.int64), len(hubs),
-               np.ascontiguousarray(hubs, np.int64), hub_dist, toward, best, via)  # fmt: skip
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """Consecutive indices as a slice (assigning columns through one is ~6x faster)."""
+    if len(index) and index[-1] - index[0] + 1 == len(index):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def set_columns(table: np.ndarray, columns: np.ndarray, values: np.ndarray) -> None:
+    """``table[:, columns] = values``, row by row where ``columns`` are not consecutive
+    (NumPy's own column scatter is ~6x slower at 4,420 nodes)."""
+    at = _as_slice(columns)
+    if isinstance(at, slice):
+        table[:, at] = values
         return
-    for x in hubs.tolist():
-        cand = hub_dist[x][None, :] + hub_dist[x, dests][:, None]
+    for row in range(len(table)):
+        table[row, at] = values[row]
+
+
+def _through_hubs(hubs, to_dest, hub_dist, toward, best, via, kernel) -> None:
+    """Where a path through one of ``hubs`` (rows of ``hub_dist``/``toward``; their
+    distances to the destinations in ``to_dest``) is strictly shorter than ``best``
+    (nodes x destinations), take it, in place."""
+    n, k = best.shape
+    if kernel is not None:
+        kernel(n, k, len(hubs), np.ascontiguousarray(hubs, np.int64), to_dest, hub_dist,
+               toward, best, via)  # fmt: skip
+        return
+    for i, x in enumerate(hubs.tolist()):
+        cand = hub_dist[x][:, None] + to_dest[i][None, :]
         better = cand < best
         np.copyto(best, cand, where=better)
-        np.copyto(via, np.broadcast_to(toward[x], via.shape), where=better)
+        np.copyto(via, np.broadcast_to(toward[x][:, None], via.shape), where=better)
 
 
 def _first_hops(pred: np.ndarray, roots: np.ndarray) -> np.ndarray:
