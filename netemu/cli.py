@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--json", action="store_true", help="one JSON object per epoch and line (stable format)"
     )
+    plan.add_argument(
+        "--machines",
+        type=int,
+        metavar="M",
+        help="split the nodes over M machines (by orbital plane; ground stations and "
+        "aircraft with the satellites they link to most) and print the partition",
+    )
     imp = sub.add_parser(
         "import",
         parents=[common],
@@ -456,7 +463,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if count > MAX_EPOCHS:
         raise InputError(f"--duration/--step give {count:,} epochs, more than {MAX_EPOCHS:,}")
     start = args.start or topology.start
+    if args.machines is not None and not 1 <= args.machines <= len(topology.nodes):
+        raise InputError(
+            f"--machines must be between 1 and the topology's {len(topology.nodes)} nodes, "
+            f"got {args.machines}"
+        )
     epochs = planner.run(start, args.duration, args.step)
+    if args.machines is not None:
+        return _print_partition(args, topology, epochs, count)
     if args.json:
         out = sys.stdout
         for epoch in epochs:
@@ -473,6 +487,32 @@ def cmd_plan(args: argparse.Namespace) -> int:
             schedule.add(epoch)
             advance()
     print_schedule(topology, schedule, start, args.duration, args.step)
+    return 0
+
+
+def _print_partition(args: argparse.Namespace, topology, epochs, count: int) -> int:
+    """``netemu plan --machines M``: the partition of the nodes, from the plan's links."""
+    from netemu.model.topology import LinkKind
+    from netemu.plan.links import KINDS
+    from netemu.plan.partition import partition, summary
+    from netemu.report import print_partition, progress
+
+    link_epochs: dict[tuple[int, int], int] = {}
+    isl: dict[tuple[int, int], bool] = {}
+    with progress(count, "planning") as advance:
+        for epoch in epochs:
+            for key, kind in zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True):
+                link_epochs[key] = link_epochs.get(key, 0) + 1
+                isl[key] = KINDS[kind] is LinkKind.ISL
+            advance()
+    part = partition(topology, args.machines, link_epochs)
+    result = summary(topology, part, link_epochs, isl)
+    if args.json:
+        names = [n.name for n in topology.nodes]
+        nodes = dict(zip(names, part.machine.tolist(), strict=True))
+        print(json.dumps({**stamp("partition"), **result, "nodes": nodes}, separators=(",", ":")))
+        return 0
+    print_partition(topology, result, part)
     return 0
 
 

@@ -13,6 +13,7 @@ VERSIONS = {
     "analysis": 1,  # netemu analyze --json
     "stages": 1,  # netemu stages --json
     "results": 1,  # a scenario's summary.json (and its other JSON files)
+    "partition": 1,  # netemu plan --machines M --json
 }
 
 

@@ -39,6 +39,31 @@ def _hms(t: datetime) -> str:
     return t.strftime("%H:%M:%S")
 
 
+def print_partition(topology: Topology, result: dict, part) -> None:
+    """``netemu plan --machines M``: what each machine runs, and what crosses machines."""
+    console = Console()
+    table = Table(title=f"{topology.name} on {part.machines} machines", title_justify="left")
+    for col in ("machine", "satellites", "ground stations", "aircraft", "ISLs inside",
+                "ISLs to other machines", "nodes"):  # fmt: skip
+        table.add_column(col)
+    names = [n.name for n in topology.nodes]
+    for row in result["machines"]:
+        mine = [names[i] for i in part.nodes_of(row["machine"])]
+        shown = ", ".join(mine[:3]) + (f", ... {len(mine) - 3} more" if len(mine) > 3 else "")
+        table.add_row(str(row["machine"]), str(row["satellites"]), str(row["ground_stations"]),
+                      str(row["aircraft"]), str(row["isls_inside"]), str(row["isls_across"]),
+                      shown)  # fmt: skip
+    console.print(table)
+    isls, across = result["isls"], result["isls_across"]
+    share = 100 * across / isls if isls else 0.0
+    epochs, access = result["access_link_epochs"], result["access_link_epochs_across"]
+    access_share = 100 * access / epochs if epochs else 0.0
+    console.print(
+        f"ISLs between machines: {across} of {isls} ({share:.1f}%); ground and air links "
+        f"between machines: {access_share:.1f}% of their link-epochs"
+    )
+
+
 def print_schedule(
     topology: Topology, schedule: Schedule, start: datetime, duration_s: float, step_s: float
 ) -> None:
