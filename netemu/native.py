@@ -1,9 +1,10 @@
 """netemu's compiled parts: built from their C source beside the module that uses
 them, with the machine's own compiler, cached by the source's hash.
 
-The wire engine (a program) and the routing composition kernel (a shared
-library loaded with ctypes) are built the first time they are needed, or by
-``scripts/provision`` ahead of time; nothing is ever downloaded.
+The wire engine (a program) and the routing composition's inner loop (a shared
+library loaded with ctypes) are built by the live layer the first time a run needs
+them, or by ``scripts/provision`` ahead of time; nothing is ever downloaded. Pure
+code only asks :func:`target` where a part would be and loads it if it is there.
 """
 
 from __future__ import annotations
@@ -30,23 +31,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "netemu"
 
 
+def target(source: Path, name: str, flags: list[str]) -> Path:
+    """Where the file built from ``source`` with ``CFLAGS + flags`` is kept (it may not
+    be there yet): pure code loads a compiled part from here and never builds it."""
+    options = [*CFLAGS, *flags]
+    digest = hashlib.sha256(source.read_bytes() + " ".join(options).encode()).hexdigest()[:16]
+    return cache_dir() / f"{name}-{digest}"
+
+
 def built(source: Path, name: str, flags: list[str], libs: list[str] = ()) -> Path:
     """The file built from ``source`` with ``CFLAGS + flags`` (a program, or with
     ``-shared`` a library), compiled now if this source and these flags never were."""
     options = [*CFLAGS, *flags]
-    digest = hashlib.sha256(source.read_bytes() + " ".join(options).encode()).hexdigest()[:16]
-    target = cache_dir() / f"{name}-{digest}"
-    if target.exists():
-        return target
+    target_path = target(source, name, flags)
+    if target_path.exists():
+        return target_path
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise BuildError(
             f"{source.name} is built from C source and no C compiler was found "
             "(run scripts/provision, or install gcc)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target_path.parent.mkdir(parents=True, exist_ok=True)
     # Built beside its final name and renamed: concurrent builds (pytest -n) never see half.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".build-")
+    fd, tmp = tempfile.mkstemp(dir=target_path.parent, prefix=".build-")
     os.close(fd)
     try:
         p = subprocess.run(
@@ -55,7 +63,7 @@ def built(source: Path, name: str, flags: list[str], libs: list[str] = ()) -> Pa
         if p.returncode != 0:
             raise BuildError(f"building {source.name} failed: {p.stderr.strip()[-500:]}")
         os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
+        os.replace(tmp, target_path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return target
+    return target_path

@@ -14,15 +14,17 @@ in force when the history says so.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from netemu import native
 from netemu.kernel.netlink.route import encode_deletes, encode_replaces, encode_unreachables
 from netemu.kernel.netlink.sockets import NamespaceSockets, send_all
-from netemu.routes import addressing
+from netemu.routes import addressing, composition
 from netemu.routes.aggregation import PrefixChanges, PrefixRoutes
 from netemu.routes.routing import (
     UNREACHABLE,
@@ -99,10 +101,6 @@ class Installer:
         except BaseException as exc:  # raised by the next wait(): the run fails closed
             self._error = exc
 
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def wait(self) -> None:
         """Until the update being sent is in force; raises what failed in sending it."""
         if self._thread is not None:
@@ -121,6 +119,15 @@ class Installer:
         self.sockets.close()
 
 
+def build_compose_kernel() -> None:
+    """Build the routing composition's compiled loop if it is not yet (NumPy does its
+    work where it cannot be built: the same table, slower)."""
+    if composition.compose_kernel() is None:
+        with contextlib.suppress(native.BuildError):
+            native.built(composition.SOURCE, composition.NAME, composition.FLAGS)
+        composition.compose_kernel.cache_clear()
+
+
 class Routes:
     def __init__(
         self,
@@ -136,6 +143,7 @@ class Routes:
         ``hubs``: the nodes that are not satellites, which join the shells."""
         self.namespaces = namespaces
         self.sockets = sockets
+        build_compose_kernel()
         self.router = router or ShortestDelayRouter(
             len(namespaces), work_per_update=round(WORK_PER_SECOND * step_s), hubs=hubs
         )
@@ -180,3 +188,9 @@ class Routes:
 
     def close(self) -> None:
         self.installer.close()
+
+
+if __name__ == "__main__":  # scripts/provision: built ahead of the first run
+    build_compose_kernel()
+    if composition.compose_kernel() is None:
+        raise SystemExit("netemu: compose.c could not be built (is gcc installed?)")

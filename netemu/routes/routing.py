@@ -92,8 +92,9 @@ class ShortestDelayRouter:
     """Keeps the next-hop table of every node pair and reports what changed.
 
     The table is a set of shortest-path trees, one per destination (links are
-    symmetric, so a tree from ``d`` gives every node's next hop toward ``d``).
-    An update recomputes, with one Dijkstra each:
+    symmetric, so a tree from ``d`` gives every node's next hop toward ``d``),
+    each composed from its domain's tree and the hubs' (:mod:`.composition`: a
+    hub's link changing recomputes no domain tree). An update recomputes:
 
     - every tree a change of the link set can affect, so routes are exact after
       any link comes, goes or a fault strikes: a tree that used a link now gone,
@@ -102,8 +103,8 @@ class ShortestDelayRouter:
       the next trees in turn, as many as ``work_per_update`` arc relaxations allow,
       so every tree is at most :attr:`refresh_updates` updates old. A small
       constellation recomputes every tree every time; Starlink shell 1 (1,590
-      nodes) refreshes 157 trees an update (~27 ms), each every 11 updates,
-      instead of spending ~215 ms on all of them. What a stale tree costs (a
+      nodes) refreshes 157 trees an update, each every 11 updates, instead of
+      all of them. What a stale tree costs (a
       path a few microseconds longer than the best, rarely more) is measured by
       benchmarks/live_scale.py.
     """
