@@ -123,7 +123,7 @@ def build_compose_kernel() -> None:
     """Build the routing composition's compiled loop if it is not yet (NumPy does its
     work where it cannot be built: the same table, slower)."""
     if composition.compose_kernel() is None:
-        with contextlib.suppress(native.BuildError):
+        with contextlib.suppress(native.BuildError, OSError):  # no compiler, no cache folder
             native.built(composition.SOURCE, composition.NAME, composition.FLAGS)
         composition.compose_kernel.cache_clear()
 
@@ -143,7 +143,6 @@ class Routes:
         ``hubs``: the nodes that are not satellites, which join the shells."""
         self.namespaces = namespaces
         self.sockets = sockets
-        build_compose_kernel()
         self.router = router or ShortestDelayRouter(
             len(namespaces), work_per_update=round(WORK_PER_SECOND * step_s), hubs=hubs
         )

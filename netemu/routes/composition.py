@@ -77,9 +77,9 @@ class ComposedTrees:
     the domains' trees and the hubs' (see the module's docstring)."""
 
     def __init__(self, n_nodes: int, hubs: np.ndarray | list[int] = (), compiled: bool = True):
-        """``compiled``: compose with the compiled loop where it can be built."""
+        """``compiled``: compose with the compiled loop where it was built."""
         self.n = n_nodes
-        self.kernel = compose_kernel() if compiled else None
+        self.compiled = compiled
         self.is_hub = np.zeros(n_nodes, bool)
         self.is_hub[np.asarray(hubs, dtype=np.int64)] = True
         self.hubs = np.flatnonzero(self.is_hub)
@@ -212,6 +212,7 @@ class ComposedTrees:
         hops = np.full((n, k), UNREACHABLE, np.int32)
         dist = np.full((n, k), np.inf, np.float32)  # float32: 8 ns at 100 ms, half the bytes
         hub_dist, toward, first = self.hub_trees()
+        kernel = compose_kernel() if self.compiled else None  # built since, perhaps
         hub_row = np.full(n, -1, np.int64)
         hub_row[self.hubs] = np.arange(len(self.hubs))
         transit = self._degree[self.hubs] >= 2  # a one-link hub carries no one's paths
@@ -233,7 +234,7 @@ class ComposedTrees:
                 best[dom.members] = np.take(dom.dist, loc, axis=1)
                 via[dom.members] = np.take(dom.hop, loc, axis=1)
                 to_dest = np.ascontiguousarray(hub_dist[np.ix_(linked, dests[c])])
-                _through_hubs(linked, to_dest, hub_dist, toward, best, via, self.kernel)
+                _through_hubs(linked, to_dest, hub_dist, toward, best, via, kernel)
                 at = _as_slice(c)
                 dist[:, at], hops[:, at] = best, via
         # Hubs' own rows: the first hop of their own trees.
