@@ -267,3 +267,11 @@ def test_the_compiled_composition_gives_the_numpy_table():
         tables.append(trees.columns(np.arange(n)))
     assert np.array_equal(tables[0][0], tables[1][0])
     assert np.array_equal(tables[0][1], tables[1][1])
+
+
+def test_a_graph_of_hubs_only_routes_through_their_own_trees():
+    """No satellite at all (every node a hub): the hubs' trees are the table."""
+    a, b, w = graph((0, 1, 1.0), (1, 2, 1.0), (0, 2, 5.0))
+    router = ShortestDelayRouter(4, hubs=[0, 1, 2, 3])
+    router.update(a, b, w)
+    assert np.array_equal(router.hops, next_hops(4, a, b, w))

@@ -133,7 +133,7 @@ class ComposedTrees:
         order = order[label[order] >= 0]
         bounds = np.flatnonzero(np.diff(label[order])) + 1
         kept, rebuilt = {}, []
-        for members in np.split(order, bounds):
+        for members in np.split(order, bounds) if len(order) else []:  # none: hubs only
             key = int(members[0])
             old = self.domains.get(key)
             if old is not None and np.array_equal(old.members, members):
