@@ -47,10 +47,6 @@ class Partition:
     def nodes_of(self, m: int) -> np.ndarray:
         return np.flatnonzero(self.machine == m)
 
-    def crossing(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Per link ``a[i]-b[i]``: whether its ends are on different machines."""
-        return self.machine[np.asarray(a)] != self.machine[np.asarray(b)]
-
 
 def partition(
     topology: Topology, machines: int, link_epochs: Mapping[tuple[int, int], int]

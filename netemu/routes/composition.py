@@ -32,6 +32,8 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from netemu import native
 
 UNREACHABLE = -1
+#: Two paths whose delays differ by less than this (ms) are equally short.
+TIE_MS = 1e-3
 #: Destinations composed at once (bounds the temporaries: chunk x nodes floats).
 _CHUNK = 256
 SOURCE = Path(__file__).with_name("compose.c")
@@ -148,7 +150,7 @@ class ComposedTrees:
         self.domains = kept
         return np.concatenate(rebuilt) if rebuilt else np.zeros(0, np.int64)
 
-    def _affected(self, gone, u, v, wv, skip: np.ndarray, tie_ms: float = 1e-3) -> np.ndarray:
+    def _affected(self, gone, u, v, wv, skip: np.ndarray) -> np.ndarray:
         """Destinations whose domain tree used a link now gone, or that a new link
         between two of its members would shorten (none in the rebuilt domains: ``skip``)."""
         n = self.n
@@ -165,7 +167,7 @@ class ComposedTrees:
                     hit = (dom.hop[lx] == y[i]) | (dom.hop[ly] == x[i])
                 else:
                     dx, dy = dom.dist[lx], dom.dist[ly]
-                    hit = (dx > dy + w[i] + tie_ms) | (dy > dx + w[i] + tie_ms)
+                    hit = (dx > dy + w[i] + TIE_MS) | (dy > dx + w[i] + TIE_MS)
                 out[dom.members[hit]] = True
         return out
 
@@ -183,8 +185,8 @@ class ComposedTrees:
             dist, pred = dijkstra(graph, directed=False, indices=dest, return_predecessors=True)
             hop = np.where(pred >= 0, dom.members[np.maximum(pred, 0)], UNREACHABLE)
             hop[np.arange(len(dest)), dest] = dom.members[dest]
-            dom.dist[:, dest] = dist.T
-            dom.hop[:, dest] = hop.T
+            set_columns(dom.dist, dest, dist.T)
+            set_columns(dom.hop, dest, hop.T)
 
     def hub_trees(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per hub (rows, in :attr:`hubs` order): distance from it to every node, every

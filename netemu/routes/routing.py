@@ -20,9 +20,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from netemu.routes.composition import ComposedTrees, set_columns
-
-UNREACHABLE = -1
+from netemu.routes.composition import TIE_MS, UNREACHABLE, ComposedTrees, set_columns
 
 
 @dataclass(frozen=True)
@@ -84,8 +82,6 @@ def path(hops: np.ndarray, src: int, dst: int) -> list[int] | None:
 #: is as many seconds old at most as with 1 s epochs.
 WORK_PER_SECOND = 1_000_000
 WORK_PER_UPDATE = WORK_PER_SECOND  # 1 s epochs
-#: Two paths whose delays differ by less than this (ms) are equally short.
-TIE_MS = 1e-3
 
 
 class ShortestDelayRouter:
