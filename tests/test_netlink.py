@@ -15,11 +15,14 @@ from pyroute2.netlink.rtnl.tcmsg import tcmsg
 from netemu.kernel.netlink.message import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, errors_in
 from netemu.kernel.netlink.qdisc import RTM_NEWQDISC, netem_change, probability_u32
 from netemu.kernel.netlink.route import (
+    RTA_NH_ID,
     RTM_DELROUTE,
+    RTM_NEWNEXTHOP,
     RTM_NEWROUTE,
     RTN_UNREACHABLE,
     RTNH_F_ONLINK,
     encode_deletes,
+    encode_nexthops,
     encode_replaces,
     encode_unreachables,
 )
@@ -39,10 +42,20 @@ def decoded(msgs: np.ndarray) -> list[rtmsg]:
     return out
 
 
+def _attributes(msg: bytes, start: int) -> dict[int, bytes]:
+    """A message's attributes from ``start`` on, by type (pyroute2 knows neither
+    RTA_NH_ID nor nexthop messages, so these are read here from the bytes)."""
+    out, at = {}, start
+    while at < len(msg):
+        length, kind = struct.unpack_from("=HH", msg, at)
+        out[kind] = msg[at + 4 : at + length]
+        at += (length + 3) & ~3
+    return out
+
+
 def test_replace_route_messages():
     msgs = encode_replaces(
         np.array([ip("172.16.0.12"), ip("172.16.0.16")]),
-        np.array([ip("172.16.0.6"), ip("172.16.0.8")]),
         np.array([1005, 1007]),
         np.array([ip("172.16.0.3")] * 2),
         np.array([32, 30]),
@@ -55,11 +68,24 @@ def test_replace_route_messages():
         assert not flags & NLM_F_ACK  # only the last of a batch asks, when sent
         assert msg["table"] == 254 and msg["header"]["length"] == msgs.dtype.itemsize
         assert msg.get_attr("RTA_PREFSRC") == "172.16.0.3"
-        assert msg["flags"] == RTNH_F_ONLINK  # the neighbour's service address is on the link
+        assert msg.get_attr("RTA_GATEWAY") is None and msg.get_attr("RTA_OIF") is None
     assert (first["dst_len"], second["dst_len"]) == (32, 30)
     assert first.get_attr("RTA_DST") == "172.16.0.12"
-    assert first.get_attr("RTA_GATEWAY") == "172.16.0.6" and first.get_attr("RTA_OIF") == 1005
-    assert second.get_attr("RTA_GATEWAY") == "172.16.0.8" and second.get_attr("RTA_OIF") == 1007
+    nexthops = [_attributes(m.tobytes(), 16 + 12)[RTA_NH_ID] for m in msgs]
+    assert [struct.unpack("=I", x)[0] for x in nexthops] == [1005, 1007]
+
+
+def test_nexthop_messages():
+    (msg,) = encode_nexthops(np.array([1005]), np.array([ip("172.16.0.6")]), np.array([1005]))
+    raw = msg.tobytes()
+    length, kind, flags = struct.unpack_from("=IHH", raw)
+    assert (length, kind) == (len(raw), RTM_NEWNEXTHOP)
+    assert flags & (NLM_F_REPLACE | NLM_F_CREATE) == NLM_F_REPLACE | NLM_F_CREATE
+    family, _scope, _protocol, _, nhflags = struct.unpack_from("=BBBBI", raw, 16)
+    assert family == 2 and nhflags == RTNH_F_ONLINK  # the gateway is on the link
+    attrs = _attributes(raw, 24)
+    assert struct.unpack("=I", attrs[1])[0] == 1005 and struct.unpack("=I", attrs[5])[0] == 1005
+    assert attrs[6] == ipaddress.IPv4Address("172.16.0.6").packed
 
 
 def test_unreachable_and_delete_route_messages():
@@ -91,8 +117,9 @@ def test_errors_in_replies(code):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 def test_interface_messages_configure_a_real_namespace():
-    """Addresses, link state and permanent neighbours sent as netemu encodes them,
-    read back with `ip -j` (the kernel's own account)."""
+    """Addresses, link state, permanent neighbours, a nexthop object and a route
+    through it sent as netemu encodes them, read back with `ip -j` (the kernel's own
+    account)."""
     from netemu.kernel.netlink.interface import (
         encode_addresses,
         encode_links_up,
@@ -118,10 +145,11 @@ def test_interface_messages_configure_a_real_namespace():
             sock,
             [
                 encode_addresses([1], [service], [32]),
-                encode_links_up(np.array([1005, 1]), np.array([True, False])),
+                encode_links_up(np.array([1005, 1006, 1]), np.array([True, True, False])),
                 encode_neighbours([1005], [peer], mac_bytes([6], [3])),
                 # Unnumbered: the next hop is the peer's service address, on the link.
-                encode_replaces([ip("172.16.0.9")], [peer], [1005], [service], [32]),
+                encode_nexthops([1005], [peer], [1005]),
+                encode_replaces([ip("172.16.0.9")], [1005], [service], [32]),
             ],
         )
         sock.close()
@@ -138,9 +166,12 @@ def test_interface_messages_configure_a_real_namespace():
         (neigh,) = ip_json("neigh", "show", "dev", "v0")
         assert neigh["dst"] == "172.16.0.7" and neigh["lladdr"] == "02:00:00:60:00:03"
         assert neigh["state"] == ["PERMANENT"]
+        (nexthop,) = ip_json("nexthop", "show")
+        assert (nexthop["id"], nexthop["gateway"], nexthop["dev"]) == (1005, "172.16.0.7", "v0")
+        assert "onlink" in nexthop["flags"]
         (route,) = ip_json("route", "show", "172.16.0.9")
+        assert route["nhid"] == 1005 and route["prefsrc"] == "172.16.0.4"
         assert route["gateway"] == "172.16.0.7" and route["dev"] == "v0"
-        assert "onlink" in route["flags"] and route["prefsrc"] == "172.16.0.4"
     finally:
         subprocess.run(["ip", "netns", "del", "nltest"])
 

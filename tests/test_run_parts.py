@@ -14,7 +14,6 @@ from netemu.kernel.netlink.route import (
     RTM_NEWROUTE,
     RTN_UNICAST,
     RTN_UNREACHABLE,
-    RTNH_F_ONLINK,
 )
 from netemu.live.routes import route_messages
 from netemu.live.run import Run
@@ -63,9 +62,7 @@ def test_route_messages_go_to_their_nodes():
     assert len(replaces) == len(unreachables) == 1 and len(deletes) == 0
     (r,) = replaces
     assert (r["type"], r["rtype"], r["dst"]) == (RTM_NEWROUTE, RTN_UNICAST, dst[0])
-    assert r["gw"] == addressing.service_address_u32(1)  # node 1, reached on the link to it
-    assert r["rflags"] == RTNH_F_ONLINK
-    assert r["oif"] == addressing.interface_index(1)
+    assert r["nh"] == addressing.nexthop_id(1) == addressing.interface_index(1)  # toward node 1
     assert r["src"] == addressing.service_address_u32([0])[0]
     assert (unreachables[0]["rtype"], unreachables[0]["dst"]) == (RTN_UNREACHABLE, dst[1])
     assert [len(m) for m in sent[2]] == [0, 0, 1]

@@ -19,6 +19,7 @@ import numpy as np
 
 from netemu.kernel import netns
 from netemu.kernel.netlink.interface import encode_addresses, encode_links_up, encode_neighbours
+from netemu.kernel.netlink.route import encode_nexthops
 from netemu.kernel.netlink.sockets import NamespaceSockets, send_all, send_requests
 from netemu.live.linktable import LinkTable
 from netemu.model.topology import Topology
@@ -128,6 +129,13 @@ class Builder:
         for node in sorted(fresh | set(per_ns)):
             limiters = self.shaper.rate_limiters(sends.get(ns[node], []))
             self._configure(node, node in fresh, per_ns.get(node, []), limiters)
+        # Once both ends are up: the kernel makes a nexthop object only on a carrier.
+        for node, links in sorted(per_ns.items()):
+            index, peer = np.array(links, dtype=np.int64).reshape(-1, 2).T
+            nexthops = encode_nexthops(
+                addressing.nexthop_id(peer), addressing.service_address_u32(peer), index
+            )
+            send_all(self.sockets(self.namespaces[node]), [nexthops])
         netns.run_all(
             [
                 *netns.tc_jobs(

@@ -36,10 +36,10 @@ from netemu.routes.routing import (
 
 
 def route_messages(changes: PrefixChanges) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """(node, its netlink message arrays) for the prefix ``changes``: a route via the
-    neighbour's service address on the link toward it (onlink), sourced from the
-    node's own service address, or ``unreachable``, or a deletion. All encoded at
-    once, then split by node."""
+    """(node, its netlink message arrays) for the prefix ``changes``: a route through
+    the nexthop object toward the neighbour (its service address on the link toward
+    it, made at bring-up), sourced from the node's own service address, or
+    ``unreachable``, or a deletion. All encoded at once, then split by node."""
     node, dst, dst_len, via = changes.replace
     reach = via != UNREACHABLE
     s, v = node[reach], via[reach]
@@ -48,8 +48,7 @@ def route_messages(changes: PrefixChanges) -> Iterator[tuple[int, list[np.ndarra
             s,
             encode_replaces(
                 dst[reach],
-                addressing.service_address_u32(v),
-                addressing.interface_index(v),
+                addressing.nexthop_id(v),
                 addressing.service_address_u32(s),
                 dst_len[reach],
             ),

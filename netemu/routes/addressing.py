@@ -14,7 +14,8 @@
   (``02:00:00:30:00:05``: node 3 toward node 5), and each end knows the other's
   (a permanent neighbour entry for the peer's service address): no ARP
   crosses the links, and the first packet of a flow is not delayed by address
-  resolution.
+  resolution. Routes name the neighbour by a nexthop object (``ip nexthop``)
+  whose id is the interface's index.
 - In node ``a`` the interface toward ``b`` is named ``to-<b>`` (at most 15
   characters, since node names have at most 12) and has interface index
   ``1000 + index of b``; names and indices only need to be unique inside a
@@ -75,6 +76,12 @@ def mac_address(node: int, peer: int) -> str:
 
 def interface_index(peer_index: int) -> int:
     return 1000 + peer_index
+
+
+def nexthop_id(peer_index):
+    """The id of the nexthop object toward ``peer_index`` (vectorised): its
+    interface's index, unique in the node's namespace as the interface is."""
+    return interface_index(peer_index)
 
 
 def interface_name(peer_name: str) -> str:
