@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -320,6 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         stop.hold()  # a second Ctrl-C must not cut the teardown short
         status = emu.status() if emu.epoch is not None else None
+        lag = emu.routes.in_force_ms[1:]  # the first update is bring-up's
         late = emu.shaping_late()
         try:
             emu.stop()
@@ -341,6 +343,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"netemu: {how} after {status['epoch'] + 1} epochs, {status['handovers']} "
             f"handovers, {status['late_epochs']} late epochs; everything removed"
         )
+        if lag:
+            view.message(
+                f"netemu: routes in the kernel {statistics.median(lag):.0f} ms after their "
+                f"update began (median), {max(lag):.0f} ms at worst"
+            )
     elif stopped:
         view.message(f"netemu: stopped by {stopped.name} during bring-up; everything removed")
     if late.get("late"):

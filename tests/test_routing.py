@@ -192,6 +192,10 @@ def test_route_history_gives_back_every_table_it_was_shown():
         when, carrying, hops = history[i]
         assert np.array_equal(hops, tables[i]) and carrying["t"] == when == range(15)[i]
     assert len(history._checkpoints) == 4  # not a copy per entry
+    # A checkpoint is the whole table: its changes (the first update's: every entry) are
+    # not kept besides; the others' compactly.
+    assert all(history._changes[i] is None for i in (0, 4, 8, 12))
+    assert history._changes[1].node.dtype == np.int32
 
 
 def shells_and_hubs(seed: int = 5):

@@ -81,3 +81,72 @@ def test_the_open_files_limit_is_raised_as_far_as_allowed():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     most = int(Path("/proc/sys/fs/nr_open").read_text())
     assert soft == hard and hard in (before, max(before, most))
+
+
+class _FakeKernel:
+    """Stands in for the namespaces' sockets: records what is sent, in order, and can
+    hold a send until released or fail one."""
+
+    def __init__(self):
+        import threading
+
+        self.sent: list[str] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.fail_on: str | None = None
+
+    def send_all(self, sock, messages):
+        self.release.wait(10)
+        if sock == self.fail_on:
+            raise OSError(100, "Network is down")
+        self.sent.append(sock)
+
+
+@pytest.fixture
+def installer(monkeypatch):
+    from netemu.live import routes
+
+    kernel = _FakeKernel()
+    monkeypatch.setattr(routes, "send_all", kernel.send_all)
+    inst = routes.Installer(backlog_prefixes=100)
+    inst.sockets.close()
+    inst.sockets = lambda netns: netns  # the namespace's name stands for its socket
+    inst.sockets.close = lambda: None
+    yield inst, kernel
+    inst.close()
+
+
+def test_the_installer_sends_updates_in_order_and_bounds_its_backlog(installer):
+    """Updates queue behind the one being sent and go out in order; an update that
+    would pass the backlog waits for room; wait() returns once all are in force."""
+    import threading
+    import time
+
+    inst, kernel = installer
+    kernel.release.clear()  # the kernel is busy with the first update
+    done: list[int] = []
+    inst.start([("ns-a", []), ("ns-b", [])], 60, lambda: done.append(1))
+    assert inst.busy()
+    inst.start([("ns-c", [])], 30, lambda: done.append(2))  # 91 of 100: fits
+    third = threading.Thread(target=inst.start, args=([("ns-d", [])], 30, lambda: done.append(3)))
+    third.start()
+    time.sleep(0.2)
+    assert third.is_alive() and done == []  # no room: it waits, as the epoch would
+    kernel.release.set()
+    third.join(5)
+    inst.wait()
+    assert kernel.sent == ["ns-a", "ns-b", "ns-c", "ns-d"] and done == [1, 2, 3]
+    assert not inst.busy() and inst.sent == 3
+
+
+def test_a_failed_send_fails_the_next_update_and_drops_the_queue(installer):
+    inst, kernel = installer
+    kernel.fail_on = "ns-b"
+    kernel.release.clear()
+    done: list[int] = []
+    inst.start([("ns-a", []), ("ns-b", [])], 10, lambda: done.append(1))
+    inst.start([("ns-c", [])], 10, lambda: done.append(2))
+    kernel.release.set()
+    with pytest.raises(OSError, match="Network is down"):
+        inst.wait()
+    assert kernel.sent == ["ns-a"] and done == [] and not inst.busy()

@@ -6,14 +6,17 @@ trees an update's link changes touch, :class:`netemu.routes.aggregation.PrefixRo
 turns each node's next hops into few prefixes, :func:`route_messages` encodes what
 changed as netlink messages per node (pure), and :meth:`Routes.update` sends them,
 one batch per node, through the run's one socket per namespace. A large update (a
-handover between shells at Starlink phase 1 changes ~0.5 million prefixes: ~1 s
+handover between shells at Starlink phase 1 changes ~0.5 million prefixes: ~0.5 s
 of the kernel's time) is sent by :class:`Installer` in a thread of its own while
-the next epoch is computed (the kernel's work does not hold Python's lock), and is
-in force when the history says so.
+the next epochs are computed and applied (the kernel's work does not hold Python's
+lock); later updates queue behind it in order, the routes in the kernel lag the
+table by at most :data:`BACKLOG_PREFIXES`, and each update is in force when the
+history (and :attr:`Routes.in_force_ms`) says so.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 import time
@@ -64,54 +67,108 @@ def route_messages(changes: PrefixChanges) -> Iterator[tuple[int, list[np.ndarra
         yield one, mine
 
 
-#: Prefix changes above which an update is sent in the background (~50 ms of the
-#: kernel's work here): smaller ones are in force when :meth:`Routes.update` returns.
+#: Prefix changes above which an update is sent in the background (~20 ms of the
+#: kernel's work here): smaller ones are in force when :meth:`Routes.update` returns,
+#: unless a larger one is still being sent (then they queue behind it, in order).
 BACKGROUND_PREFIXES = 20_000
+#: Prefix changes that may wait to be sent (~1 s of the kernel's work here) before an
+#: update waits for room: the routes in the kernel lag the table by at most that.
+BACKLOG_PREFIXES = 1_000_000
 
 
 class Installer:
-    """Sends one update's route messages at a time in a thread of its own, through
-    sockets of its own (never interleaved with the run's other netlink requests)."""
+    """Sends updates' route messages in order, in a thread of its own, through sockets
+    of its own (never interleaved with the run's other netlink requests), while the
+    controller goes on with the next epochs."""
 
-    def __init__(self) -> None:
+    def __init__(self, backlog_prefixes: int = BACKLOG_PREFIXES) -> None:
         self.sockets = NamespaceSockets()
+        self.backlog_prefixes = backlog_prefixes
+        self._queue: collections.deque = collections.deque()  # (batches, prefixes, done)
+        self._pending = 0  # prefixes queued or being sent
+        self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._stopping = threading.Event()
+        self._stopping = False
         #: Updates sent so far.
         self.sent = 0
 
-    def start(self, batches: list[tuple[str, list[np.ndarray]]], done: Callable[[], None]):
-        """Send ``batches`` ((namespace, messages) each), then call ``done``."""
-        self.wait()
-        self._thread = threading.Thread(
-            target=self._send, args=(batches, done), name="netemu-routes", daemon=True
-        )
-        self._thread.start()
+    def busy(self) -> bool:
+        """Whether an update is queued or being sent (a smaller one must queue behind)."""
+        with self._changed:
+            return self._pending > 0
 
-    def _send(self, batches, done) -> None:
-        try:
-            for netns, messages in batches:
-                if self._stopping.is_set():
+    def start(
+        self, batches: list[tuple[str, list[np.ndarray]]], prefixes: int, done: Callable[[], None]
+    ) -> None:
+        """Send ``batches`` ((namespace, messages) each; ``prefixes`` changes in all)
+        after those queued, then call ``done``. Waits while the backlog is full; raises
+        what failed in sending an earlier update."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: (
+                    self._error is not None
+                    or not self._pending
+                    or self._pending + prefixes <= self.backlog_prefixes
+                )
+            )
+            self._raise()
+            self._queue.append((batches, prefixes, done))
+            self._pending += prefixes + 1  # + 1: an empty update still queues
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._send, name="netemu-routes", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def _send(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._queue or self._stopping)
+                if self._stopping:
                     return
-                send_all(self.sockets(netns), messages)
-            self.sent += 1
-            done()
-        except BaseException as exc:  # raised by the next wait(): the run fails closed
-            self._error = exc
+                batches, prefixes, done = self._queue[0]
+            try:
+                for netns, messages in batches:
+                    if self._stopping:
+                        return
+                    send_all(self.sockets(netns), messages)
+                self.sent += 1
+                done()
+            except BaseException as exc:  # raised by the next start() or wait(): fails closed
+                with self._changed:
+                    self._error = exc
+                    self._queue.clear()
+                    self._pending = 0
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._queue.popleft()
+                self._pending -= prefixes + 1
+                self._changed.notify_all()
 
-    def wait(self) -> None:
-        """Until the update being sent is in force; raises what failed in sending it."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+    def check(self) -> None:
+        """Raise what failed in sending an earlier update, if anything did."""
+        with self._changed:
+            self._raise()
+
+    def _raise(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
+    def wait(self) -> None:
+        """Until every queued update is in force; raises what failed in sending one."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._pending or self._error is not None)
+            self._raise()
+
     def close(self) -> None:
         """Stop sending (the run is being removed) and close the sockets."""
-        self._stopping.set()
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -149,6 +206,8 @@ class Routes:
         self.installer = Installer()
         #: Updates with at least this many prefix changes are sent in the background.
         self.background_prefixes = BACKGROUND_PREFIXES
+        #: Per update, milliseconds from its start until its routes were all in the kernel.
+        self.in_force_ms: list[float] = []
         #: With keep_history: (unix time, {link: delay_ms} carrying, next hops) per update.
         self.history: RouteHistory | None = RouteHistory() if keep_history else None
 
@@ -157,10 +216,10 @@ class Routes:
     ) -> tuple[RouteChanges, PrefixChanges]:
         """Links a-b carry with one-way ``delay_ms``: bring the kernel's routes up to
         date (``refresh``: a new epoch; ``began_s``: unix time the update began)."""
+        self.installer.check()  # a failed send fails the run at once
         changes = self.router.update(a, b, delay_ms, refresh)
         prefixes = self.prefixes.update(self.router.hops, changes.node, a, b, changes.dest)
         batches = [(self.namespaces[node], m) for node, m in route_messages(prefixes)]
-        self.installer.wait()  # the last update's routes first (computing this one overlapped)
         entry = None
         if self.history is not None:
             keys = zip(a.tolist(), b.tolist(), strict=True)
@@ -169,11 +228,15 @@ class Routes:
             entry = self.history.append(
                 float("inf"), carrying, self.router.hops, changes, start_s=began_s
             )
-        done = (
-            (lambda: None) if entry is None else (lambda: self.history.complete(entry, time.time()))
-        )
-        if len(prefixes) >= self.background_prefixes:
-            self.installer.start(batches, done)
+
+        def done() -> None:
+            now = time.time()
+            self.in_force_ms.append((now - began_s) * 1000)
+            if entry is not None:
+                self.history.complete(entry, now)
+
+        if len(prefixes) >= self.background_prefixes or self.installer.busy():
+            self.installer.start(batches, len(prefixes), done)
         else:
             for netns, messages in batches:
                 send_all(self.sockets(netns), messages)

@@ -273,7 +273,7 @@ class RouteHistory:
         self.starts: list[float] = []
         self._carrying: list[dict] = []
         self._checkpoints: dict[int, np.ndarray] = {}
-        self._changes: list[RouteChanges] = []
+        self._changes: list[RouteChanges | None] = []  # None at checkpoints
         self._cached: dict[int, np.ndarray] = {}  # index -> table, oldest first
 
     def append(
@@ -288,6 +288,11 @@ class RouteHistory:
         i = len(self.times)
         if i % self.checkpoint_every == 0:
             self._checkpoints[i] = hops.copy()
+            changes = None  # a checkpoint is the whole table (the first: 15 M changes at phase 1)
+        else:  # node and destination fit 32 bits (MAX_NODES): 12 bytes a change, not 20
+            changes = RouteChanges(
+                *(np.asarray(x, np.int32) for x in (changes.node, changes.dest, changes.via))
+            )
         self.times.append(time_s)
         self.starts.append(time_s if start_s is None else start_s)
         self._carrying.append(carrying)
