@@ -415,6 +415,9 @@ def test_kernel_routes_follow_the_router_for_every_pair(write_topology, backgrou
             hops = emu.router.hops.copy()
             prefixes = len(emu.prefixes)
             kernel = {n: _kernel_next_hops(emu, n) for n in emu.names}
+            # Every update so far is in the kernel, and says when it got there.
+            in_force = emu.routes.in_force_ms
+            assert len(in_force) == len(emu.updates) and min(in_force) >= 0, in_force
         n = len(emu.names)
         assert prefixes < n * (n - 1) / 2  # aggregated
         for i, src in enumerate(emu.names):

@@ -6,7 +6,7 @@ DST/LEN`` send, for arrays of them. Routes name a *nexthop object* (Linux 5.3 on
 rather than carry their own gateway and interface: the kernel then shares one
 next hop among all the routes through it instead of building and comparing one
 per route, and a route replace costs half the kernel's time (0.47 us instead of
-0.98 us here, 200,000 replaces).
+0.98 us here: 200,000 replaces in one namespace, one run).
 """
 
 from __future__ import annotations
