@@ -1,14 +1,15 @@
 """netemu's compiled parts: built from their C source beside the module that uses
 them, with the machine's own compiler, cached by the source's hash.
 
-The wire engine (a program) and the routing composition's inner loop (a shared
-library loaded with ctypes) are built by the live layer the first time a run needs
-them, or by ``scripts/provision`` ahead of time; nothing is ever downloaded. Pure
-code only asks :func:`target` where a part would be and loads it if it is there.
+The wire engine (a program) and the routes' inner loops (the composition's and
+the aggregation's: shared libraries loaded with ctypes) are built by the live layer
+the first time a run needs them, or by ``scripts/provision`` ahead of time; nothing
+is ever downloaded. Pure code only loads a part where it was built (:func:`loaded`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -37,6 +38,16 @@ def target(source: Path, name: str, flags: list[str]) -> Path:
     options = [*CFLAGS, *flags]
     digest = hashlib.sha256(source.read_bytes() + " ".join(options).encode()).hexdigest()[:16]
     return cache_dir() / f"{name}-{digest}"
+
+
+def loaded(source: Path, name: str, flags: list[str]) -> ctypes.CDLL | None:
+    """The shared library built from ``source`` where it was built, else None (pure code
+    then does the same work in NumPy)."""
+    path = target(source, name, flags)
+    try:
+        return ctypes.CDLL(str(path)) if path.exists() else None
+    except OSError:
+        return None
 
 
 def built(source: Path, name: str, flags: list[str], libs: list[str] = ()) -> Path:

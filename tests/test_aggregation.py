@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from netemu.routes import aggregation
 from netemu.routes.aggregation import MAX_NEIGHBOURS, PrefixRoutes
@@ -107,3 +108,52 @@ def test_changed_next_hops_re_aggregate_only_their_blocks(monkeypatch):
     whole = PrefixRoutes(n)
     whole.update(hops2, np.arange(n), a2, b2)
     assert len(whole) <= len(fresh) <= len(whole) + n * 2
+
+
+def test_the_compiled_aggregation_gives_the_numpy_prefixes():
+    """ortc.c and its NumPy fallback give the same prefixes, unreachable ones included,
+    and both refuse a next hop that is not a neighbour."""
+    from netemu.live.routes import build_kernels
+
+    build_kernels()
+    assert aggregation.ortc_kernel() is not None  # gcc is part of the set-up
+    n, a, b, w = grid(24, seed=7, extra_isolated=3)
+    hops = next_hops(n, a, b, w)
+    rank, neighbour, degree = aggregation.neighbour_ranks(n, a, b)
+    count = aggregation.block_count(n)
+    rows, blocks = np.repeat(np.arange(n), count), np.tile(np.arange(count), n)
+    compiled = aggregation.ortc(hops, rows, blocks, rank, neighbour)
+    numpy = aggregation.ortc_numpy(hops, rows, blocks, rank, neighbour, int(degree.max()))
+    assert np.array_equal(compiled[0], numpy[0]) and np.array_equal(compiled[1], numpy[1])
+    assert (compiled[1] == UNREACHABLE).any()
+    hops[0, 100] = 300  # not a neighbour of node 0
+    for ortc in (aggregation.ortc, aggregation.ortc_numpy):
+        with pytest.raises(ValueError, match="not a neighbour"):
+            ortc(hops, rows[:count], blocks[:count], rank, neighbour)
+
+
+def test_updates_after_updates_keep_the_routes_from_scratch_in_bounded_memory():
+    """Forty updates in a row (links going and coming back, delays drifting): after
+    each, the routes are those aggregated from scratch, and the pool that keeps them
+    keeps them stays within four times the most routes there were (it is compacted:
+    without, it would hold every update's, ~40 times as many)."""
+    n, a, b, w = grid(24, seed=13)
+    rng = np.random.default_rng(1)
+    routes = PrefixRoutes(n)
+    hops = next_hops(n, a, b, w)
+    routes.update(hops, np.arange(n), a, b)
+    most = len(routes)
+    for step in range(40):
+        keep = rng.random(len(a)) > 0.05
+        a2, b2, w2 = a[keep], b[keep], w[keep] * rng.uniform(0.9, 1.1, keep.sum())
+        new = next_hops(n, a2, b2, w2)
+        node, dest = np.nonzero(new != hops)
+        routes.update(new, node, a2, b2, dests=dest)
+        most = max(most, len(routes))
+        hops = new
+        if step % 8 == 7:
+            fresh = PrefixRoutes(n)
+            fresh.update(hops, np.arange(n), a2, b2)
+            assert np.array_equal(routes.keys, fresh.keys)
+            assert np.array_equal(routes.via, fresh.via)
+        assert routes.pool_entries <= 4 * most + 1024

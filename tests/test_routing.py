@@ -258,10 +258,10 @@ def test_hubs_joining_shells_keep_every_route_exact_and_hand_over_without_shell_
 
 def test_the_compiled_composition_gives_the_numpy_table():
     """compose.c and its NumPy fallback choose the same next hops and distances."""
-    from netemu.live.routes import build_compose_kernel
+    from netemu.live.routes import build_kernels
     from netemu.routes.composition import ComposedTrees, compose_kernel
 
-    build_compose_kernel()
+    build_kernels()
     assert compose_kernel() is not None  # gcc is part of the set-up
     n, hubs, a, b, w = shells_and_hubs(seed=11)
     tables = []

@@ -54,7 +54,7 @@ from netemu.live.controller import Controller
 from netemu.live.hosts import Hosts
 from netemu.live.linktable import ACQUIRING, UP, LinkTable, LinkView
 from netemu.live.machine import check_memory, mem_available_mib, preflight
-from netemu.live.routes import Routes, build_compose_kernel
+from netemu.live.routes import Routes, build_kernels
 from netemu.live.run import Run
 from netemu.live.runlog import RunLog, link_row
 from netemu.live.workloads import Workloads, spec_from
@@ -273,7 +273,7 @@ class Emulation:
 
         # Two pty descriptors per Mininet host and a netlink socket per namespace.
         netns.raise_open_files_limit()
-        build_compose_kernel()  # routing's compiled loop, if this source was never built
+        build_kernels()  # the routes' compiled loops, if their source was never built
         captures = bool(self.captures.points)
         self.this_run.record(captures=captures)  # what `netemu clean` needs after a kill -9
         self._open_log()

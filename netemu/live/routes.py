@@ -27,7 +27,7 @@ import numpy as np
 from netemu import native
 from netemu.kernel.netlink.route import encode_deletes, encode_replaces, encode_unreachables
 from netemu.kernel.netlink.sockets import NamespaceSockets, send_all
-from netemu.routes import addressing, composition
+from netemu.routes import addressing, aggregation, composition
 from netemu.routes.aggregation import PrefixChanges, PrefixRoutes
 from netemu.routes.routing import (
     UNREACHABLE,
@@ -175,13 +175,21 @@ class Installer:
         self.sockets.close()
 
 
-def build_compose_kernel() -> None:
-    """Build the routing composition's compiled loop if it is not yet (NumPy does its
-    work where it cannot be built: the same table, slower)."""
-    if composition.compose_kernel() is None:
-        with contextlib.suppress(native.BuildError, OSError):  # no compiler, no cache folder
-            native.built(composition.SOURCE, composition.NAME, composition.FLAGS)
-        composition.compose_kernel.cache_clear()
+#: The routes' compiled loops: (source, name, flags, loader) each.
+KERNELS = [
+    (composition.SOURCE, composition.NAME, composition.FLAGS, composition.compose_kernel),
+    (aggregation.SOURCE, aggregation.NAME, aggregation.FLAGS, aggregation.ortc_kernel),
+]
+
+
+def build_kernels() -> None:
+    """Build the routes' compiled loops that are not yet (NumPy does their work where
+    they cannot be built: the same routes, slower)."""
+    for source, name, flags, kernel in KERNELS:
+        if kernel() is None:
+            with contextlib.suppress(native.BuildError, OSError):  # no compiler, no cache
+                native.built(source, name, flags)
+            kernel.cache_clear()
 
 
 class Routes:
@@ -252,6 +260,7 @@ class Routes:
 
 
 if __name__ == "__main__":  # scripts/provision: built ahead of the first run
-    build_compose_kernel()
-    if composition.compose_kernel() is None:
-        raise SystemExit("netemu: compose.c could not be built (is gcc installed?)")
+    build_kernels()
+    for source, _, _, kernel in KERNELS:
+        if kernel() is None:
+            raise SystemExit(f"netemu: {source.name} could not be built (is gcc installed?)")
