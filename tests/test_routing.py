@@ -257,20 +257,29 @@ def test_hubs_joining_shells_keep_every_route_exact_and_hand_over_without_shell_
 
 
 def test_the_compiled_composition_gives_the_numpy_table():
-    """compose.c and its NumPy fallback choose the same next hops and distances."""
+    """compose.c and its NumPy fallback choose the same next hops and distances, for
+    every destination (composed in place) and for scattered ones (composed apart);
+    a next hop is UNREACHABLE exactly where the distance is infinite."""
     from netemu.live.routes import build_kernels
     from netemu.routes.composition import ComposedTrees, compose_kernel
 
     build_kernels()
     assert compose_kernel() is not None  # gcc is part of the set-up
     n, hubs, a, b, w = shells_and_hubs(seed=11)
+    n += 1  # and a satellite with no link at all
+    scattered = np.r_[np.arange(0, n, 3), hubs[1:]]
     tables = []
     for compiled in (True, False):
         trees = ComposedTrees(n, hubs, compiled=compiled)
         trees.update(a, b, w, np.arange(n))
-        tables.append(trees.columns(np.arange(n)))
-    assert np.array_equal(tables[0][0], tables[1][0])
-    assert np.array_equal(tables[0][1], tables[1][1])
+        tables.append((trees.columns(np.arange(n)), trees.columns(scattered)))
+    for (hops, dist), (some_hops, some_dist) in tables:
+        assert np.array_equal(hops == UNREACHABLE, ~np.isfinite(dist))
+        assert (hops[:-1, -1] == UNREACHABLE).all() and (hops[-1, :-1] == UNREACHABLE).all()
+        assert np.array_equal(some_hops, hops[:, scattered])
+        assert np.array_equal(some_dist, dist[:, scattered])
+    assert np.array_equal(tables[0][0][0], tables[1][0][0])
+    assert np.array_equal(tables[0][0][1], tables[1][0][1])
 
 
 def test_a_graph_of_hubs_only_routes_through_their_own_trees():

@@ -195,9 +195,8 @@ class ShortestDelayRouter:
         old = np.take(self.hops, trees, axis=1)
         node, j = np.nonzero(columns != old)  # sorted by node
         keep = self._equal_paths(columns, old, node, j, dist, a, b, w)
-        columns[node[keep], j[keep]] = old[node[keep], j[keep]]
         node, j = node[~keep], j[~keep]
-        set_columns(self.hops, trees, columns)
+        self.hops[node, trees[j]] = columns[node, j]  # only what changed (~5% at a handover)
         set_columns(self.delay_ms, trees, dist)
         if not moved.any():
             return RouteChanges(node, trees[j], columns[node, j])
