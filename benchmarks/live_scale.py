@@ -34,6 +34,7 @@ Run as root:  sudo .venv/bin/python benchmarks/live_scale.py [--sizes 110 506 15
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -74,6 +75,7 @@ def settled_mem_available_mib(timeout_s: float = 300.0, quiet_s: int = 5) -> flo
     namespaces asynchronously and in bursts with quiet gaps between them (phase 1's
     3.4 GiB for minutes), and a run measured while the last one's still comes back
     would count that return against its own drop (up to ~600 MiB at phase 1)."""
+    gc.collect()  # the last run's objects (its route history: ~0.5 GiB at phase 1) go first
     last, steady = mem_available_mib(), 0
     floor = _BASELINE[0] - RETURNED_WITHIN_MIB if _BASELINE else float("-inf")
     end = time.monotonic() + timeout_s
