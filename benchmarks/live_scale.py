@@ -62,33 +62,19 @@ def mem_available_mib() -> float:
     raise RuntimeError("no MemAvailable")
 
 
-#: MemAvailable as the benchmark's first run found it (MiB).
-_BASELINE: list[float] = []
-#: How close to that baseline a later run waits for MemAvailable to come back.
-RETURNED_WITHIN_MIB = 128
-
-
-def settled_mem_available_mib(timeout_s: float = 300.0, quiet_s: int = 5) -> float:
-    """MemAvailable once it stops moving (within 4 MiB for ``quiet_s`` seconds in a row)
-    and, after the first run, once the memory the runs before took has come back to
-    within :data:`RETURNED_WITHIN_MIB` of what the first found: the kernel frees
-    namespaces asynchronously and in bursts with quiet gaps between them (phase 1's
-    3.4 GiB for minutes), and a run measured while the last one's still comes back
-    would count that return against its own drop (up to ~600 MiB at phase 1)."""
-    gc.collect()  # the last run's objects (its route history: ~0.5 GiB at phase 1) go first
+def settled_mem_available_mib(timeout_s: float = 180.0, quiet_s: int = 5) -> float:
+    """MemAvailable once the last run's objects are collected (uncollected, 0.4-0.6 GiB
+    at phase 1 came back during the next run's planning and was counted against that
+    run's drop) and MemAvailable stops moving: steady within 4 MiB for ``quiet_s``
+    seconds in a row (the kernel frees namespaces asynchronously)."""
+    gc.collect()
     last, steady = mem_available_mib(), 0
-    floor = _BASELINE[0] - RETURNED_WITHIN_MIB if _BASELINE else float("-inf")
     end = time.monotonic() + timeout_s
-    while time.monotonic() < end and (steady < quiet_s or last < floor):
+    while time.monotonic() < end and steady < quiet_s:
         time.sleep(1.0)
         now = mem_available_mib()
         steady = steady + 1 if abs(now - last) < 4 else 0
         last = now
-    if last < floor:
-        print(f"live_scale: {floor + RETURNED_WITHIN_MIB - last:.0f} MiB had not come back "
-              f"after {timeout_s:.0f} s", file=sys.stderr)  # fmt: skip
-    if not _BASELINE:
-        _BASELINE.append(last)
     return last
 
 

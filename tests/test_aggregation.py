@@ -157,3 +157,25 @@ def test_updates_after_updates_keep_the_routes_from_scratch_in_bounded_memory():
             assert np.array_equal(routes.keys, fresh.keys)
             assert np.array_equal(routes.via, fresh.via)
         assert routes.pool_entries <= 4 * most + 1024
+
+
+def test_the_compiled_aggregation_grows_its_buffers_for_blocks_that_barely_aggregate():
+    """Nodes whose next hops are scattered over ten neighbours need ~230 prefixes a
+    block, more than the compiled path first makes room for (64 a block): it grows its
+    buffers, goes on where it stopped and still gives NumPy's prefixes."""
+    from netemu.live.routes import build_kernels
+
+    build_kernels()
+    assert aggregation.ortc_kernel() is not None
+    n, senders, hubs = 300, np.arange(20), np.arange(280, 290)  # each sender: ten links
+    a, b = np.repeat(senders, len(hubs)), np.tile(hubs, len(senders))
+    hops = np.full((n, n), UNREACHABLE, np.int32)
+    np.fill_diagonal(hops, np.arange(n))
+    scattered = np.random.default_rng(3).integers(0, len(hubs), (len(senders), n))
+    hops[senders] = np.where(np.eye(n, dtype=bool)[senders], senders[:, None], hubs[scattered])
+    rank, neighbour, _ = aggregation.neighbour_ranks(n, a, b)
+    rows, blocks = np.repeat(senders, 2), np.tile([0, 1], len(senders))
+    compiled = aggregation.ortc(hops, rows, blocks, rank, neighbour)
+    numpy = aggregation.ortc_numpy(hops, rows, blocks, rank, neighbour, 10)
+    assert len(compiled[0]) > 64 * len(rows)  # more than the first buffers held
+    assert np.array_equal(compiled[0], numpy[0]) and np.array_equal(compiled[1], numpy[1])

@@ -130,14 +130,14 @@ def ortc(
     rank: np.ndarray,
     neighbour: np.ndarray,
     max_degree: int = MAX_NEIGHBOURS,
-    compiled: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fewest prefixes routing like ``hops[rows]`` in each block: (keys, via),
     sorted by key (``rows`` and ``blocks`` sorted by row, then block), computed by
-    ``ortc.c`` where it was built (and ``compiled``), else by :func:`ortc_numpy`."""
-    kernel = ortc_kernel() if compiled else None
-    n = hops.shape[0]
-    if kernel is None or block_bits(n) > _COMPILED_MAX_BITS:
+    ``ortc.c`` where it was built, else by :func:`ortc_numpy` (which says what the
+    arguments are)."""
+    kernel = ortc_kernel()
+    n, depth = hops.shape[0], block_bits(hops.shape[0])
+    if kernel is None or depth > _COMPILED_MAX_BITS:
         return ortc_numpy(hops, rows, blocks, rank, neighbour, max_degree)
     hops = np.ascontiguousarray(hops, np.int32)
     rows = np.ascontiguousarray(rows, np.int64)
@@ -147,13 +147,13 @@ def ortc(
     keys, via = np.empty(capacity, np.int64), np.empty(capacity, np.int64)
     written, done = np.zeros(1, np.int64), 0
     while done < len(rows):
-        more = kernel(n, block_bits(n), hops, rank, neighbour, len(rows) - done, rows[done:],
+        more = kernel(n, depth, hops, rank, neighbour, len(rows) - done, rows[done:],
                       blocks[done:], capacity, keys, via, written)  # fmt: skip
         if more < 0:
             raise ValueError("a next hop is not a neighbour on the given links")
         done += more
         if done < len(rows):  # full: room for the rest at this rate, at least
-            capacity = 2 * capacity + (2 << block_bits(n))
+            capacity = 2 * capacity + (2 << depth)
             keys, via = np.resize(keys, capacity), np.resize(via, capacity)
     return keys[: written[0]].copy(), via[: written[0]].copy()
 
@@ -367,7 +367,7 @@ class PrefixRoutes:
 
     def _compact(self, room: int) -> None:
         """Copy the live runs to a new pool with ``room`` more entries, and as many spare
-        (a phase-1 handover rewrites a third of the routes: compacted every few)."""
+        (a phase-1 handover re-aggregates up to half its ~80,000 blocks)."""
         at, _ = self._runs(np.arange(len(self._start)))
         size = (self._live + room) * 2 + 1024
         local, via = np.zeros(size, np.uint16), np.zeros(size, np.int32)
