@@ -346,7 +346,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if lag:
             view.message(
                 f"netemu: routes in the kernel {statistics.median(lag):.0f} ms after their "
-                f"update began (median), {max(lag):.0f} ms at worst"
+                f"update began (median), {max(lag):.0f} ms at worst; at most "
+                f"{emu.routes.installer.most_pending:,} prefix changes waited to be sent"
             )
     elif stopped:
         view.message(f"netemu: stopped by {stopped.name} during bring-up; everything removed")

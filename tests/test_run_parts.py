@@ -91,6 +91,7 @@ class _FakeKernel:
         import threading
 
         self.sent: list[str] = []
+        self.batches: list[tuple[str, list]] = []  # (namespace, messages) as sent
         self.release = threading.Event()
         self.release.set()
         self.fail_on: str | None = None
@@ -100,6 +101,7 @@ class _FakeKernel:
         if sock == self.fail_on:
             raise OSError(100, "Network is down")
         self.sent.append(sock)
+        self.batches.append((sock, messages))
 
 
 @pytest.fixture
@@ -137,6 +139,71 @@ def test_the_installer_sends_updates_in_order_and_bounds_its_backlog(installer):
     inst.wait()
     assert kernel.sent == ["ns-a", "ns-b", "ns-c", "ns-d"] and done == [1, 2, 3]
     assert not inst.busy() and inst.sent == 3
+
+
+def test_the_ends_of_a_link_gone_skip_the_queue_and_updates_stay_in_force_in_order(installer):
+    """A namespace flagged urgent (an end of a link gone) is sent before the queued
+    updates' other namespaces, its own batches still in their updates' order; every
+    update is in force only once it and all before it are in the kernel."""
+    import time
+
+    inst, kernel = installer
+    kernel.release.clear()
+    done: list[int] = []
+    inst.start([("ns-a", ["1a"]), ("ns-b", ["1b"]), ("ns-c", ["1c"])], 30, lambda: done.append(1))
+    time.sleep(0.1)  # ns-a is in the kernel's hands
+    inst.start([("ns-d", ["2d"]), ("ns-c", ["2c"])], 20, lambda: done.append(2))
+    inst.start([("ns-e", ["3e"]), ("ns-c", ["3c"])], 20, lambda: done.append(3), urgent=["ns-c"])
+    kernel.release.set()
+    inst.wait()
+    assert kernel.batches == [
+        ("ns-a", ["1a"]),  # already being sent
+        ("ns-c", ["1c"]), ("ns-c", ["2c"]), ("ns-c", ["3c"]),  # urgent, in order
+        ("ns-b", ["1b"]), ("ns-d", ["2d"]), ("ns-e", ["3e"]),
+    ]  # fmt: skip
+    assert done == [1, 2, 3] and inst.sent == 3 and not inst.busy()
+
+
+def test_an_urgent_update_is_in_force_only_after_the_ones_before_it(installer):
+    import time
+
+    inst, kernel = installer
+    kernel.release.clear()
+    done: list[int] = []
+    inst.start([("ns-a", ["1a"]), ("ns-b", ["1b"])], 20, lambda: done.append(1))
+    time.sleep(0.1)
+    inst.start([("ns-x", ["2x"])], 10, lambda: done.append(2), urgent=["ns-x", "ns-y"])
+    kernel.release.set()
+    inst.wait()
+    assert [ns for ns, _ in kernel.batches] == ["ns-a", "ns-x", "ns-b"] and done == [1, 2]
+
+
+def test_routes_flag_the_ends_of_links_gone_as_urgent(monkeypatch):
+    """Routes.update passes the installer the namespaces at the ends of the links that
+    carried at the last update and no longer do (either end may be given first)."""
+    from netemu.kernel.netlink.sockets import NamespaceSockets
+    from netemu.live import routes
+
+    monkeypatch.setattr(routes, "send_all", lambda sock, messages: None)
+    r = routes.Routes([f"ns{i}" for i in range(4)], NamespaceSockets())
+    flagged: list[list[str]] = []
+    r.background_prefixes = 0  # every update through the installer
+    real_start = r.installer.start
+
+    def start(batches, prefixes, done, urgent=()):
+        flagged.append(sorted(urgent))
+        real_start(batches, prefixes, done, urgent)
+
+    monkeypatch.setattr(r.installer, "start", start)
+    r.installer.sockets = lambda netns: netns
+    r.installer.sockets.close = lambda: None
+    line = np.array([0, 1, 2]), np.array([1, 2, 3]), np.array([1.0, 1.0, 1.0])
+    r.update(*line, True, 0.0)
+    r.update(np.array([1, 2, 3]), np.array([0, 1, 0]), np.ones(3), True, 0.0)  # 2-3 gone
+    r.update(np.array([3]), np.array([0]), np.array([5.0]), True, 0.0)  # 0-1, 1-2 gone
+    r.settle()
+    r.close()
+    assert flagged == [[], ["ns2", "ns3"], ["ns0", "ns1", "ns2"]]
 
 
 def test_a_failed_send_fails_the_next_update_and_drops_the_queue(installer):

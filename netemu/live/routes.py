@@ -21,6 +21,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,27 +72,50 @@ def route_messages(changes: PrefixChanges) -> Iterator[tuple[int, list[np.ndarra
 #: kernel's work here): smaller ones are in force when :meth:`Routes.update` returns,
 #: unless a larger one is still being sent (then they queue behind it, in order).
 BACKGROUND_PREFIXES = 20_000
-#: Prefix changes that may wait to be sent (~1 s of the kernel's work here) before an
-#: update waits for room: the routes in the kernel lag the table by at most that.
-BACKLOG_PREFIXES = 1_000_000
+#: Prefix changes that may wait to be sent before an update waits for room: the routes
+#: in the kernel lag the table by at most that. Starlink phase 1's handovers come in
+#: bursts of 0.3-0.7 million prefixes an epoch for seconds on end, which the kernel
+#: takes at ~0.6 million a second here while the controller computes (measured): 2.5
+#: million (~4 s of it) rides a burst out instead of making its epochs late. The nodes
+#: a gone link leaves routing into nothing skip the queue (:meth:`Installer.start`).
+BACKLOG_PREFIXES = 2_500_000
+
+
+@dataclass
+class _Update:
+    """One update in the installer's queue: the namespaces' batches not yet sent."""
+
+    batches: dict[str, list[np.ndarray]]
+    prefixes: int
+    done: Callable[[], None]
+    sending: int = 0  # batches taken, not yet in the kernel
 
 
 class Installer:
-    """Sends updates' route messages in order, in a thread of its own, through sockets
-    of its own (never interleaved with the run's other netlink requests), while the
-    controller goes on with the next epochs."""
+    """Sends updates' route messages in a thread of its own, through sockets of its
+    own (never interleaved with the run's other netlink requests), while the
+    controller goes on with the next epochs.
+
+    Each namespace's routing table is its own, so only a namespace's batches need to
+    go in the order of their updates: the oldest update is sent first, except that a
+    namespace flagged *urgent* (an end of a link gone: its routes through that link
+    drop packets until replaced) has its queued batches sent before anything else.
+    Updates are in force (``done``) in their order, once theirs and every earlier
+    update's batches are all in the kernel."""
 
     def __init__(self, backlog_prefixes: int = BACKLOG_PREFIXES) -> None:
         self.sockets = NamespaceSockets()
         self.backlog_prefixes = backlog_prefixes
-        self._queue: collections.deque = collections.deque()  # (batches, prefixes, done)
+        self._queue: collections.deque[_Update] = collections.deque()
+        self._urgent: dict[str, None] = {}  # namespaces to send first, in order flagged
         self._pending = 0  # prefixes queued or being sent
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._stopping = False
-        #: Updates sent so far.
+        #: Updates in force so far; the most prefix changes that waited at once.
         self.sent = 0
+        self.most_pending = 0
 
     def busy(self) -> bool:
         """Whether an update is queued or being sent (a smaller one must queue behind)."""
@@ -99,11 +123,15 @@ class Installer:
             return self._pending > 0
 
     def start(
-        self, batches: list[tuple[str, list[np.ndarray]]], prefixes: int, done: Callable[[], None]
+        self,
+        batches: list[tuple[str, list[np.ndarray]]],
+        prefixes: int,
+        done: Callable[[], None],
+        urgent: Sequence[str] = (),
     ) -> None:
         """Send ``batches`` ((namespace, messages) each; ``prefixes`` changes in all)
-        after those queued, then call ``done``. Waits while the backlog is full; raises
-        what failed in sending an earlier update."""
+        after those queued, the namespaces in ``urgent`` first, then call ``done``.
+        Waits while the backlog is full; raises what failed in sending an earlier update."""
         with self._changed:
             self._changed.wait_for(
                 lambda: (
@@ -113,8 +141,11 @@ class Installer:
                 )
             )
             self._raise()
-            self._queue.append((batches, prefixes, done))
+            mine = dict(batches)
+            self._queue.append(_Update(mine, prefixes, done))
+            self._urgent.update((netns, None) for netns in urgent if netns in mine)
             self._pending += prefixes + 1  # + 1: an empty update still queues
+            self.most_pending = max(self.most_pending, self._pending - len(self._queue))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._send, name="netemu-routes", daemon=True
@@ -122,30 +153,58 @@ class Installer:
                 self._thread.start()
             self._changed.notify_all()
 
+    def _take(self) -> tuple[_Update, str, list[np.ndarray]] | None:
+        """The next batch to send (the lock held): an urgent namespace's oldest, else
+        the oldest update's next. A namespace's batches go in their updates' order."""
+        while self._urgent:
+            netns = next(iter(self._urgent))
+            for update in self._queue:
+                if netns in update.batches:
+                    update.sending += 1
+                    return update, netns, update.batches.pop(netns)
+            del self._urgent[netns]  # all its batches are sent
+        for update in self._queue:
+            if update.batches:
+                netns = next(iter(update.batches))
+                update.sending += 1
+                return update, netns, update.batches.pop(netns)
+        return None
+
+    def _in_force(self) -> list[_Update]:
+        """Remove and return the leading updates that are all in the kernel (lock held)."""
+        out = []
+        while self._queue and not self._queue[0].batches and not self._queue[0].sending:
+            out.append(self._queue.popleft())
+        return out
+
     def _send(self) -> None:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._queue or self._stopping)
                 if self._stopping:
                     return
-                batches, prefixes, done = self._queue[0]
+                taken = self._take()
             try:
-                for netns, messages in batches:
-                    if self._stopping:
-                        return
+                if taken is not None:
+                    update, netns, messages = taken
                     send_all(self.sockets(netns), messages)
-                self.sent += 1
-                done()
+                with self._changed:
+                    if taken is not None:
+                        update.sending -= 1
+                    finished = self._in_force()
+                for update in finished:
+                    self.sent += 1
+                    update.done()
             except BaseException as exc:  # raised by the next start() or wait(): fails closed
                 with self._changed:
                     self._error = exc
                     self._queue.clear()
+                    self._urgent.clear()
                     self._pending = 0
                     self._changed.notify_all()
                 return
             with self._changed:
-                self._queue.popleft()
-                self._pending -= prefixes + 1
+                self._pending -= sum(u.prefixes + 1 for u in finished)
                 self._changed.notify_all()
 
     def check(self) -> None:
@@ -212,6 +271,7 @@ class Routes:
         )
         self.prefixes = PrefixRoutes(len(namespaces))
         self.installer = Installer()
+        self._links = np.zeros(0, np.int64)  # a * n + b of the links carrying at the last update
         #: Updates with at least this many prefix changes are sent in the background.
         self.background_prefixes = BACKGROUND_PREFIXES
         #: Per update, milliseconds from its start until its routes were all in the kernel.
@@ -225,6 +285,7 @@ class Routes:
         """Links a-b carry with one-way ``delay_ms``: bring the kernel's routes up to
         date (``refresh``: a new epoch; ``began_s``: unix time the update began)."""
         self.installer.check()  # a failed send fails the run at once
+        urgent = self._ends_of_links_gone(a, b)
         changes = self.router.update(a, b, delay_ms, refresh)
         prefixes = self.prefixes.update(self.router.hops, changes.node, a, b, changes.dest)
         batches = [(self.namespaces[node], m) for node, m in route_messages(prefixes)]
@@ -244,12 +305,22 @@ class Routes:
                 self.history.complete(entry, now)
 
         if len(prefixes) >= self.background_prefixes or self.installer.busy():
-            self.installer.start(batches, len(prefixes), done)
+            self.installer.start(batches, len(prefixes), done, urgent)
         else:
             for netns, messages in batches:
                 send_all(self.sockets(netns), messages)
             done()
         return changes, prefixes
+
+    def _ends_of_links_gone(self, a: np.ndarray, b: np.ndarray) -> list[str]:
+        """The namespaces at either end of a link that carried at the last update and
+        no longer does: their routes through it drop packets until replaced."""
+        n = len(self.namespaces)
+        links = np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
+        gone = np.setdiff1d(self._links, links)
+        self._links = links
+        ends = np.unique(np.concatenate(np.divmod(gone, n)))
+        return [self.namespaces[i] for i in ends.tolist()]
 
     def settle(self) -> None:
         """Wait until every computed route is in the kernel (raises a sending error)."""
