@@ -468,3 +468,47 @@ def test_an_epoch_behind_schedule_is_reported_not_hidden(tmp_path):
         assert emu.late_epochs >= 1 and late and late[0]["late_s"] > 0.1
         # Caught up: the epoch in force is the one the wall clock says.
         assert abs((emu.epoch_index + 1) * 0.2 - emu.status()["wall_s"]) < 0.3
+
+
+def test_an_epoch_behind_schedule_leaves_its_routes_to_the_next_update(tmp_path):
+    """Epochs made to run 0.1 s behind (0.2 s epochs) before their routes leave them to
+    the next update, never two in a row: shaping keeps the schedule (no late epoch),
+    the update after computes both epochs' changes, its lag counted from the epoch
+    that waited, and between updates the kernel has the router's routes."""
+    topo = train_topology(tmp_path)
+    with Emulation(topo, shaper="wire", step_s=0.2, speed=10, run_name="tdefer") as emu:
+        links = emu.builder.links
+
+        def behind(*args, **kwargs):  # each epoch, after planning, before it is applied
+            if 3 <= emu.epoch_index < 9:
+                time.sleep(0.1)  # past DEFER_ROUTES_BEHIND (0.05 s), short of late (0.1 s)
+            links(*args, **kwargs)
+
+        emu.builder.links = behind
+        emu.start_controller()
+        assert emu.wait_until(lambda: emu.epoch_index >= 11, timeout=10)
+        epochs = [u for u in emu.updates if u["refresh"] and 3 <= u["epoch"] < 11]
+        deferred = [u["routes_deferred"] for u in epochs]
+        assert emu.routes_deferred >= 3 and deferred.count(True) == emu.routes_deferred
+        assert not any(a and b for a, b in itertools.pairwise(deferred)), deferred
+        assert all(u["route_changes"] == 0 for u in epochs if u["routes_deferred"])
+        assert emu.late_epochs == 0
+        # The update after a deferred epoch (one in_force_ms each one not deferred) is in
+        # force no sooner than an epoch after the deferred one began.
+        lags, waiting, sent = [], False, 0
+        for u in list(emu.updates):
+            if u["routes_deferred"]:
+                waiting = True
+                continue
+            if waiting and sent < len(emu.routes.in_force_ms):
+                lags.append(emu.routes.in_force_ms[sent])
+            waiting, sent = False, sent + 1
+        assert len(lags) >= 3 and min(lags) >= 150, lags
+        with emu.between_updates():
+            hops = emu.router.hops.copy()
+            kernel = _kernel_next_hops(emu, emu.names[0])
+        want = {
+            n: None if hops[0, j] == UNREACHABLE else emu.names[hops[0, j]]
+            for j, n in enumerate(emu.names) if j
+        }  # fmt: skip
+        assert kernel == want

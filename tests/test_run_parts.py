@@ -96,7 +96,7 @@ class _FakeKernel:
         self.release.set()
         self.fail_on: str | None = None
 
-    def send_all(self, sock, messages):
+    def send_all(self, sock, messages, chunk_bytes=None):
         self.release.wait(10)
         if sock == self.fail_on:
             raise OSError(100, "Network is down")
@@ -184,7 +184,7 @@ def test_routes_flag_the_ends_of_links_gone_as_urgent(monkeypatch):
     from netemu.kernel.netlink.sockets import NamespaceSockets
     from netemu.live import routes
 
-    monkeypatch.setattr(routes, "send_all", lambda sock, messages: None)
+    monkeypatch.setattr(routes, "send_all", lambda sock, messages, chunk_bytes=None: None)
     r = routes.Routes([f"ns{i}" for i in range(4)], NamespaceSockets())
     flagged: list[list[str]] = []
     r.background_prefixes = 0  # every update through the installer

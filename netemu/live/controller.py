@@ -52,6 +52,10 @@ class Controller:
     def due(self) -> float:
         return self.wall0 + (self.epochs + 1) * self.step_s
 
+    def behind_s(self) -> float:
+        """Seconds the epoch being applied is now past its due time (negative: ahead)."""
+        return self.clock() - self.due()
+
     def run(self, after_epoch: Callable[[], None] = lambda: None) -> None:
         """Apply epochs as they fall due until the run is over or :meth:`stop`."""
         while self._sleep_until(self.due()):

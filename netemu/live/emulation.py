@@ -64,7 +64,7 @@ from netemu.model.faults import Fault, parse_target
 from netemu.model.topology import NodeKind, Topology
 from netemu.plan.planner import EpochPlan, Planner, iso_utc
 from netemu.routes import addressing
-from netemu.routes.routing import RouteHistory, ShortestDelayRouter, path
+from netemu.routes.routing import RouteChanges, RouteHistory, ShortestDelayRouter, path
 from netemu.shaping import Shaper, ShaperError, choose
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,14 @@ def _no_huge_pages() -> None:
 
 _no_huge_pages()
 
+
+#: An epoch this share of a step behind schedule when its routes are due leaves them to
+#: the next update (never two in a row), which computes both epochs' changes at once:
+#: shaping keeps to the schedule through a burst of handovers (a Starlink phase-1
+#: handover's routes take 0.5-1.4 s of a 1 s step on 2 shared cores), and the routes'
+#: lag (:attr:`.routes.Routes.in_force_ms`, counted from the first epoch they waited
+#: for) grows by an epoch instead.
+DEFER_ROUTES_BEHIND = 0.25
 
 #: How far a path's delay may move while a packet is on it for the delay in force to be
 #: known (:meth:`Emulation.delay_in_force_ms`): 46 hops of Starlink's shell 1 move by
@@ -175,6 +183,10 @@ class Emulation:
         self.timings: dict[str, float] = {}
         self.memory_mib: dict[str, float] = {}
         self.last_update: dict[str, float] = {}
+        #: Epochs whose routes were left to the next update (:data:`DEFER_ROUTES_BEHIND`),
+        #: and when the first of those still waiting began (unix time).
+        self.routes_deferred = 0
+        self._routes_since: float | None = None
         #: The last updates' costs (epochs and links that finished acquiring), newest last.
         self.updates: collections.deque[dict] = collections.deque(maxlen=10_000)
 
@@ -302,6 +314,7 @@ class Emulation:
         self.controller.started()
         self._advance()
         self.routes.settle()  # every node's first routes are in the kernel: the network is up
+        self.routes.installer.most_pending = 0  # what waited in the run, not at bring-up
         # The schedule starts once the network is up: the first epoch's set-up (routes
         # for every node) is bring-up, not an epoch that came late.
         self.controller.started()
@@ -400,7 +413,21 @@ class Emulation:
                 self.hosts.links_changed()
         self.shaper.check()
         t_links = time.perf_counter()
-        route_changes, prefix_changes = self.routes.update(*self.table.carrying(), refresh, began)
+        deferred = (
+            refresh
+            and self._routes_since is None
+            and self.epoch_index > 0
+            and self.controller.behind_s() > DEFER_ROUTES_BEHIND * self.step_s
+        )
+        if deferred:
+            self._routes_since = began
+            self.routes_deferred += 1
+            route_changes, prefix_changes = RouteChanges.none(), ()
+        else:
+            since, self._routes_since = self._routes_since or began, None
+            route_changes, prefix_changes = self.routes.update(
+                *self.table.carrying(), refresh, since
+            )
         t_routes = time.perf_counter()
         #: How long the last update took: link shaping, routing (ms).
         self.last_update = {
@@ -409,7 +436,8 @@ class Emulation:
             "shape_changes": len(changes),
             "route_changes": len(route_changes),
             "prefix_changes": len(prefix_changes),
-            "trees_recomputed": self.router.recomputed,
+            "trees_recomputed": 0 if deferred else self.router.recomputed,
+            "routes_deferred": deferred,
         }
         self.updates.append(
             {"epoch": self.epoch_index, "refresh": refresh, "unix_s": began, **self.last_update}
@@ -665,8 +693,15 @@ class Emulation:
         """Hold the controller between two updates while the block reads several things
         that must agree (routes, the kernel's tables, link states)."""
         with self._lock:
+            self._catch_up_routes()
             self.routes.settle()  # the kernel's routes are the table's
             yield self
+
+    def _catch_up_routes(self) -> None:
+        """Compute the routes an epoch left to the next update, if one did (lock held)."""
+        if self._routes_since is not None and self.epoch is not None:
+            with self.shaper.elsewhere():
+                self._apply(time.monotonic(), self.planner.acquisition.carrying, [], False)
 
     def stop_controller(self) -> None:
         """Stop advancing epochs (the network stays as it is) and wait for the
@@ -674,6 +709,9 @@ class Emulation:
         self.controller.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                with self._lock:
+                    self._catch_up_routes()
 
     def shaping_late(self) -> dict:
         """Packets the wire engine released late or could not carry ({"late": count,

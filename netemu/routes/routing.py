@@ -32,6 +32,10 @@ class RouteChanges:
     dest: np.ndarray
     via: np.ndarray
 
+    @classmethod
+    def none(cls) -> RouteChanges:
+        return cls(*(np.zeros(0, np.int64),) * 3)
+
     def __len__(self) -> int:
         return len(self.node)
 
@@ -188,7 +192,7 @@ class ShortestDelayRouter:
         trees = np.flatnonzero(stale)
         self.recomputed = len(trees)
         if not len(trees):
-            return RouteChanges(*(np.zeros(0, np.int64),) * 3)
+            return RouteChanges.none()
         # The table's columns are gathered once (np.take: fancy column indexing is ~10x
         # slower at 4,420 nodes) and written back row by row.
         columns, dist = self._trees.columns(trees)
