@@ -347,7 +347,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             view.message(
                 f"netemu: routes in the kernel {statistics.median(lag):.0f} ms after their "
                 f"update began (median), {max(lag):.0f} ms at worst; at most "
-                f"{emu.routes.installer.most_pending:,} prefix changes waited to be sent"
+                f"{emu.routes.installer.most_pending:,} prefix changes waited to be sent; "
+                f"{emu.routes_deferred} updates left their routes to the next"
             )
     elif stopped:
         view.message(f"netemu: stopped by {stopped.name} during bring-up; everything removed")

@@ -217,3 +217,14 @@ def test_a_failed_send_fails_the_next_update_and_drops_the_queue(installer):
     with pytest.raises(OSError, match="Network is down"):
         inst.wait()
     assert kernel.sent == ["ns-a"] and done == [] and not inst.busy()
+
+
+def test_routes_wait_for_the_next_update_when_an_update_comes_late_for_them():
+    """An epoch a quarter step behind its due time, or a link ready within a quarter
+    step of the next epoch's, leaves its routes to the next update."""
+    from netemu.live.emulation import routes_wait
+
+    assert not routes_wait(True, 0.2, 1.0) and routes_wait(True, 0.3, 1.0)
+    assert not routes_wait(True, 0.02, 0.1) and routes_wait(True, 0.03, 0.1)
+    assert not routes_wait(False, -0.3, 1.0) and routes_wait(False, -0.2, 1.0)
+    assert routes_wait(False, 0.1, 1.0)  # the next epoch is already due

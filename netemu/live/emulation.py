@@ -84,13 +84,23 @@ def _no_huge_pages() -> None:
 _no_huge_pages()
 
 
-#: An epoch this share of a step behind schedule when its routes are due leaves them to
-#: the next update (never two in a row), which computes both epochs' changes at once:
-#: shaping keeps to the schedule through a burst of handovers (a Starlink phase-1
-#: handover's routes take 0.5-1.4 s of a 1 s step on 2 shared cores), and the routes'
-#: lag (:attr:`.routes.Routes.in_force_ms`, counted from the first epoch they waited
-#: for) grows by an epoch instead.
-DEFER_ROUTES_BEHIND = 0.25
+#: An update leaves its routes to the next one (never two in a row) when it comes this
+#: share of a step late for them: an epoch that far behind its due time, or a link that
+#: finished acquiring that close before the next epoch's. The next update computes both
+#: updates' changes at once: shaping keeps to the schedule through a burst of handovers
+#: (a Starlink phase-1 handover's routes take 0.5-1.4 s of a 1 s step on 2 shared
+#: cores), and the routes' lag (:attr:`.routes.Routes.in_force_ms`, counted from the
+#: first update they waited for) grows by an epoch instead.
+DEFER_ROUTES_SHARE = 0.25
+
+
+def routes_wait(epoch: bool, behind_s: float, step_s: float) -> bool:
+    """Whether an update leaves its routes to the next (``epoch``: a new epoch, else a
+    link that finished acquiring between epochs; ``behind_s``: seconds past the due time
+    of that epoch, or of the next one)."""
+    share = DEFER_ROUTES_SHARE if epoch else -DEFER_ROUTES_SHARE
+    return behind_s > share * step_s
+
 
 #: How far a path's delay may move while a packet is on it for the delay in force to be
 #: known (:meth:`Emulation.delay_in_force_ms`): 46 hops of Starlink's shell 1 move by
@@ -183,7 +193,7 @@ class Emulation:
         self.timings: dict[str, float] = {}
         self.memory_mib: dict[str, float] = {}
         self.last_update: dict[str, float] = {}
-        #: Epochs whose routes were left to the next update (:data:`DEFER_ROUTES_BEHIND`),
+        #: Updates whose routes were left to the next one (:func:`routes_wait`),
         #: and when the first of those still waiting began (unix time).
         self.routes_deferred = 0
         self._routes_since: float | None = None
@@ -414,10 +424,9 @@ class Emulation:
         self.shaper.check()
         t_links = time.perf_counter()
         deferred = (
-            refresh
-            and self._routes_since is None
+            self._routes_since is None
             and self.epoch_index > 0
-            and self.controller.behind_s() > DEFER_ROUTES_BEHIND * self.step_s
+            and routes_wait(refresh, self.controller.behind_s(), self.step_s)
         )
         if deferred:
             self._routes_since = began
