@@ -9,9 +9,10 @@ one batch per node, through the run's one socket per namespace. A large update (
 handover between shells at Starlink phase 1 changes ~0.5 million prefixes: ~0.5 s
 of the kernel's time) is sent by :class:`Installer` in a thread of its own while
 the next epochs are computed and applied (the kernel's work does not hold Python's
-lock); later updates queue behind it in order, the routes in the kernel lag the
-table by at most :data:`BACKLOG_PREFIXES`, and each update is in force when the
-history (and :attr:`Routes.in_force_ms`) says so.
+lock); later updates queue behind it (each namespace's batches in order, the ends
+of links gone first), the routes in the kernel lag the table by at most
+:data:`BACKLOG_PREFIXES`, and each update is in force when the history (and
+:attr:`Routes.in_force_ms`) says so.
 """
 
 from __future__ import annotations
