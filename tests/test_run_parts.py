@@ -96,7 +96,7 @@ class _FakeKernel:
         self.release.set()
         self.fail_on: str | None = None
 
-    def send_all(self, sock, messages, chunk_bytes=None):
+    def send_all(self, sock, messages):
         self.release.wait(10)
         if sock == self.fail_on:
             raise OSError(100, "Network is down")
@@ -184,7 +184,7 @@ def test_routes_flag_the_ends_of_links_gone_as_urgent(monkeypatch):
     from netemu.kernel.netlink.sockets import NamespaceSockets
     from netemu.live import routes
 
-    monkeypatch.setattr(routes, "send_all", lambda sock, messages, chunk_bytes=None: None)
+    monkeypatch.setattr(routes, "send_all", lambda sock, messages: None)
     r = routes.Routes([f"ns{i}" for i in range(4)], NamespaceSockets())
     flagged: list[list[str]] = []
     r.background_prefixes = 0  # every update through the installer
@@ -204,6 +204,30 @@ def test_routes_flag_the_ends_of_links_gone_as_urgent(monkeypatch):
     r.settle()
     r.close()
     assert flagged == [[], ["ns2", "ns3"], ["ns0", "ns1", "ns2"]]
+
+
+def test_the_installer_spreads_to_every_cpu_only_while_far_behind(installer, monkeypatch):
+    """Its thread keeps to its creator's CPUs, and takes every CPU the process had while
+    more than SPREAD_PREFIXES wait, until fewer than a quarter of that do."""
+    import os
+    import time
+
+    from netemu.live import routes
+
+    inst, kernel = installer
+    monkeypatch.setattr(routes, "SPREAD_PREFIXES", 40)
+    inst._cpus = {"every"}
+    moves: list[set] = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: moves.append(cpus))
+    kernel.release.clear()
+    inst.start([("ns-a", [])], 30, lambda: None)  # 31 waiting: stays near
+    time.sleep(0.1)
+    inst.start([("ns-b", [])], 30, lambda: None)
+    inst.start([("ns-c", [])], 30, lambda: None)  # 62 still waiting once ns-a is sent
+    kernel.release.set()
+    inst.wait()
+    time.sleep(0.1)  # the thread looks once more before it waits: nothing left, back near
+    assert moves[0] == {"every"} and len(moves) == 2 and moves[1] != {"every"}, moves
 
 
 def test_a_failed_send_fails_the_next_update_and_drops_the_queue(installer):
