@@ -219,6 +219,7 @@ def test_the_installer_spreads_to_every_cpu_only_while_far_behind(installer, mon
     inst._cpus = {"every"}
     moves: list[set] = []
     monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: moves.append(cpus))
+    monkeypatch.setattr(os, "setpriority", lambda *args: None)
     kernel.release.clear()
     inst.start([("ns-a", [])], 30, lambda: None)  # 31 waiting: stays near
     time.sleep(0.1)

@@ -83,11 +83,14 @@ BACKGROUND_PREFIXES = 20_000
 BACKLOG_PREFIXES = 2_500_000
 #: Prefix changes waiting above which the installer's thread also runs on the CPUs an
 #: epoch's computation keeps off (the wire engine's), until fewer than a quarter of it
-#: wait. Kept off it, a burst of handovers at Starlink phase 1 falls behind (the route
-#: work and the computation share one CPU of 2); on it all the time, the engine's
-#: releases suffered: in a burst, 76-78% of probe packets within 0.5 ms of their delay
-#: instead of 83-89% (one run each; smaller system calls made no difference).
-SPREAD_PREFIXES = 1_000_000
+#: wait. The thread otherwise yields to the computation (nice 19) on the CPU they share:
+#: sharing it as equals, a burst of handovers at Starlink phase 1 made epochs late (4 of
+#: 601, one run); on the engine's CPU all the time, the engine's releases suffered in a
+#: burst (76-78% of probe packets within 0.5 ms instead of 83-89%, one run each, whatever
+#: the size of its system calls).
+SPREAD_PREFIXES = 500_000
+#: The installer thread's niceness: the next epochs' computation comes first.
+INSTALLER_NICE = 19
 
 
 @dataclass
@@ -114,7 +117,8 @@ class Installer:
 
     The thread runs where its creator could (an epoch's computation, which keeps off
     the shaper's CPU: :meth:`.Shaper.elsewhere`), and on every CPU the process was
-    given when the installer was made while more than :data:`SPREAD_PREFIXES` wait."""
+    given when the installer was made while more than :data:`SPREAD_PREFIXES` wait;
+    where it shares a CPU with the computation, the computation comes first."""
 
     def __init__(self, backlog_prefixes: int = BACKLOG_PREFIXES) -> None:
         self.sockets = NamespaceSockets()
@@ -193,6 +197,8 @@ class Installer:
 
     def _send(self) -> None:
         near = os.sched_getaffinity(0)  # inherited from the epoch that started it
+        with contextlib.suppress(OSError):  # this thread only (Linux: a thread's own id)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INSTALLER_NICE)
         spread = False
         while True:
             if spread != (self._pending > (SPREAD_PREFIXES // 4 if spread else SPREAD_PREFIXES)):
