@@ -718,9 +718,6 @@ class Emulation:
         self.controller.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-            if not self._thread.is_alive():
-                with self._lock:
-                    self._catch_up_routes()
 
     def shaping_late(self) -> dict:
         """Packets the wire engine released late or could not carry ({"late": count,

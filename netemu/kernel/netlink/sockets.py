@@ -77,13 +77,9 @@ class NamespaceSockets:
 
 
 def send_all(
-    sock: socket.socket,
-    batches: list[np.ndarray],
-    ignore: Iterable[int] = (errno.ESRCH,),
-    chunk_bytes: int = _CHUNK,
+    sock: socket.socket, batches: list[np.ndarray], ignore: Iterable[int] = (errno.ESRCH,)
 ) -> None:
-    """Send arrays of encoded messages on one socket, numbered across the arrays, at
-    most ``chunk_bytes`` a system call (the kernel handles a call's messages at once)."""
+    """Send arrays of encoded messages on one socket, numbered across the arrays."""
     batches = [b for b in batches if len(b)]
     if not batches:
         return
@@ -93,9 +89,9 @@ def send_all(
         seq += len(b)
     batches[-1]["flags"][-1] |= NLM_F_ACK
     chunks = (
-        b[start : start + max(1, chunk_bytes // b.dtype.itemsize)].tobytes()
+        b[start : start + max(1, _CHUNK // b.dtype.itemsize)].tobytes()
         for b in batches
-        for start in range(0, len(b), max(1, chunk_bytes // b.dtype.itemsize))
+        for start in range(0, len(b), max(1, _CHUNK // b.dtype.itemsize))
     )
     _send_checked(sock, chunks, seq, ignore)
 
