@@ -94,9 +94,11 @@ class _FakeKernel:
         self.batches: list[tuple[str, list]] = []  # (namespace, messages) as sent
         self.release = threading.Event()
         self.release.set()
+        self.entered = threading.Event()  # a send has begun
         self.fail_on: str | None = None
 
     def send_all(self, sock, messages):
+        self.entered.set()
         self.release.wait(10)
         if sock == self.fail_on:
             raise OSError(100, "Network is down")
@@ -145,13 +147,12 @@ def test_the_ends_of_a_link_gone_skip_the_queue_and_updates_stay_in_force_in_ord
     """A namespace flagged urgent (an end of a link gone) is sent before the queued
     updates' other namespaces, its own batches still in their updates' order; every
     update is in force only once it and all before it are in the kernel."""
-    import time
 
     inst, kernel = installer
     kernel.release.clear()
     done: list[int] = []
     inst.start([("ns-a", ["1a"]), ("ns-b", ["1b"]), ("ns-c", ["1c"])], 30, lambda: done.append(1))
-    time.sleep(0.1)  # ns-a is in the kernel's hands
+    assert kernel.entered.wait(5)  # ns-a is in the kernel's hands
     inst.start([("ns-d", ["2d"]), ("ns-c", ["2c"])], 20, lambda: done.append(2))
     inst.start([("ns-e", ["3e"]), ("ns-c", ["3c"])], 20, lambda: done.append(3), urgent=["ns-c"])
     kernel.release.set()
@@ -165,13 +166,12 @@ def test_the_ends_of_a_link_gone_skip_the_queue_and_updates_stay_in_force_in_ord
 
 
 def test_an_urgent_update_is_in_force_only_after_the_ones_before_it(installer):
-    import time
 
     inst, kernel = installer
     kernel.release.clear()
     done: list[int] = []
     inst.start([("ns-a", ["1a"]), ("ns-b", ["1b"])], 20, lambda: done.append(1))
-    time.sleep(0.1)
+    assert kernel.entered.wait(5)
     inst.start([("ns-x", ["2x"])], 10, lambda: done.append(2), urgent=["ns-x", "ns-y"])
     kernel.release.set()
     inst.wait()
@@ -222,12 +222,14 @@ def test_the_installer_spreads_to_every_cpu_only_while_far_behind(installer, mon
     monkeypatch.setattr(os, "setpriority", lambda *args: None)
     kernel.release.clear()
     inst.start([("ns-a", [])], 30, lambda: None)  # 31 waiting: stays near
-    time.sleep(0.1)
+    assert kernel.entered.wait(5)
     inst.start([("ns-b", [])], 30, lambda: None)
     inst.start([("ns-c", [])], 30, lambda: None)  # 62 still waiting once ns-a is sent
     kernel.release.set()
     inst.wait()
-    time.sleep(0.1)  # the thread looks once more before it waits: nothing left, back near
+    deadline = time.monotonic() + 5  # it looks once more before it waits: back near
+    while len(moves) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert moves[0] == {"every"} and len(moves) == 2 and moves[1] != {"every"}, moves
 
 
