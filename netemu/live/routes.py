@@ -213,9 +213,13 @@ class Installer:
                 if taken is not None:
                     update, netns, messages = taken
                     send_all(self.sockets(netns), messages)
+                    # A batch is a view of its update's whole encoded array (~0.1 GB at
+                    # phase 1's bring-up): not kept alive while this thread waits.
+                    messages = None
                 with self._changed:
                     if taken is not None:
                         update.sending -= 1
+                    taken = None
                     finished = self._in_force()
                 for update in finished:
                     self.sent += 1
