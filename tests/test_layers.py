@@ -28,12 +28,12 @@ LAYERS = {
     "netemu.stages": 0, "netemu.native": 0,
     "netemu.model": 1, "netemu.plan": 2, "netemu.routes": 2,
     "netemu.kernel": 3, "netemu.shaping": 4, "netemu.capture": 4,
-    "netemu.live": 5, "netemu.testing": 6, "netemu.services": 7,
+    "netemu.live": 5, "netemu.cluster": 6, "netemu.testing": 6, "netemu.services": 7,
     "netemu.report": 8, "netemu.api": 8, "netemu.cli": 9,
 }  # fmt: skip
 PURE = ("netemu.model", "netemu.plan", "netemu.routes")
-GENERIC = ("netemu.kernel", "netemu.shaping", "netemu.capture", "netemu.live", "netemu.testing",
-           "netemu.report")  # fmt: skip
+GENERIC = ("netemu.kernel", "netemu.shaping", "netemu.capture", "netemu.live", "netemu.cluster",
+           "netemu.testing", "netemu.report")  # fmt: skip
 
 
 def _modules() -> list[str]:

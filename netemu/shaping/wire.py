@@ -152,9 +152,16 @@ class WireShaper(Shaper):
         self.notes = self.engine.notes
         pinned = [n for n in self.notes if n.startswith("CPU ")]
         self.cpu = int(pinned[0].split()[1]) if pinned else None
-        for i, ns in enumerate(namespaces):
+        self.bind(namespaces)
+
+    def bind(self, namespaces: list[str]) -> None:
+        """Namespaces the engine may make TAPs in (the nodes', a machine's tunnels')."""
+        first = len(self.ns_ids)
+        for i, ns in enumerate(namespaces, first):
             self.ns_ids[ns] = i
-        replies = self.engine.ask([f"bind {i} /run/netns/{ns}" for ns, i in self.ns_ids.items()])
+        replies = self.engine.ask(
+            [f"bind {i} /run/netns/{ns}" for i, ns in enumerate(namespaces, first)]
+        )
         errors = [r["error"] for r in replies if "error" in r]
         if errors:
             raise ShaperError(f"wire engine: {errors[0]}")

@@ -1,0 +1,96 @@
+"""Machines simulated on one host: a network namespace each, joined by one bridge.
+
+For tests and benchmarks of an emulation across machines on a single host. Each
+simulated machine is a namespace ``netemu-<name>-machine.<k>`` whose ``eth0`` has
+an address in 198.18.0.0/24 (RFC 2544's benchmarking range: no real network
+uses it); their other ends are ports of one bridge in a namespace of its own,
+``netemu-<name>-underlay.net``, which plays the machines' switch. A machine's
+tunnels (:mod:`.tunnels`) send from its namespace as a real machine's send
+from its own network, so the same code runs on both. Node names have no ``.``,
+so these never collide with a run's nodes; deleting the namespaces removes
+everything, and ``netemu clean`` finds them by the ``netemu-`` prefix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from netemu.kernel import netns
+from netemu.routes.addressing import NETNS_PREFIX
+
+SUBNET = ipaddress.IPv4Network("198.18.0.0/24")
+#: The simulated network carries VXLAN's 50 bytes over 1,500-byte frames, as a
+#: data-centre network with jumbo frames does.
+MTU = 9000
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A machine as its tunnels see it: a name, its address on the machines' network,
+    and the namespace that network is in (``None``: the machine's own, a real one)."""
+
+    name: str
+    address: str
+    netns: str | None = None
+
+
+class SimulatedMachines:
+    """``count`` machines on this host (see the module's docstring)."""
+
+    def __init__(self, name: str, count: int) -> None:
+        if not 1 <= count <= 250:
+            raise ValueError(f"1 to 250 simulated machines, not {count}")
+        self.name = name
+        self.underlay = f"{NETNS_PREFIX}{name}-underlay.net"
+        self.machines = [
+            Machine(f"m{k}", str(SUBNET[k + 1]), f"{NETNS_PREFIX}{name}-machine.{k}")
+            for k in range(count)
+        ]
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.underlay, *(m.netns for m in self.machines)]
+
+    def make(self) -> None:
+        """The namespaces, the bridge and each machine's link to it: a batch each."""
+        netns.ip_batch([f"netns add {ns}" for ns in self.namespaces])
+        try:
+            netns.ip_batch(
+                [
+                    f"link add u{k} mtu {MTU} netns {self.underlay} type veth "
+                    f"peer name eth0 mtu {MTU} netns {m.netns}"
+                    for k, m in enumerate(self.machines)
+                ]
+            )
+            ports = [f"link set u{k} master br0 up" for k in range(len(self.machines))]
+            bridge = [f"link add br0 mtu {MTU} type bridge", *ports, "link set br0 up"]
+            _ip_in(self.underlay, bridge)
+            for m in self.machines:
+                _ip_in(
+                    m.netns,
+                    [
+                        f"address add {m.address}/{SUBNET.prefixlen} dev eth0",
+                        "link set eth0 up",
+                        "link set lo up",
+                    ],
+                )
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Delete the namespaces (what is in them goes with them)."""
+        present = set(netns.namespaces(f"{NETNS_PREFIX}{self.name}-"))
+        netns.delete([ns for ns in self.namespaces if ns in present])
+
+    def __enter__(self) -> SimulatedMachines:
+        self.make()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _ip_in(namespace: str, lines: list[str]) -> None:
+    netns.run(["ip", "-n", namespace, "-batch", "-"], "\n".join(lines) + "\n")

@@ -1,0 +1,156 @@
+"""Links across machines: two simulated machines, a node on each, real packets through VXLAN.
+
+Each machine runs its own wire engine (as two real machines would) and delays
+what its node sends by the link's delay less the machines' network's, measured;
+the receiving machine passes what its tunnel brings at once. All namespaces
+share this host's clock, so the probe's one-way delays are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from netemu.cluster.tunnels import CrossEnd, Tunnels, run_vni, tunnel_namespace
+from netemu.cluster.underlay import SimulatedMachines
+from netemu.kernel import netns
+from netemu.kernel.netlink.sockets import NamespaceSockets, send_requests
+from netemu.routes import addressing
+from netemu.shaping import BLOCKED, Port, Shape
+from netemu.shaping.wire import WireShaper
+
+from helpers import needs_root
+
+RUN = "tcross"
+MACHINES = "tcrossm"
+DELAY_MS = 5.0
+
+
+def test_run_vnis_are_24_bit_never_zero_and_differ_between_runs():
+    vnis = {run_vni(f"run{i}") for i in range(1000)}
+    assert all(0 < v < 1 << 24 for v in vnis)
+    assert len(vnis) == 1000
+    assert tunnel_namespace("r1", "m0") == "netemu-r1-tunnels.m0"
+
+
+@pytest.fixture
+def cross_link():
+    """Nodes a (on m0) and b (on m1), linked across the machines, DELAY_MS each way."""
+    nodes = [f"netemu-{RUN}-a", f"netemu-{RUN}-b"]
+    sim = SimulatedMachines(MACHINES, 2)
+    tunnels = [Tunnels(RUN, m) for m in sim.machines]
+    shapers = [WireShaper(), WireShaper()]
+    sockets = NamespaceSockets()
+    try:
+        sim.make()
+        netns.ip_batch([f"netns add {ns}" for ns in nodes])
+        ends = []
+        for i, peer in ((0, 1), (1, 0)):
+            tunnels[i].make()
+            shapers[i].start([nodes[i]])
+            local = Port(
+                nodes[i], f"to-{'ab'[peer]}", addressing.interface_index(peer),
+                addressing.mac_address(i, peer),
+            )  # fmt: skip
+            end = CrossEnd(0, (0, 1), local, addressing.mac_address(peer, i), sim.machines[peer])
+            tunnels[i].add(shapers[i], [end])
+            ends.append(end)
+            me, there = addressing.service_address(i), addressing.service_address(peer)
+            netns.run(
+                ["ip", "-n", nodes[i], "-batch", "-"],
+                f"address add {me}/32 dev lo\nlink set lo up\nlink set {local.ifname} up\n"
+                f"neighbour add {there} lladdr {end.peer_mac} dev {local.ifname}\n"
+                f"route add {there}/32 dev {local.ifname} src {me}\n",
+            )
+        link = Shape(delay_ms=DELAY_MS, rate_mbit=1000)
+        for t, s, e in zip(tunnels, shapers, ends, strict=True):
+            toward = t.directions[e.number][0]
+            # The node's rate limiter, as bring-up makes it for every sending interface.
+            s.add_interfaces({(e.local.netns, e.local.ifname): e.local.ifindex})
+            send_requests(sockets(e.local.netns), s.rate_limiters([(toward, link.rate_mbit)]))
+            s.apply({toward: t.shape_toward(e, link)})
+        yield nodes, tunnels, shapers, ends
+    finally:
+        sockets.close()
+        for s in shapers:
+            s.stop()
+        for t in tunnels:
+            t.remove()
+        netns.delete([ns for ns in nodes if ns in netns.namespaces(f"netemu-{RUN}-")])
+        sim.remove()
+
+
+def one_way_ms(nodes: list[str], count: int, interval: float) -> list[float]:
+    """Probe datagrams a -> b: their one-way delays (ms), kernel stamps both ends."""
+    probe = [sys.executable, "-m", "netemu.testing.probe"]
+    rx = subprocess.Popen(
+        ["ip", "netns", "exec", nodes[1], *probe, "recv", "--bind",
+         addressing.service_address(1), "--duration", str(count * interval + 2)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert "listening" in rx.stdout.readline()
+    subprocess.run(
+        ["ip", "netns", "exec", nodes[0], *probe, "send", "--to", addressing.service_address(1),
+         "--count", str(count), "--interval", str(interval)],
+        check=True,
+    )  # fmt: skip
+    out, _ = rx.communicate(timeout=count * interval + 10)
+    return [(r["recv_ns"] - r["sent_ns"]) / 1e6 for r in map(json.loads, out.splitlines())]
+
+
+def ping_ms(node: str, count: int = 20) -> tuple[list[float], str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", node, "ping", "-n", "-c", str(count), "-i", "0.02", "-W", "1",
+         addressing.service_address(1)],
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", out)], out
+
+
+@needs_root
+def test_a_packet_crossing_machines_takes_its_links_delay_once(cross_link):
+    """Every probe datagram a -> b arrives, 99% of them within 0.5 ms of the link's
+    delay and none faster than light; round trips (ping) are twice it."""
+    nodes, tunnels, _, _ = cross_link
+    substrate = tunnels[0].substrate_ms[tunnels[1].machine.address]
+    assert 0 < substrate < 0.5, f"the simulated machines' network: {substrate} ms one way"
+    delays = one_way_ms(nodes, count=300, interval=0.01)
+    assert len(delays) == 300
+    seen = f"min {min(delays):.3f}, median {statistics.median(delays):.3f}, max {max(delays):.3f}"
+    assert min(delays) >= DELAY_MS - 0.05, f"faster than the link: {seen}"
+    within = sum(abs(d - DELAY_MS) <= 0.5 for d in delays) / len(delays)
+    assert within >= 0.99, f"{within:.1%} within 0.5 ms of {DELAY_MS} ms: {seen}"
+    rtts, out = ping_ms(nodes[0])
+    assert len(rtts) == 20, out
+    assert min(rtts) >= 2 * DELAY_MS - 0.1 and statistics.median(rtts) <= 2 * DELAY_MS + 0.5, out
+
+
+@needs_root
+def test_a_cross_machine_link_blocked_on_the_sending_machine_carries_nothing(cross_link):
+    """A fault (the direction blocked where it is sent from) stops the tunnel's
+    traffic; opened again, it carries at its delay."""
+    nodes, tunnels, shapers, ends = cross_link
+    toward = tunnels[0].directions[ends[0].number][0]
+    shapers[0].apply({toward: BLOCKED})
+    rtts, out = ping_ms(nodes[0], count=10)
+    assert rtts == [], out
+    shapers[0].apply({toward: tunnels[0].shape_toward(ends[0], Shape(DELAY_MS, 1000))})
+    rtts, out = ping_ms(nodes[0], count=10)
+    assert len(rtts) == 10, out
+
+
+@needs_root
+def test_nothing_of_the_machines_or_their_tunnels_is_left():
+    """Made and removed: no namespace of the run or of the simulated machines stays."""
+    with SimulatedMachines(MACHINES, 3) as sim:
+        t = Tunnels(RUN, sim.machines[2])
+        t.make()
+        assert t.netns in netns.namespaces(f"netemu-{RUN}-")
+        t.remove()
+    assert netns.namespaces(f"netemu-{RUN}-") == []
+    assert netns.namespaces(f"netemu-{MACHINES}-") == []
