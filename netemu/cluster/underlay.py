@@ -14,7 +14,11 @@ everything, and ``netemu clean`` finds them by the ``netemu-`` prefix.
 from __future__ import annotations
 
 import ipaddress
+import json
+import shutil
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from netemu.kernel import netns
 from netemu.routes.addressing import NETNS_PREFIX
@@ -23,6 +27,8 @@ SUBNET = ipaddress.IPv4Network("198.18.0.0/24")
 #: The simulated network carries VXLAN's 50 bytes over 1,500-byte frames, as a
 #: data-centre network with jumbo frames does.
 MTU = 9000
+#: Ray's session files of each simulated machine's node (its sockets must not be shared).
+RAY_TEMP = Path("/tmp/netemu-ray")
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,32 @@ class SimulatedMachines:
             self.remove()
             raise
 
+    def start_ray(self, cpus_each: int = 1) -> str:
+        """A Ray node in each machine, the head in the first, each offering its
+        machine's resource (:func:`netemu.cluster.agents.machine_resource`), as
+        ``ray start`` on real machines does; returns the head's address. The nodes
+        die with the machines' namespaces (:meth:`remove`)."""
+        from netemu.cluster.agents import machine_resource
+
+        ray = str(Path(sys.executable).with_name("ray"))
+        head = f"{self.machines[0].address}:6379"
+        for k, m in enumerate(self.machines):
+            where = ["--head", "--port", "6379", "--include-dashboard=false"] if k == 0 else [
+                "--address", head
+            ]  # fmt: skip
+            netns.run(
+                [*enter(m), ray, "start", *where,
+                 "--node-ip-address", m.address, "--num-cpus", str(cpus_each),
+                 "--resources", json.dumps({machine_resource(m.name): 1}),
+                 "--disable-usage-stats", "--temp-dir", str(RAY_TEMP / self.name / m.name)],
+            )  # fmt: skip
+        return head
+
     def remove(self) -> None:
-        """Delete the namespaces (what is in them goes with them)."""
+        """Delete the namespaces (what is in them, Ray's nodes too, goes with them)."""
         present = set(netns.namespaces(f"{NETNS_PREFIX}{self.name}-"))
         netns.delete([ns for ns in self.namespaces if ns in present])
+        shutil.rmtree(RAY_TEMP / self.name, ignore_errors=True)
 
     def __enter__(self) -> SimulatedMachines:
         self.make()
@@ -90,6 +118,13 @@ class SimulatedMachines:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+def enter(machine: Machine) -> list[str]:
+    """The command prefix that runs a program in a simulated machine's network. Not
+    ``ip netns exec``: that gives the program a mount namespace of its own, where the
+    namespaces an agent makes (bind mounts under /run/netns) would stay unseen."""
+    return ["nsenter", f"--net=/run/netns/{machine.netns}"] if machine.netns else []
 
 
 def _ip_in(namespace: str, lines: list[str]) -> None:

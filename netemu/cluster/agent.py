@@ -1,0 +1,186 @@
+"""A machine's agent: what one machine of a run spread over several makes and applies.
+
+The controller plans and routes for the whole constellation; each machine's
+agent owns what lives on that machine: its nodes' namespaces (routers, each with
+its service address), its wire engine, the ends of its nodes' links (both ends
+of a link within the machine, this end of one whose peer is elsewhere: a
+VXLAN tunnel, :mod:`.tunnels`), the shapes of the directions its nodes send on
+(each direction is delayed once, where it is sent), its nodes' routes, and its
+stats. Everything the agent is told names nodes and links by the topology's
+indices, so a driver sends each machine only its slice. The agent is a plain
+class: on a cluster it runs as a Ray actor pinned to its machine (:mod:`.agents`).
+
+Not yet here (the single-machine run has them, :mod:`netemu.live`): the
+batched bring-up at scale, aggregated routes through nexthop objects, the netem
+shaper's ends of cross-machine links.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from netemu.cluster.tunnels import CrossEnd, Tunnels
+from netemu.cluster.underlay import Machine
+from netemu.kernel import netns
+from netemu.kernel.netlink.interface import encode_addresses, encode_links_up, encode_neighbours
+from netemu.kernel.netlink.sockets import NamespaceSockets, send_all, send_requests
+from netemu.live.bringup import ROUTER_SYSCTLS
+from netemu.routes import addressing
+from netemu.shaping import BLOCKED, Direction, Port, Shape
+from netemu.shaping.wire import WireShaper
+
+
+@dataclass(frozen=True)
+class LinkEnd:
+    """One end of a link, on the agent's machine (``peer_machine``: where the peer
+    is, ``None`` when on this machine too; ``number``: the link's, unique in the run)."""
+
+    number: int
+    node: int
+    peer: int
+    peer_name: str
+    rate_mbit: float
+    peer_machine: Machine | None = None
+
+
+class MachineAgent:
+    """One machine's part of a run (see the module's docstring)."""
+
+    def __init__(self, run_name: str, machine: Machine, nodes: dict[int, str]) -> None:
+        self.run_name = run_name
+        self.machine = machine
+        self.names = dict(nodes)
+        self.netns = {i: addressing.netns_name(run_name, n) for i, n in nodes.items()}
+        self.tunnels = Tunnels(run_name, machine)
+        self.shaper = WireShaper()
+        self.sockets = NamespaceSockets()
+        #: The direction each of this machine's nodes sends on toward a peer.
+        self.sending: dict[tuple[int, int], Direction] = {}
+        self._cross: dict[tuple[int, int], CrossEnd] = {}
+        self.env = {**os.environ, netns.RUN_ENV: run_name}
+
+    def start(self) -> dict:
+        """The nodes' namespaces (routers with their service addresses), the tunnel
+        namespace, the engine. Returns where the agent runs (for the driver's log)."""
+        spaces = list(self.netns.values())
+        netns.ip_batch([f"netns add {ns}" for ns in spaces])
+        netns.write_sysctls(spaces, ROUTER_SYSCTLS)
+        for i, ns in self.netns.items():
+            service = addressing.service_address_u32([i])
+            batches = [encode_addresses([1], service, 32), encode_links_up([1], [False])]
+            send_all(self.sockets(ns), batches)
+        self.tunnels.make()
+        self.shaper.start(spaces, self.env)
+        return {"machine": self.machine.name, "pid": os.getpid(), "nodes": len(spaces)}
+
+    def make_links(self, ends: list[LinkEnd]) -> None:
+        """Links' ends on this machine (a link within it appears with both its ends),
+        carrying nothing until shaped."""
+        pairs, cross = [], []
+        for e in ends:
+            port = self._port(e.node, e.peer, e.peer_name)
+            if e.peer_machine is not None:
+                mac = addressing.mac_address(e.peer, e.node)
+                cross.append((e, CrossEnd(e.number, _key(e), port, mac, e.peer_machine)))
+            elif e.node < e.peer:  # a link within the machine: made once, from its lower end
+                pairs.append((e, port, self._port(e.peer, e.node, self.names[e.node])))
+        if pairs:
+            self.shaper.make_links([(a, b) for _, a, b in pairs])
+        for e, a, b in pairs:
+            k = _key(e)
+            self.sending[(e.node, e.peer)] = Direction(k, a.netns, a.ifname, b.netns, b.ifname)
+            self.sending[(e.peer, e.node)] = Direction(k, b.netns, b.ifname, a.netns, a.ifname)
+        if cross:
+            self.tunnels.add(self.shaper, [c for _, c in cross])
+        for e, c in cross:
+            self._cross[(e.node, e.peer)] = c
+            self.sending[(e.node, e.peer)] = self.tunnels.directions[c.number][0]
+        self._configure(ends)
+
+    def _port(self, node: int, peer: int, peer_name: str) -> Port:
+        return Port(
+            self.netns[node], addressing.interface_name(peer_name),
+            addressing.interface_index(peer), addressing.mac_address(node, peer),
+        )  # fmt: skip
+
+    def _configure(self, ends: list[LinkEnd]) -> None:
+        """Each end up, its peer as a static neighbour, the sender's rate limiter."""
+        by_node: dict[int, list[LinkEnd]] = {}
+        for e in ends:
+            by_node.setdefault(e.node, []).append(e)
+        for node, mine in by_node.items():
+            ns = self.netns[node]
+            index = np.array([addressing.interface_index(e.peer) for e in mine])
+            peers = np.array([e.peer for e in mine])
+            self.shaper.add_interfaces(
+                {(ns, addressing.interface_name(e.peer_name)): addressing.interface_index(e.peer)
+                 for e in mine}
+            )  # fmt: skip
+            sock = self.sockets(ns)
+            send_all(
+                sock,
+                [
+                    encode_links_up(index, np.ones(len(index), bool)),
+                    encode_neighbours(
+                        index,
+                        addressing.service_address_u32(peers),
+                        addressing.mac_bytes(peers, node),
+                    ),
+                ],
+            )
+            directions = [(self.sending[(node, e.peer)], e.rate_mbit) for e in mine]
+            send_requests(sock, self.shaper.rate_limiters(directions))
+
+    def shape(self, changes: dict[tuple[int, int], Shape]) -> None:
+        """New shapes of directions this machine's nodes send on, by (node, peer);
+        across machines, less the machines' network's latency."""
+        out = {}
+        for (node, peer), shape in changes.items():
+            cross = self._cross.get((node, peer))
+            if cross is not None and shape != BLOCKED:
+                shape = self.tunnels.shape_toward(cross, shape)
+            out[self.sending[(node, peer)]] = shape
+        self.shaper.apply(out)
+
+    def routes(self, routes: dict[int, list[tuple[int, int]]]) -> None:
+        """Each node's routes: (destination node, next hop peer), replacing what was."""
+        for node, pairs in routes.items():
+            me = addressing.service_address(node)
+            lines = [
+                f"route replace {addressing.service_address(dst)}/32 via "
+                f"{addressing.service_address(via)} dev to-{self._peer_name(node, via)} "
+                f"onlink src {me}"
+                for dst, via in pairs
+            ]
+            netns.run(["ip", "-n", self.netns[node], "-batch", "-"], "\n".join(lines) + "\n")
+
+    def _peer_name(self, node: int, peer: int) -> str:
+        d = self.sending[(node, peer)]
+        return d.src_ifname.removeprefix("to-")
+
+    def check(self) -> dict:
+        """Raise if the engine died or a namespace went; the engine's counters."""
+        self.shaper.check()
+        netns.check_present(list(self.netns.values()))
+        stats = self.shaper.stats()
+        keys = ("late", "worst_late_ms", "overload")
+        return {
+            "machine": self.machine.name,
+            "notes": self.shaper.notes,
+            **{k: stats.get(k) for k in keys},
+        }
+
+    def stop(self) -> None:
+        """Everything this agent made, removed (safe to call twice)."""
+        self.sockets.close()
+        self.shaper.stop()
+        self.tunnels.remove()
+        present = set(netns.namespaces(f"{addressing.NETNS_PREFIX}{self.run_name}-"))
+        netns.delete([ns for ns in self.netns.values() if ns in present])
+
+
+def _key(e: LinkEnd) -> tuple[int, int]:
+    return (min(e.node, e.peer), max(e.node, e.peer))

@@ -1,0 +1,109 @@
+"""The driver's side of a run over several machines: one agent per machine, as Ray actors.
+
+Ray (an existing engine, not a home-made one) places each machine's
+:class:`.agent.MachineAgent` on that machine: every Ray node of a netemu cluster
+offers a custom resource named for its machine (:func:`machine_resource`,
+``ray start --resources '{"netemu_machine_m1": 1}'``), and an agent asks for it.
+Ray ships the code, carries the calls and their NumPy arrays, and reports a lost
+actor or node; it carries no packet (the links are VXLAN tunnels, :mod:`.tunnels`).
+
+Fail closed: a call that fails or does not answer within :data:`CALL_TIMEOUT_S`
+(a machine lost: Ray has not declared its node dead yet) raises
+:class:`MachineLost` naming the machine, and :meth:`Agents.stop` then removes
+everything on every machine still reachable. On the lost machine ``netemu clean``
+removes what its agent made (namespaces named for the run, as on one machine).
+
+Ray has no authentication: its ports must be on a private control network
+(docs/scaling.md, deployment).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from netemu.cluster.agent import MachineAgent
+from netemu.cluster.underlay import Machine
+
+#: A call an agent does not answer in this long: its machine is taken as lost.
+CALL_TIMEOUT_S = 30.0
+#: How long stopping waits for each agent still reachable.
+STOP_TIMEOUT_S = 30.0
+
+
+class MachineLost(RuntimeError):
+    """A machine's agent (or the whole machine) stopped answering: the run ends."""
+
+    def __init__(self, machine: str, why: str) -> None:
+        super().__init__(f"machine {machine} lost: {why}")
+        self.machine = machine
+
+
+def machine_resource(machine: str) -> str:
+    """The Ray custom resource a netemu machine's node offers."""
+    return f"netemu_machine_{machine}"
+
+
+class Agents:
+    """An agent on each of ``machines`` for run ``run_name``; ``nodes``: the
+    topology's indices and names on each machine, by machine name."""
+
+    def __init__(
+        self,
+        run_name: str,
+        machines: list[Machine],
+        nodes: Mapping[str, dict[int, str]],
+        address: str | None = None,
+    ) -> None:
+        import ray  # only runs across machines need it
+
+        self._ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        remote = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(MachineAgent)
+        self.machines = {m.name: m for m in machines}
+        self.handles = {
+            m.name: remote.options(resources={machine_resource(m.name): 0.01}).remote(
+                run_name, m, nodes[m.name]
+            )
+            for m in machines
+        }
+        self.lost: set[str] = set()
+
+    def call(self, method: str, args: Mapping[str, tuple] | None = None) -> dict[str, Any]:
+        """``method`` on every agent at once (``args`` per machine; none: no arguments;
+        a machine missing from ``args`` is skipped); their answers by machine."""
+        ray = self._ray
+        todo = self.handles if args is None else {m: self.handles[m] for m in args}
+        refs = {m: getattr(h, method).remote(*(args or {}).get(m, ())) for m, h in todo.items()}
+        out = {}
+        for m, ref in refs.items():
+            try:
+                out[m] = ray.get(ref, timeout=CALL_TIMEOUT_S)
+            except ray.exceptions.GetTimeoutError:
+                self.lost.add(m)
+                raise MachineLost(m, f"no answer to {method} in {CALL_TIMEOUT_S:.0f} s") from None
+            except ray.exceptions.RayActorError as exc:
+                self.lost.add(m)
+                raise MachineLost(m, f"its agent died ({type(exc).__name__})") from None
+            except ray.exceptions.RayTaskError as exc:  # the agent raised: still reachable
+                raise RuntimeError(f"machine {m}: {exc.cause}") from None
+        return out
+
+    def stop(self) -> list[str]:
+        """Remove everything on every machine still reachable; the machines that were not."""
+        ray = self._ray
+        refs = {m: h.stop.remote() for m, h in self.handles.items() if m not in self.lost}
+        unreachable = sorted(self.lost)
+        for m, ref in refs.items():
+            try:
+                ray.get(ref, timeout=STOP_TIMEOUT_S)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+                unreachable.append(m)
+            except ray.exceptions.RayTaskError:  # its own clean-up failed part-way
+                unreachable.append(m)
+        for h in self.handles.values():
+            with contextlib.suppress(Exception):
+                ray.kill(h)
+        return sorted(set(unreachable))

@@ -1,0 +1,59 @@
+"""A driver for tests/test_cluster_ray.py: nodes a - b - c on machines m0, m1, m2.
+
+Run inside the first simulated machine (the Ray head's): it places an agent on
+each machine, makes the chain (both links cross a machine boundary), shapes and
+routes it, says ``ready``, then answers ``check`` lines from stdin with each
+machine's stats until EOF, and stops every agent. A lost machine: one line on
+stderr naming it, the others stopped, exit status 1.
+
+    python tests/cluster_driver.py RUN SIM ADDRESS
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from netemu.cluster.agent import LinkEnd
+from netemu.cluster.agents import Agents, MachineLost
+from netemu.cluster.underlay import SimulatedMachines
+from netemu.shaping import Shape
+
+NAMES = ["a", "b", "c"]
+DELAYS_MS = {(0, 1): 3.0, (1, 2): 4.0}
+
+
+def main(run: str, sim_name: str, address: str) -> int:
+    m0, m1, m2 = SimulatedMachines(sim_name, 3).machines
+    where = [m0, m1, m2]  # node i on machine i
+    agents = Agents(run, where, {m.name: {i: NAMES[i]} for i, m in enumerate(where)}, address)
+    try:
+        agents.call("start")
+        ends: dict[str, list[LinkEnd]] = {m.name: [] for m in where}
+        shapes: dict[str, dict] = {m.name: {} for m in where}
+        for number, ((a, b), delay) in enumerate(DELAYS_MS.items()):
+            for node, peer in ((a, b), (b, a)):
+                ends[where[node].name].append(
+                    LinkEnd(number, node, peer, NAMES[peer], 1000.0, where[peer])
+                )
+                shapes[where[node].name][(node, peer)] = Shape(delay, 1000.0)
+        agents.call("make_links", {m: (e,) for m, e in ends.items()})
+        agents.call("shape", {m: (s,) for m, s in shapes.items()})
+        routes = {"m0": {0: [(1, 1), (2, 1)]}, "m1": {1: [(0, 0), (2, 2)]},
+                  "m2": {2: [(0, 1), (1, 1)]}}  # fmt: skip
+        agents.call("routes", {m: (r,) for m, r in routes.items()})
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() == "check":
+                print(json.dumps(agents.call("check")), flush=True)
+    except MachineLost as exc:
+        print(exc, file=sys.stderr, flush=True)
+        unreachable = agents.stop()
+        print(json.dumps({"unreachable": unreachable}), flush=True)
+        return 1
+    print(json.dumps({"unreachable": agents.stop()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:4]))

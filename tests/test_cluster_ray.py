@@ -1,0 +1,124 @@
+"""One emulation over three simulated machines with Ray: agents, tunnels, a machine lost.
+
+Each simulated machine (a namespace on the bridge underlay) runs a Ray node
+offering its machine's resource; a driver in the head's machine places an agent
+on each and makes a - b - c with a node per machine, so both links and every
+route cross machine boundaries. The one-way delay a -> c is the sum of the two
+links' (7 ms) within 0.5 ms; a machine whose processes are all killed (Ray node,
+agent, engine) ends the run closed: the driver names it, the others are cleaned
+up by their agents, and ``netemu clean`` removes what the lost one left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netemu.cluster.underlay import SimulatedMachines, enter
+from netemu.kernel import netns
+from netemu.routes import addressing
+
+from helpers import needs_root
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (scripts/provision installs it)")
+
+RUN = "tclray"
+SIM = "tclraym"
+DRIVER = Path(__file__).with_name("cluster_driver.py")
+
+
+@pytest.fixture(scope="module")
+def machines():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    sim = SimulatedMachines(SIM, 3)
+    try:
+        sim.make()
+        yield sim, sim.start_ray()
+    finally:
+        sim.remove()
+        netns.delete(netns.namespaces(f"netemu-{RUN}-"))
+
+
+def start_driver(sim, address) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [*enter(sim.machines[0]), sys.executable, str(DRIVER), RUN, SIM, address],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=DRIVER.parent,
+    )  # fmt: skip
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", line + proc.stderr.read()
+    return proc
+
+
+def one_way_ms(src: int, dst: int, count: int = 200) -> list[float]:
+    probe = [sys.executable, "-m", "netemu.testing.probe"]
+    ns = [addressing.netns_name(RUN, n) for n in ("a", "b", "c")]
+    rx = subprocess.Popen(
+        ["ip", "netns", "exec", ns[dst], *probe, "recv", "--bind",
+         addressing.service_address(dst), "--duration", str(count * 0.01 + 3)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert "listening" in rx.stdout.readline()
+    subprocess.run(
+        ["ip", "netns", "exec", ns[src], *probe, "send", "--to", addressing.service_address(dst),
+         "--count", str(count), "--interval", "0.01"],
+        check=True,
+    )  # fmt: skip
+    out, _ = rx.communicate(timeout=count * 0.01 + 15)
+    return [(r["recv_ns"] - r["sent_ns"]) / 1e6 for r in map(json.loads, out.splitlines())]
+
+
+@needs_root
+def test_a_route_across_three_machines_takes_the_sum_of_its_links_delays(machines):
+    sim, address = machines
+    driver = start_driver(sim, address)
+    try:
+        delays = one_way_ms(0, 2)
+        back = one_way_ms(2, 0, count=50)
+        driver.stdin.write("check\n")
+        driver.stdin.flush()
+        stats = json.loads(driver.stdout.readline())
+    finally:
+        out, err = driver.communicate(input="", timeout=120)
+    assert driver.returncode == 0, err
+    assert json.loads(out.splitlines()[-1]) == {"unreachable": []}
+    assert sorted(stats) == ["m0", "m1", "m2"]
+    assert len(delays) == 200 and len(back) == 50
+    late = [(i, round(d, 2)) for i, d in enumerate(delays) if abs(d - 7.0) > 0.5]
+    seen = f"a -> c: min {min(delays):.3f} ms, outside 0.5 ms (index, ms): {late}; {stats}"
+    assert min(delays) >= 7.0 - 0.05, seen
+    assert sum(abs(d - 7.0) <= 0.5 for d in delays) >= 0.99 * len(delays), seen
+    assert min(back) >= 7.0 - 0.05 and max(back) <= 7.5, back
+    assert netns.namespaces(f"netemu-{RUN}-") == [], "the agents left namespaces behind"
+
+
+@needs_root
+def test_a_lost_machine_ends_the_run_closed_and_clean_removes_what_it_left(machines):
+    sim, address = machines
+    driver = start_driver(sim, address)
+    lost = sim.machines[2]
+    netns.kill_processes([lost.netns])  # its Ray node, its agent, its engine: the machine is gone
+    try:
+        driver.stdin.write("check\n")
+        driver.stdin.flush()
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 1, out + err
+    assert "machine m2 lost" in err, err
+    assert json.loads(out.splitlines()[-1]) == {"unreachable": ["m2"]}
+    # What the agents on m0 and m1 made is gone; m2's node and tunnels are what is left.
+    assert netns.namespaces(f"netemu-{RUN}-") == [
+        f"netemu-{RUN}-c", f"netemu-{RUN}-tunnels.{lost.name}"
+    ]  # fmt: skip
+    removed = netns.clean(RUN)
+    assert f"namespace netemu-{RUN}-c" in removed
+    assert netns.namespaces(f"netemu-{RUN}-") == []
