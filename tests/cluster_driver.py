@@ -2,9 +2,10 @@
 
 Run inside the first simulated machine (the Ray head's): it places an agent on
 each machine, makes the chain (both links cross a machine boundary), shapes and
-routes it, says ``ready``, then answers ``check`` lines from stdin with each
-machine's stats until EOF, and stops every agent. A lost machine: one line on
-stderr naming it, the others stopped, exit status 1.
+routes it, says ``ready``, then answers each ``check`` line from stdin with every
+machine's stats and each ``clock`` line with their clocks' offsets until EOF, and
+stops every agent. A lost machine: one line on stderr naming it, the others
+stopped, exit status 1.
 
     python tests/cluster_driver.py RUN SIM ADDRESS
 """
@@ -46,12 +47,14 @@ def main(run: str, sim_name: str, address: str) -> int:
         for line in sys.stdin:
             if line.strip() == "check":
                 print(json.dumps(agents.call("check")), flush=True)
+            elif line.strip() == "clock":
+                offsets = {m: vars(o) for m, o in agents.clock_offsets().items()}
+                print(json.dumps(offsets), flush=True)
     except MachineLost as exc:
         print(exc, file=sys.stderr, flush=True)
-        unreachable = agents.stop()
-        print(json.dumps({"unreachable": unreachable}), flush=True)
         return 1
-    print(json.dumps({"unreachable": agents.stop()}), flush=True)
+    finally:  # however the driver ends, every machine still reachable is cleaned
+        print(json.dumps({"unreachable": agents.stop()}), flush=True)
     return 0
 
 

@@ -82,9 +82,10 @@ def test_a_route_across_three_machines_takes_the_sum_of_its_links_delays(machine
     try:
         delays = one_way_ms(0, 2)
         back = one_way_ms(2, 0, count=50)
-        driver.stdin.write("check\n")
+        driver.stdin.write("check\nclock\n")
         driver.stdin.flush()
         stats = json.loads(driver.stdout.readline())
+        clocks = json.loads(driver.stdout.readline())
     finally:
         out, err = driver.communicate(input="", timeout=120)
     assert driver.returncode == 0, err
@@ -97,6 +98,10 @@ def test_a_route_across_three_machines_takes_the_sum_of_its_links_delays(machine
     assert sum(abs(d - 7.0) <= 0.5 for d in delays) >= 0.99 * len(delays), seen
     assert min(back) >= 7.0 - 0.05 and max(back) <= 7.5, back
     assert netns.namespaces(f"netemu-{RUN}-") == [], "the agents left namespaces behind"
+    # One host, one clock: each estimate is within its own uncertainty of zero.
+    assert sorted(clocks) == ["m0", "m1", "m2"]
+    for c in clocks.values():
+        assert abs(c["offset_ms"]) <= c["uncertainty_ms"] < 5.0, clocks
 
 
 @needs_root

@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+from netemu.cluster.agents import ClockOffset, clock_offset
 from netemu.cluster.tunnels import CrossEnd, Tunnels, run_vni, tunnel_namespace
 from netemu.cluster.underlay import SimulatedMachines
 from netemu.kernel import netns
@@ -38,6 +39,20 @@ def test_run_vnis_are_24_bit_never_zero_and_differ_between_runs():
     assert tunnel_namespace("r1", "m0") == "netemu-r1-tunnels.m0"
 
 
+def test_a_clock_offset_is_read_from_the_shortest_round_trip():
+    """Readings (sent, remote, received) in ns of a clock 2.5 ms ahead: the shortest
+    round trip (0.2 ms) gives the offset exactly; longer ones, skewed, are not used."""
+    ahead = 2_500_000
+    readings = [
+        (0, 900_000 + ahead, 1_000_000),  # 1 ms round trip, the reading late in it
+        (5_000_000, 5_100_000 + ahead, 5_200_000),  # 0.2 ms, the reading halfway
+        (9_000_000, 9_050_000 + ahead, 9_600_000),
+    ]
+    got = clock_offset(readings)
+    assert got == ClockOffset(offset_ms=2.5, uncertainty_ms=0.1)
+    assert got.within(2.6) and not got.within(2.55)
+
+
 @pytest.fixture
 def cross_link():
     """Nodes a (on m0) and b (on m1), linked across the machines, DELAY_MS each way."""
@@ -52,7 +67,7 @@ def cross_link():
         ends = []
         for i, peer in ((0, 1), (1, 0)):
             tunnels[i].make()
-            shapers[i].start([nodes[i]])
+            shapers[i].start([nodes[i]], sim.engine_env(i))
             local = Port(
                 nodes[i], f"to-{'ab'[peer]}", addressing.interface_index(peer),
                 addressing.mac_address(i, peer),

@@ -18,6 +18,7 @@ shaper's ends of cross-machine links.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ from netemu.kernel.netlink.interface import encode_addresses, encode_links_up, e
 from netemu.kernel.netlink.sockets import NamespaceSockets, send_all, send_requests
 from netemu.live.bringup import ROUTER_SYSCTLS
 from netemu.routes import addressing
-from netemu.shaping import BLOCKED, Direction, Port, Shape
+from netemu.shaping import Direction, Port, Shape
 from netemu.shaping.wire import WireShaper
 
 
@@ -140,7 +141,7 @@ class MachineAgent:
         out = {}
         for (node, peer), shape in changes.items():
             cross = self._cross.get((node, peer))
-            if cross is not None and shape != BLOCKED:
+            if cross is not None:
                 shape = self.tunnels.shape_toward(cross, shape)
             out[self.sending[(node, peer)]] = shape
         self.shaper.apply(out)
@@ -151,15 +152,15 @@ class MachineAgent:
             me = addressing.service_address(node)
             lines = [
                 f"route replace {addressing.service_address(dst)}/32 via "
-                f"{addressing.service_address(via)} dev to-{self._peer_name(node, via)} "
+                f"{addressing.service_address(via)} dev {self.sending[(node, via)].src_ifname} "
                 f"onlink src {me}"
                 for dst, via in pairs
             ]
             netns.run(["ip", "-n", self.netns[node], "-batch", "-"], "\n".join(lines) + "\n")
 
-    def _peer_name(self, node: int, peer: int) -> str:
-        d = self.sending[(node, peer)]
-        return d.src_ifname.removeprefix("to-")
+    def clock_ns(self) -> int:
+        """This machine's wall clock (the clock one-way delays and captures are stamped by)."""
+        return time.time_ns()
 
     def check(self) -> dict:
         """Raise if the engine died or a namespace went; the engine's counters."""
@@ -174,12 +175,17 @@ class MachineAgent:
         }
 
     def stop(self) -> None:
-        """Everything this agent made, removed (safe to call twice)."""
-        self.sockets.close()
-        self.shaper.stop()
-        self.tunnels.remove()
-        present = set(netns.namespaces(f"{addressing.NETNS_PREFIX}{self.run_name}-"))
-        netns.delete([ns for ns in self.netns.values() if ns in present])
+        """Everything this agent made, removed (safe to call twice; each step is tried
+        even if one before it failed)."""
+        try:
+            self.sockets.close()
+            self.shaper.stop()
+        finally:
+            try:
+                self.tunnels.remove()
+            finally:
+                present = set(netns.namespaces(f"{addressing.NETNS_PREFIX}{self.run_name}-"))
+                netns.delete([ns for ns in self.netns.values() if ns in present])
 
 
 def _key(e: LinkEnd) -> tuple[int, int]:

@@ -20,7 +20,9 @@ Ray has no authentication: its ports must be on a private control network
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from netemu.cluster.agent import MachineAgent
@@ -30,6 +32,30 @@ from netemu.cluster.underlay import Machine
 CALL_TIMEOUT_S = 30.0
 #: How long stopping waits for each agent still reachable.
 STOP_TIMEOUT_S = 30.0
+
+
+#: Clock readings per machine for its offset (the one with the shortest round trip counts).
+CLOCK_SAMPLES = 20
+
+
+@dataclass(frozen=True)
+class ClockOffset:
+    """A machine's clock against the driver's: ``offset_ms`` (theirs minus ours), known
+    within ``uncertainty_ms`` (half the shortest round trip of the readings)."""
+
+    offset_ms: float
+    uncertainty_ms: float
+
+    def within(self, bound_ms: float) -> bool:
+        """Whether the offset is surely within ``bound_ms`` (uncertainty included)."""
+        return abs(self.offset_ms) + self.uncertainty_ms <= bound_ms
+
+
+def clock_offset(readings: list[tuple[int, int, int]]) -> ClockOffset:
+    """The offset from (sent, remote clock, received) readings, ns: as NTP does, the
+    remote reading is taken to be halfway through the shortest round trip."""
+    sent, remote, received = min(readings, key=lambda r: r[2] - r[0])
+    return ClockOffset((remote - (sent + received) / 2) / 1e6, (received - sent) / 2e6)
 
 
 class MachineLost(RuntimeError):
@@ -90,6 +116,18 @@ class Agents:
             except ray.exceptions.RayTaskError as exc:  # the agent raised: still reachable
                 raise RuntimeError(f"machine {m}: {exc.cause}") from None
         return out
+
+    def clock_offsets(self, samples: int = CLOCK_SAMPLES) -> dict[str, ClockOffset]:
+        """Each machine's clock against this one's. One-way delays across machines are
+        only as good as the machines' clocks agree (PTP or chrony keep them within
+        microseconds on a LAN); a run reports these and may refuse beyond a bound."""
+        readings: dict[str, list[tuple[int, int, int]]] = {m: [] for m in self.handles}
+        for _ in range(samples):
+            for m in self.handles:
+                sent = time.time_ns()
+                remote = self.call("clock_ns", {m: ()})[m]
+                readings[m].append((sent, remote, time.time_ns()))
+        return {m: clock_offset(r) for m, r in readings.items()}
 
     def stop(self) -> list[str]:
         """Remove everything on every machine still reachable; the machines that were not."""

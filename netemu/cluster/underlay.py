@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ SUBNET = ipaddress.IPv4Network("198.18.0.0/24")
 MTU = 9000
 #: Ray's session files of each simulated machine's node (its sockets must not be shared).
 RAY_TEMP = Path("/tmp/netemu-ray")
+#: Where the wire engine runs (engine.c); Ray's workers inherit their node's environment.
+ENGINE_CPU = "NETEMU_ENGINE_CPU"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,14 @@ class SimulatedMachines:
             Machine(f"m{k}", str(SUBNET[k + 1]), f"{NETNS_PREFIX}{name}-machine.{k}")
             for k in range(count)
         ]
+
+    def engine_env(self, k: int) -> dict[str, str]:
+        """The environment for machine ``k``'s programs: its wire engine on a CPU of
+        its own where the host has enough (the last for the first machine, and so on
+        down), as each real machine's engine has one. Two engines at real-time
+        priority on one CPU hold each other's releases back."""
+        cpus = sorted(os.sched_getaffinity(0))
+        return {**os.environ, ENGINE_CPU: str(cpus[-1 - k % len(cpus)])}
 
     @property
     def namespaces(self) -> list[str]:
@@ -103,6 +114,7 @@ class SimulatedMachines:
                  "--node-ip-address", m.address, "--num-cpus", str(cpus_each),
                  "--resources", json.dumps({machine_resource(m.name): 1}),
                  "--disable-usage-stats", "--temp-dir", str(RAY_TEMP / self.name / m.name)],
+                env=self.engine_env(k),
             )  # fmt: skip
         return head
 

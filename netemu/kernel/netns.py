@@ -55,8 +55,8 @@ def raise_open_files_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def run(cmd: list[str], stdin: str | None = None) -> str:
-    p = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+def run(cmd: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise CommandError(f"{' '.join(cmd[:4])}...: {p.stderr.strip() or p.stdout.strip()}")
     return p.stdout
