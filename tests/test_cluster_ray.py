@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from netemu.cluster.underlay import SimulatedMachines, enter
 from netemu.kernel import netns
 from netemu.routes import addressing
 
-from helpers import needs_root
+from helpers import leftovers, needs_root
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (scripts/provision installs it)")
 
@@ -102,6 +103,24 @@ def test_a_route_across_three_machines_takes_the_sum_of_its_links_delays(machine
     assert sorted(clocks) == ["m0", "m1", "m2"]
     for c in clocks.values():
         assert abs(c["offset_ms"]) <= c["uncertainty_ms"] < 5.0, clocks
+
+
+@needs_root
+def test_a_driver_killed_takes_its_agents_with_it_and_clean_removes_the_rest(machines):
+    """kill -9 of the driver: Ray ends the actors it owned (their engines die with
+    them), and ``netemu clean`` removes the namespaces they made on every machine."""
+    sim, address = machines
+    driver = start_driver(sim, address)
+    assert netns.run_pids(RUN), "the agents' engines carry the run's NETEMU_RUN"
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=10)
+    deadline = time.monotonic() + 60
+    while netns.run_pids(RUN) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert netns.run_pids(RUN) == [], "agents or engines outlived their driver"
+    assert len(netns.namespaces(f"netemu-{RUN}-")) == 6  # 3 nodes, 3 tunnel namespaces
+    netns.clean(RUN)
+    assert leftovers(RUN) == []
 
 
 @needs_root
