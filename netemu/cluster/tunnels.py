@@ -45,7 +45,7 @@ VXLAN_OVERHEAD = 50
 LINK_MTU = 1500
 #: What arrives from a tunnel was delayed on the machine that sent it.
 AT_ONCE = Shape(delay_ms=0.0, rate_mbit=1e6)
-#: Round trips averaged for the substrate's latency.
+#: Round trips whose median gives the substrate's latency.
 SUBSTRATE_PINGS = 20
 
 
