@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from netemu.cluster.agents import ClockOffset, check_clocks
 from netemu.cluster.underlay import SimulatedMachines, enter
 from netemu.kernel import netns
 from netemu.routes import addressing
@@ -103,6 +104,7 @@ def test_a_route_across_three_machines_takes_the_sum_of_its_links_delays(machine
     assert sorted(clocks) == ["m0", "m1", "m2"]
     for c in clocks.values():
         assert abs(c["offset_ms"]) <= c["uncertainty_ms"] < 5.0, clocks
+    check_clocks({m: ClockOffset(**c) for m, c in clocks.items()}, bound_ms=10.0)
 
 
 @needs_root

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from netemu.cluster.agents import ClockOffset, clock_offset
+from netemu.cluster.agents import ClockError, ClockOffset, check_clocks, clock_offset
 from netemu.cluster.tunnels import CrossEnd, Tunnels, run_vni, tunnel_namespace
 from netemu.cluster.underlay import SimulatedMachines
 from netemu.kernel import netns
@@ -51,6 +51,14 @@ def test_a_clock_offset_is_read_from_the_shortest_round_trip():
     got = clock_offset(readings)
     assert got == ClockOffset(offset_ms=2.5, uncertainty_ms=0.1)
     assert got.within(2.6) and not got.within(2.55)
+
+
+def test_clocks_not_surely_within_the_bound_stop_the_run_naming_the_machine():
+    offsets = {"m0": ClockOffset(0.01, 0.02), "m1": ClockOffset(-0.04, 0.02)}
+    check_clocks(offsets, bound_ms=0.07)
+    with pytest.raises(ClockError, match=r"m1 -0\.040 ms") as caught:
+        check_clocks(offsets, bound_ms=0.05)
+    assert "m0" not in str(caught.value)
 
 
 @pytest.fixture

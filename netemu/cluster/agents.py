@@ -58,6 +58,31 @@ def clock_offset(readings: list[tuple[int, int, int]]) -> ClockOffset:
     return ClockOffset((remote - (sent + received) / 2) / 1e6, (received - sent) / 2e6)
 
 
+#: How far the machines' clocks may disagree by default: a tenth of the 0.5 ms to
+#: which one-way delays are held (PTP keeps a LAN within microseconds, chrony with
+#: hardware stamps within tens of them).
+CLOCK_BOUND_MS = 0.05
+
+
+class ClockError(RuntimeError):
+    """The machines' clocks disagree more than a run allows: one-way delays measured
+    across them would be off by as much."""
+
+
+def check_clocks(offsets: Mapping[str, ClockOffset], bound_ms: float = CLOCK_BOUND_MS) -> None:
+    """Raise :class:`ClockError` naming the machines whose clocks are not surely
+    within ``bound_ms`` of the driver's (uncertainty included)."""
+    off = {m: o for m, o in offsets.items() if not o.within(bound_ms)}
+    if off:
+        told = ", ".join(
+            f"{m} {o.offset_ms:+.3f} ms (within {o.uncertainty_ms:.3f})" for m, o in off.items()
+        )
+        raise ClockError(
+            f"clocks off by more than {bound_ms} ms from this machine's: {told}; "
+            "synchronise the machines (PTP, or chrony with hardware stamps)"
+        )
+
+
 class MachineLost(RuntimeError):
     """A machine's agent (or the whole machine) stopped answering: the run ends."""
 

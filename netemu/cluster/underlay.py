@@ -13,6 +13,7 @@ everything, and ``netemu clean`` finds them by the ``netemu-`` prefix.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -123,6 +124,8 @@ class SimulatedMachines:
         present = set(netns.namespaces(f"{NETNS_PREFIX}{self.name}-"))
         netns.delete([ns for ns in self.namespaces if ns in present])
         shutil.rmtree(RAY_TEMP / self.name, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another set's may still be there
+            RAY_TEMP.rmdir()
 
     def __enter__(self) -> SimulatedMachines:
         self.make()
