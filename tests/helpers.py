@@ -7,6 +7,7 @@ namespaces and packets, and the helpers below ``needs_root`` are for those.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import select
@@ -95,6 +96,27 @@ def stream(emu, src: str, dst: str, count: int, interval: float) -> list[dict]:
     got = received(rx)
     tx.wait()
     return got
+
+
+def one_way_ms(
+    src_netns: str, dst_netns: str, dst_address: str, count: int, interval: float
+) -> list[float]:
+    """Probe datagrams between two namespaces outside an emulation (the cluster's
+    machines): the one-way delays (ms) of those that arrived, kernel stamps both ends."""
+    probe = [sys.executable, "-m", "netemu.testing.probe"]
+    rx = subprocess.Popen(
+        ["ip", "netns", "exec", dst_netns, *probe, "recv", "--bind", dst_address,
+         "--duration", str(count * interval + 3)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert "listening" in rx.stdout.readline()
+    subprocess.run(
+        ["ip", "netns", "exec", src_netns, *probe, "send", "--to", dst_address,
+         "--count", str(count), "--interval", str(interval)],
+        check=True,
+    )  # fmt: skip
+    out, _ = rx.communicate(timeout=count * interval + 15)
+    return [(r["recv_ns"] - r["sent_ns"]) / 1e6 for r in map(json.loads, out.splitlines())]
 
 
 def leftovers(run: str, prefix: bool = False) -> list[str]:

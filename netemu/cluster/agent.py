@@ -10,9 +10,9 @@ stats. Everything the agent is told names nodes and links by the topology's
 indices, so a driver sends each machine only its slice. The agent is a plain
 class: on a cluster it runs as a Ray actor pinned to its machine (:mod:`.agents`).
 
-Not yet here (the single-machine run has them, :mod:`netemu.live`): the
-batched bring-up at scale, aggregated routes through nexthop objects, the netem
-shaper's ends of cross-machine links.
+Not yet here (the single-machine run has them, :mod:`netemu.live`): aggregated
+routes and their installer, Mininet hosts, the netem shaper's ends of
+cross-machine links.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import numpy as np
 from netemu.cluster.tunnels import CrossEnd, Tunnels
 from netemu.cluster.underlay import Machine
 from netemu.kernel import netns
-from netemu.kernel.netlink.interface import encode_addresses, encode_links_up, encode_neighbours
-from netemu.kernel.netlink.sockets import NamespaceSockets, send_all, send_requests
-from netemu.live.bringup import ROUTER_SYSCTLS
+from netemu.kernel.netlink.route import encode_replaces
+from netemu.kernel.netlink.sockets import NamespaceSockets, send_all
+from netemu.live.bringup import ROUTER_SYSCTLS, configure_node, link_nexthops
 from netemu.routes import addressing
 from netemu.shaping import Direction, Port, Shape
 from netemu.shaping.wire import WireShaper
@@ -70,9 +70,7 @@ class MachineAgent:
         netns.ip_batch([f"netns add {ns}" for ns in spaces])
         netns.write_sysctls(spaces, ROUTER_SYSCTLS)
         for i, ns in self.netns.items():
-            service = addressing.service_address_u32([i])
-            batches = [encode_addresses([1], service, 32), encode_links_up([1], [False])]
-            send_all(self.sockets(ns), batches)
+            configure_node(self.sockets(ns), i, True, [], [])
         self.tunnels.make()
         self.shaper.start(spaces, self.env)
         return {"machine": self.machine.name, "pid": os.getpid(), "nodes": len(spaces)}
@@ -108,32 +106,25 @@ class MachineAgent:
         )  # fmt: skip
 
     def _configure(self, ends: list[LinkEnd]) -> None:
-        """Each end up, its peer as a static neighbour, the sender's rate limiter."""
+        """Each end up, its peer as a static neighbour, the sender's rate limiter (as on
+        one machine, :func:`netemu.live.bringup.configure_node`), then the nexthop
+        objects routes name."""
         by_node: dict[int, list[LinkEnd]] = {}
         for e in ends:
             by_node.setdefault(e.node, []).append(e)
         for node, mine in by_node.items():
             ns = self.netns[node]
-            index = np.array([addressing.interface_index(e.peer) for e in mine])
-            peers = np.array([e.peer for e in mine])
+            links = [(addressing.interface_index(e.peer), e.peer) for e in mine]
             self.shaper.add_interfaces(
                 {(ns, addressing.interface_name(e.peer_name)): addressing.interface_index(e.peer)
                  for e in mine}
             )  # fmt: skip
-            sock = self.sockets(ns)
-            send_all(
-                sock,
-                [
-                    encode_links_up(index, np.ones(len(index), bool)),
-                    encode_neighbours(
-                        index,
-                        addressing.service_address_u32(peers),
-                        addressing.mac_bytes(peers, node),
-                    ),
-                ],
-            )
             directions = [(self.sending[(node, e.peer)], e.rate_mbit) for e in mine]
-            send_requests(sock, self.shaper.rate_limiters(directions))
+            limiters = self.shaper.rate_limiters(directions)
+            configure_node(self.sockets(ns), node, False, links, limiters)
+        for node, mine in by_node.items():
+            links = [(addressing.interface_index(e.peer), e.peer) for e in mine]
+            send_all(self.sockets(self.netns[node]), [link_nexthops(links)])
 
     def shape(self, changes: dict[tuple[int, int], Shape]) -> None:
         """New shapes of directions this machine's nodes send on, by (node, peer);
@@ -147,16 +138,15 @@ class MachineAgent:
         self.shaper.apply(out)
 
     def routes(self, routes: dict[int, list[tuple[int, int]]]) -> None:
-        """Each node's routes: (destination node, next hop peer), replacing what was."""
+        """Each node's routes: (destination node, next hop peer), replacing what was,
+        through the nexthop objects toward the peers (one netlink batch a node)."""
         for node, pairs in routes.items():
-            me = addressing.service_address(node)
-            lines = [
-                f"route replace {addressing.service_address(dst)}/32 via "
-                f"{addressing.service_address(via)} dev {self.sending[(node, via)].src_ifname} "
-                f"onlink src {me}"
-                for dst, via in pairs
-            ]
-            netns.run(["ip", "-n", self.netns[node], "-batch", "-"], "\n".join(lines) + "\n")
+            dst, via = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
+            src = np.full(len(dst), addressing.service_address_u32(node))
+            msgs = encode_replaces(
+                addressing.service_address_u32(dst), addressing.nexthop_id(via), src
+            )
+            send_all(self.sockets(self.netns[node]), [msgs])
 
     def clock_ns(self) -> int:
         """This machine's wall clock (the clock one-way delays and captures are stamped by)."""

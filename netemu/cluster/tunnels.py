@@ -85,9 +85,6 @@ class Tunnels:
         #: Each cross end's two directions: (toward the tunnel, from it), by number.
         self.directions: dict[int, tuple[Direction, Direction]] = {}
 
-    def _in_machine(self) -> list[str]:
-        return ["ip", "netns", "exec", self.machine.netns] if self.machine.netns else []
-
     def make(self) -> None:
         """The tunnel namespace, its bridge and the run's VXLAN device in it."""
         mtu = underlay_mtu(self.machine)
@@ -100,14 +97,15 @@ class Tunnels:
         temporary = f"nevx{self.vni:06x}"  # in the machine's network until moved
         netns.ip_batch([f"netns add {self.netns}"])
         try:
-            netns.run(
-                [*self._in_machine(), "ip", "-batch", "-"],
-                f"link add {temporary} mtu {LINK_MTU} type vxlan id {self.vni} "
-                f"local {self.machine.address} dstport {self.port} nolearning\n"
-                f"link set {temporary} netns {self.netns}\n",
+            netns.ip_batch(
+                [
+                    f"link add {temporary} mtu {LINK_MTU} type vxlan id {self.vni} "
+                    f"local {self.machine.address} dstport {self.port} nolearning",
+                    f"link set {temporary} netns {self.netns}",
+                ],
+                self.machine.netns,
             )
-            self._batch(
-                "ip",
+            netns.ip_batch(
                 [
                     f"link set {temporary} name vxlan0",
                     f"link add br0 mtu {LINK_MTU} type bridge",
@@ -116,8 +114,9 @@ class Tunnels:
                     "link set br0 up",
                     "link set lo up",
                 ],
+                self.netns,
             )
-            self._batch("bridge", ["link set dev vxlan0 learning off flood off mcast_flood off"])
+            self._bridge(["link set dev vxlan0 learning off flood off mcast_flood off"])
         except BaseException:
             self.remove()
             raise
@@ -152,8 +151,8 @@ class Tunnels:
             back = Direction(e.link, o.netns, o.ifname, e.local.netns, e.local.ifname)
             self.directions[e.number] = (toward, back)
             shaper.started_at(back, AT_ONCE.rate_mbit)
-        self._batch("ip", ip)
-        self._batch("bridge", bridge)
+        netns.ip_batch(ip, self.netns)
+        self._bridge(bridge)
         shaper.apply({self.directions[e.number][1]: AT_ONCE for e in ends})
 
     def shape_toward(self, end: CrossEnd, shape: Shape) -> Shape:
@@ -167,9 +166,9 @@ class Tunnels:
         if self.netns in netns.namespaces(self.netns):
             netns.delete([self.netns])
 
-    def _batch(self, tool: str, lines: list[str]) -> None:
-        if lines:
-            netns.run([tool, "-n", self.netns, "-batch", "-"], "\n".join(lines) + "\n")
+    def _bridge(self, lines: list[str]) -> None:
+        """``bridge`` commands (ports' flags, forwarding entries) in one process."""
+        netns.run(["bridge", "-n", self.netns, "-batch", "-"], "\n".join(lines) + "\n")
 
 
 def _outer_mac(number: int) -> str:

@@ -83,15 +83,15 @@ class SimulatedMachines:
             )
             ports = [f"link set u{k} master br0 up" for k in range(len(self.machines))]
             bridge = [f"link add br0 mtu {MTU} type bridge", *ports, "link set br0 up"]
-            _ip_in(self.underlay, bridge)
+            netns.ip_batch(bridge, self.underlay)
             for m in self.machines:
-                _ip_in(
-                    m.netns,
+                netns.ip_batch(
                     [
                         f"address add {m.address}/{SUBNET.prefixlen} dev eth0",
                         "link set eth0 up",
                         "link set lo up",
                     ],
+                    m.netns,
                 )
         except BaseException:
             self.remove()
@@ -140,7 +140,3 @@ def enter(machine: Machine) -> list[str]:
     ``ip netns exec``: that gives the program a mount namespace of its own, where the
     namespaces an agent makes (bind mounts under /run/netns) would stay unseen."""
     return ["nsenter", f"--net=/run/netns/{machine.netns}"] if machine.netns else []
-
-
-def _ip_in(namespace: str, lines: list[str]) -> None:
-    netns.run(["ip", "-n", namespace, "-batch", "-"], "\n".join(lines) + "\n")

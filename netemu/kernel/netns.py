@@ -62,10 +62,12 @@ def run(cmd: list[str], stdin: str | None = None, env: dict[str, str] | None = N
     return p.stdout
 
 
-def ip_batch(lines: list[str]) -> None:
-    """Run ip commands (one per line) in one process, in the root namespace."""
+def ip_batch(lines: list[str], namespace: str | None = None) -> None:
+    """Run ip commands (one per line) in one process, in the root namespace or in
+    ``namespace``."""
     if lines:
-        run(["ip", "-force", "-batch", "-"], "\n".join(lines) + "\n")
+        where = ["-n", namespace] if namespace else []
+        run(["ip", *where, "-force", "-batch", "-"], "\n".join(lines) + "\n")
 
 
 def run_all(jobs: list[tuple[list[str], str]], parallel: int = 32) -> None:

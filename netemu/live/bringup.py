@@ -131,11 +131,7 @@ class Builder:
             self._configure(node, node in fresh, per_ns.get(node, []), limiters)
         # Once both ends are up: the kernel makes a nexthop object only on a carrier.
         for node, links in sorted(per_ns.items()):
-            index, peer = np.array(links, dtype=np.int64).reshape(-1, 2).T
-            nexthops = encode_nexthops(
-                addressing.nexthop_id(peer), addressing.service_address_u32(peer), index
-            )
-            send_all(self.sockets(self.namespaces[node]), [nexthops])
+            send_all(self.sockets(self.namespaces[node]), [link_nexthops(links)])
         netns.run_all(
             [
                 *netns.tc_jobs(
@@ -151,23 +147,35 @@ class Builder:
     def _configure(
         self, node: int, fresh: bool, links: list[tuple[int, int]], limiters: list
     ) -> None:
-        """Interfaces up, static neighbours and the shaper's rate limiters through
-        netlink (no program per namespace). ``links``: (interface index, peer);
-        ``fresh``: also the loopback with the node's service address. The links are
-        unnumbered (:mod:`netemu.routes.addressing`): each interface knows its peer's
-        service address and MAC, so no ARP crosses a link and a flow's first packet
-        waits for no address resolution."""
-        index, peer = np.array(links, dtype=np.int64).reshape(-1, 2).T
-        batches = []
-        if fresh:
-            service = addressing.service_address_u32([node])
-            batches += [encode_addresses([1], service, 32), encode_links_up([1], [False])]
-        batches += [
-            encode_links_up(index, np.ones(len(index), bool)),
-            encode_neighbours(
-                index, addressing.service_address_u32(peer), addressing.mac_bytes(peer, node)
-            ),
-        ]
-        sock = self.sockets(self.namespaces[node])
-        send_all(sock, batches)
-        send_requests(sock, limiters)
+        configure_node(self.sockets(self.namespaces[node]), node, fresh, links, limiters)
+
+
+def configure_node(
+    sock, node: int, fresh: bool, links: list[tuple[int, int]], limiters: list
+) -> None:
+    """A node's link ends up, static neighbours and the shaper's rate limiters through
+    netlink on its namespace's socket (no program per namespace). ``links``: (interface
+    index, peer); ``fresh``: also the loopback with the node's service address. The
+    links are unnumbered (:mod:`netemu.routes.addressing`): each interface knows its
+    peer's service address and MAC, so no ARP crosses a link and a flow's first packet
+    waits for no address resolution."""
+    index, peer = np.array(links, dtype=np.int64).reshape(-1, 2).T
+    batches = []
+    if fresh:
+        service = addressing.service_address_u32([node])
+        batches += [encode_addresses([1], service, 32), encode_links_up([1], [False])]
+    batches += [
+        encode_links_up(index, np.ones(len(index), bool)),
+        encode_neighbours(
+            index, addressing.service_address_u32(peer), addressing.mac_bytes(peer, node)
+        ),
+    ]
+    send_all(sock, batches)
+    send_requests(sock, limiters)
+
+
+def link_nexthops(links: list[tuple[int, int]]) -> np.ndarray:
+    """The nexthop object toward each peer of ``links`` ((interface index, peer)),
+    which routes name; made once the link's end is up (the kernel wants a carrier)."""
+    index, peer = np.array(links, dtype=np.int64).reshape(-1, 2).T
+    return encode_nexthops(addressing.nexthop_id(peer), addressing.service_address_u32(peer), index)
