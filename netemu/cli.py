@@ -501,19 +501,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _print_partition(args: argparse.Namespace, topology, epochs, count: int) -> int:
     """``netemu plan --machines M``: the partition of the nodes, from the plan's links."""
-    from netemu.model.topology import LinkKind
-    from netemu.plan.links import KINDS
-    from netemu.plan.partition import partition, summary
+    from netemu.plan.partition import count_link_epochs, partition, summary
     from netemu.report import print_partition, progress
 
-    link_epochs: dict[tuple[int, int], int] = {}
-    isl: dict[tuple[int, int], bool] = {}
     with progress(count, "planning") as advance:
-        for epoch in epochs:
-            for key, kind in zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True):
-                link_epochs[key] = link_epochs.get(key, 0) + 1
-                isl[key] = KINDS[kind] is LinkKind.ISL
-            advance()
+        link_epochs, isl = count_link_epochs(epochs, advance)
     part = partition(topology, args.machines, link_epochs)
     result = summary(topology, part, link_epochs, isl)
     if args.json:

@@ -148,6 +148,17 @@ class MachineAgent:
             )
             send_all(self.sockets(self.netns[node]), [msgs])
 
+    def apply(
+        self, shapes: dict[tuple[int, int], Shape], routes: dict[int, list[np.ndarray]]
+    ) -> None:
+        """One update's slice for this machine: the new shapes (as :meth:`shape`),
+        then each node's encoded netlink route messages (one batch a node)."""
+        if shapes:
+            self.shape(shapes)
+        for node, messages in routes.items():
+            # Ray hands numpy arrays over read-only; sending stamps sequence numbers.
+            send_all(self.sockets(self.netns[node]), [m.copy() for m in messages])
+
     def clock_ns(self) -> int:
         """This machine's wall clock (the clock one-way delays and captures are stamped by)."""
         return time.time_ns()

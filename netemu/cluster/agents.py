@@ -27,6 +27,7 @@ from typing import Any
 
 from netemu.cluster.agent import MachineAgent
 from netemu.cluster.underlay import Machine
+from netemu.errors import InputError
 
 #: A call an agent does not answer in this long: its machine is taken as lost.
 CALL_TIMEOUT_S = 30.0
@@ -50,6 +51,10 @@ class ClockOffset:
         """Whether the offset is surely within ``bound_ms`` (uncertainty included)."""
         return abs(self.offset_ms) + self.uncertainty_ms <= bound_ms
 
+    def beyond(self, bound_ms: float) -> bool:
+        """Whether the offset is surely beyond ``bound_ms`` (uncertainty included)."""
+        return abs(self.offset_ms) - self.uncertainty_ms > bound_ms
+
 
 def clock_offset(readings: list[tuple[int, int, int]]) -> ClockOffset:
     """The offset from (sent, remote clock, received) readings, ns: as NTP does, the
@@ -69,10 +74,16 @@ class ClockError(RuntimeError):
     across them would be off by as much."""
 
 
-def check_clocks(offsets: Mapping[str, ClockOffset], bound_ms: float = CLOCK_BOUND_MS) -> None:
+def check_clocks(
+    offsets: Mapping[str, ClockOffset], bound_ms: float = CLOCK_BOUND_MS, sure: bool = True
+) -> None:
     """Raise :class:`ClockError` naming the machines whose clocks are not surely
-    within ``bound_ms`` of the driver's (uncertainty included)."""
-    off = {m: o for m, o in offsets.items() if not o.within(bound_ms)}
+    within ``bound_ms`` of the driver's (uncertainty included); with ``sure=False``
+    only those surely beyond it (a driver's round trips to its agents, a fraction of a
+    millisecond over Ray, cannot certify clocks closer than that: PTP's own figures do)."""
+    off = {
+        m: o for m, o in offsets.items() if (not o.within(bound_ms) if sure else o.beyond(bound_ms))
+    }
     if off:
         told = ", ".join(
             f"{m} {o.offset_ms:+.3f} ms (within {o.uncertainty_ms:.3f})" for m, o in off.items()
@@ -91,9 +102,54 @@ class MachineLost(RuntimeError):
         self.machine = machine
 
 
+#: The prefix of the Ray custom resource that makes a Ray node a netemu machine.
+MACHINE_RESOURCE = "netemu_machine_"
+
+
 def machine_resource(machine: str) -> str:
     """The Ray custom resource a netemu machine's node offers."""
-    return f"netemu_machine_{machine}"
+    return f"{MACHINE_RESOURCE}{machine}"
+
+
+def connect(address: str | None) -> bool:
+    """This process connected to the Ray cluster at ``address`` (None: ``RAY_ADDRESS``
+    or the one already connected); whether it connected now (then it disconnects at
+    the end). Refused with one line when no cluster answers there."""
+    import ray  # only runs across machines need it
+
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise InputError(
+            f"--cluster {address or 'auto'}: no Ray cluster answers there ({exc}); start "
+            "one with 'ray start --head' on the first machine (docs/deployment.md)"
+        ) from None
+    return True
+
+
+def cluster_machines(address: str | None) -> list[Machine]:
+    """The netemu machines of the Ray cluster this process is connected to (at
+    ``address``, for messages): its live nodes that offer a :func:`machine_resource`,
+    each with the address Ray knows it by (the machines' network, where their tunnels
+    meet), in name order."""
+    import ray
+
+    found = [
+        Machine(r.removeprefix(MACHINE_RESOURCE), node["NodeManagerAddress"])
+        for node in ray.nodes()
+        if node.get("Alive")
+        for r in node.get("Resources", {})
+        if r.startswith(MACHINE_RESOURCE)
+    ]
+    if not found:
+        raise InputError(
+            f"--cluster {address or 'auto'}: no Ray node offers a netemu machine resource; "
+            "start each machine's node with ray start --resources "
+            "'{\"netemu_machine_<name>\": 1}' (docs/deployment.md)"
+        )
+    return sorted(found, key=lambda m: m.name)
 
 
 class Agents:
@@ -110,8 +166,8 @@ class Agents:
         import ray  # only runs across machines need it
 
         self._ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        #: Whether this driver connected to the cluster (and disconnects at stop).
+        self.connected = connect(address)
         remote = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(MachineAgent)
         self.machines = {m.name: m for m in machines}
         self.handles = {
@@ -169,4 +225,6 @@ class Agents:
         for h in self.handles.values():
             with contextlib.suppress(Exception):
                 ray.kill(h)
+        if self.connected:
+            ray.shutdown()
         return sorted(set(unreachable))

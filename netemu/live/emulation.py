@@ -108,6 +108,14 @@ def routes_wait(epoch: bool, behind_s: float, step_s: float) -> bool:
 IN_FORCE_SPREAD_MS = 0.05
 
 
+def check_pace(step_s: float, speed: float) -> None:
+    """Refuse a wall-clock step or an orbital speed a run cannot keep."""
+    if not 0.1 <= step_s <= 3600:
+        raise InputError(f"--step must be between 0.1 and 3600 s, got {step_s}")
+    if not 0 < speed <= 100_000:
+        raise InputError(f"--speed must be above 0 and at most 100000, got {speed}")
+
+
 class Emulation:
     def __init__(
         self,
@@ -130,10 +138,7 @@ class Emulation:
         """``run_name``, ``folder``, ``log_path`` and ``capture_dir`` make the run
         (:meth:`.run.Run.make`: ``log_path=True`` keeps ``run.jsonl`` in the run's
         folder); ``keep_history``: every update's routes, for :meth:`delay_in_force_ms`."""
-        if not 0.1 <= step_s <= 3600:
-            raise InputError(f"--step must be between 0.1 and 3600 s, got {step_s}")
-        if not 0 < speed <= 100_000:
-            raise InputError(f"--speed must be above 0 and at most 100000, got {speed}")
+        check_pace(step_s, speed)
         addressing.check_size(len(topology.nodes))
         check_memory(len(topology.nodes))
         self.topology = topology

@@ -22,14 +22,16 @@ constellation moves:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import csgraph, csr_matrix
 from scipy.sparse.linalg import eigsh
 
-from netemu.model.topology import NodeKind, Topology
+from netemu.model.topology import LinkKind, NodeKind, Topology
+from netemu.plan.links import KINDS
+from netemu.plan.planner import EpochPlan
 
 #: How far (as a share of a machine's fair load) a cut may move to fall on a shell's edge.
 EDGE_SLACK = 0.1
@@ -46,6 +48,21 @@ class Partition:
 
     def nodes_of(self, m: int) -> np.ndarray:
         return np.flatnonzero(self.machine == m)
+
+
+def count_link_epochs(
+    epochs: Iterable[EpochPlan], each: Callable[[], object] = lambda: None
+) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], bool]]:
+    """From a plan's epochs: how many epochs each link was up, and whether it is an
+    ISL (``each`` is called after every epoch: a progress bar)."""
+    link_epochs: dict[tuple[int, int], int] = {}
+    isl: dict[tuple[int, int], bool] = {}
+    for epoch in epochs:
+        for key, kind in zip(epoch.up.keys(), epoch.up.kind.tolist(), strict=True):
+            link_epochs[key] = link_epochs.get(key, 0) + 1
+            isl[key] = KINDS[kind] is LinkKind.ISL
+        each()
+    return link_epochs, isl
 
 
 def partition(

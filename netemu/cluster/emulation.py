@@ -1,0 +1,372 @@
+"""An emulation over several machines: the driver plans and routes, each machine's agent applies.
+
+:class:`ClusterEmulation` is the sequencer of a run spread over the machines of
+a Ray cluster (:mod:`.agents`), as :class:`netemu.live.emulation.Emulation` is
+of one on a single machine, with the same parts where the work is pure: the
+planner (links, budgets, events, the one acquisition model), the link table
+(each direction's shape, computed once), the controller (the clock loop),
+the router and the route aggregation. What lives in a kernel is the agents':
+the driver sends each machine its slice of every update (the shapes of the
+directions its nodes send on, its nodes' encoded netlink route messages) in
+one call per machine, all machines at once.
+
+The nodes are split by :func:`netemu.plan.partition.partition` over the plan's
+first minutes (by orbital plane for Walker shells, ground stations and
+aircraft with the satellites they link to most). The machines are the Ray
+cluster's nodes that offer a netemu machine resource; their clocks are
+checked against the driver's before anything is made (:func:`.agents.check_clocks`)
+and reported. A machine lost at any point ends the run (:class:`.agents.MachineLost`,
+naming it) and :meth:`ClusterEmulation.stop` removes everything on every
+machine still reachable.
+
+Not yet here (the single-machine run has them): Mininet hosts, captures,
+containers, the run log, the netem shaper (the agents run the wire engine).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from netemu.cluster.agent import LinkEnd
+from netemu.cluster.agents import (
+    CLOCK_BOUND_MS,
+    Agents,
+    ClockOffset,
+    check_clocks,
+    cluster_machines,
+    connect,
+)
+from netemu.cluster.underlay import Machine
+from netemu.errors import InputError
+from netemu.live.bringup import links_ahead
+from netemu.live.controller import Controller
+from netemu.live.linktable import ACQUIRING, UP, LinkTable
+from netemu.live.routes import route_messages
+from netemu.live.run import Run
+from netemu.model.faults import Fault, parse_target
+from netemu.model.topology import NodeKind, Topology
+from netemu.plan.links import KINDS
+from netemu.plan.partition import Partition, count_link_epochs, partition
+from netemu.plan.planner import EpochPlan, Planner, iso_utc
+from netemu.routes import addressing
+from netemu.routes.aggregation import PrefixRoutes
+from netemu.routes.routing import WORK_PER_SECOND, ShortestDelayRouter, path
+from netemu.shaping import Direction
+
+log = logging.getLogger(__name__)
+
+
+class ClusterEmulation:
+    """A topology live over the machines of the Ray cluster at ``address``."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        address: str | None,
+        *,
+        start: datetime | None = None,
+        duration_s: float | None = None,
+        step_s: float = 1.0,
+        speed: float = 1.0,
+        run_name: str | None = None,
+        faults: list[Fault] = (),
+        clock_bound_ms: float = CLOCK_BOUND_MS,
+    ) -> None:
+        """``address``: the Ray cluster's (``host:6379``; None: the one this process
+        is connected to, or ``RAY_ADDRESS``); ``clock_bound_ms``: a machine whose clock
+        is surely further than this from the driver's is refused (one closer than the
+        measurement can tell is logged)."""
+        from netemu.live.emulation import check_pace
+
+        check_pace(step_s, speed)
+        addressing.check_size(len(topology.nodes))
+        self.topology = topology
+        self.address = address
+        self.this_run = Run.make(topology.name, run_name)
+        self.run_name = self.this_run.name
+        self.start_time = start or topology.start
+        self.duration_s = duration_s
+        self.step_s = step_s
+        self.speed = speed
+        self.clock_bound_ms = clock_bound_ms
+        self.planner = Planner(topology)
+        for fault in faults:
+            self.planner.faults.add(fault)
+        self.names = [n.name for n in topology.nodes]
+        self.netns = [self.this_run.namespace(n) for n in self.names]
+        self.table = LinkTable()
+        hubs = [n.index for n in topology.nodes if n.kind is not NodeKind.SATELLITE]
+        self.router = ShortestDelayRouter(
+            len(self.names), work_per_update=round(WORK_PER_SECOND * step_s), hubs=hubs
+        )
+        self.prefixes = PrefixRoutes(len(self.names))
+        self.controller = Controller(step_s, self._advance, self._acquired, self._next_ready)
+        self.machines: list[Machine] = []
+        self.partition: Partition | None = None
+        self.agents: Agents | None = None
+        #: Each machine's clock against the driver's, measured at start.
+        self.clock_offsets: dict[str, ClockOffset] = {}
+        self.events: list[dict] = []
+        self.epoch: EpochPlan | None = None
+        self.epoch_index = -1
+        self.handovers = 0
+        self.timings: dict[str, float] = {}
+        #: The last updates' costs, newest last (as on one machine).
+        self.updates: list[dict] = []
+        self._epochs: Iterator[EpochPlan] | None = None
+        self._error: BaseException | None = None
+        self.started = False
+        self._connected = False
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> ClusterEmulation:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Place an agent on every machine, check their clocks, make the links the
+        plan's first minutes need and apply the first epoch. Tears down on failure."""
+        t0 = time.perf_counter()
+
+        def phase(name: str) -> None:
+            nonlocal t0
+            now = time.perf_counter()
+            self.timings[name] = round(now - t0, 3)
+            t0 = now
+
+        self._connected = connect(self.address)
+        self.started = True  # from here on, stop() disconnects and removes
+        try:
+            self.machines = cluster_machines(self.address)
+            if len(self.machines) > len(self.names):
+                raise InputError(
+                    f"the cluster has {len(self.machines)} netemu machines for "
+                    f"{len(self.names)} nodes: use a smaller cluster or a larger topology"
+                )
+            orbital_step = self.step_s * self.speed
+            first_links = links_ahead(self.planner, self.start_time, self.duration_s, orbital_step)
+            link_epochs, _ = count_link_epochs(
+                self.planner.run(self.start_time, self._ahead_s(), max(orbital_step, 10.0))
+            )
+            self.partition = partition(self.topology, len(self.machines), link_epochs)
+            nodes = {
+                m.name: {i: self.names[i] for i in self.partition.nodes_of(k).tolist()}
+                for k, m in enumerate(self.machines)
+            }
+            phase("plan")
+            self.agents = Agents(self.run_name, self.machines, nodes, self.address)
+            self.clock_offsets = self.agents.clock_offsets()
+            check_clocks(self.clock_offsets, self.clock_bound_ms, sure=False)
+            unsure = [m for m, o in self.clock_offsets.items() if not o.within(self.clock_bound_ms)]
+            if unsure:
+                log.warning(
+                    "clocks of %s not measurably within %s ms of this one's over Ray "
+                    "(uncertainty %s ms): one-way delays across machines are as good as "
+                    "their synchronisation (PTP, chrony)",
+                    ", ".join(unsure), self.clock_bound_ms,
+                    max(self.clock_offsets[m].uncertainty_ms for m in unsure),
+                )  # fmt: skip
+            self.agents.call("start")
+            phase("agents")
+            self._make_links(first_links)
+            phase("links")
+            self._epochs = self.planner.run(
+                self.start_time,
+                self.duration_s if self.duration_s is not None else 1e12,
+                orbital_step,
+                network_clock=time.monotonic,
+            )
+            self.controller.started()
+            self._advance()
+            self.controller.started()  # the schedule starts once the network is up
+            phase("first_epoch")
+        except BaseException as exc:
+            self._error = exc
+            self.stop()
+            raise
+        log.info(
+            "run %s up over %d machines: %d nodes, %d links in %.1f s",
+            self.run_name, len(self.machines), len(self.names), len(self.table),
+            sum(self.timings.values()),
+        )  # fmt: skip
+
+    def _ahead_s(self) -> float:
+        return min(self.duration_s if self.duration_s is not None else 600.0, 600.0)
+
+    def machine_of(self, node: str) -> str:
+        """The machine that runs a node."""
+        return self.machines[int(self.partition.machine[self.topology.by_name[node].index])].name
+
+    # -- links -----------------------------------------------------------------------
+    def _make_links(self, keys_kinds: list[tuple[tuple[int, int], int]]) -> None:
+        """New links: each end made by its machine's agent (a link within a machine
+        by that machine's, one across by both), then into the table, down."""
+        new = [(k, kind) for k, kind in keys_kinds if k not in self.table]
+        if not new:
+            return
+        where = self.partition.machine
+        ends: dict[str, list[LinkEnd]] = {}
+        rows = []
+        for number, ((a, b), kind) in enumerate(new, start=len(self.table)):
+            nodes = self.topology.nodes
+            params = self.topology.link_params(KINDS[kind], nodes[a], nodes[b])
+            rate = params.data_rate_gbps * 1000
+            for node, peer in ((a, b), (b, a)):
+                here, there = self.machines[where[node]], self.machines[where[peer]]
+                cross = there if there != here else None
+                end = LinkEnd(number, node, peer, self.names[peer], rate, cross)
+                ends.setdefault(here.name, []).append(end)
+            ia, ib = (
+                addressing.interface_name(self.names[b]),
+                addressing.interface_name(self.names[a]),
+            )
+            fwd = Direction((a, b), self.netns[a], ia, self.netns[b], ib)
+            bwd = Direction((a, b), self.netns[b], ib, self.netns[a], ia)
+            rows.append(((a, b), kind, params, (fwd, bwd)))
+        self.agents.call("make_links", {m: (e,) for m, e in ends.items()})
+        self.table.add(rows)
+
+    # -- the controller ----------------------------------------------------------------
+    def run(self, on_epoch: Callable[[ClusterEmulation], None] | None = None) -> None:
+        """Advance epochs in this thread until the duration is over or :meth:`stop`."""
+        try:
+            self.controller.run(lambda: on_epoch(self) if on_epoch else None)
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    def _advance(self, events: list[dict] = ()) -> bool:
+        t0 = time.perf_counter()
+        epoch = next(self._epochs, None)
+        if epoch is None:
+            return False
+        self.epoch = epoch
+        self.epoch_index += 1
+        self._make_links(self.table.missing(epoch.up))
+        self.table.update(epoch.up, epoch.budget)
+        self.handovers += sum(1 for e in epoch.events if e["type"] == "handover")
+        carrying = self.planner.acquisition.carrying
+        self._apply(carrying, [*events, *epoch.events], refresh=True)
+        self.updates[-1]["epoch_ms"] = (time.perf_counter() - t0) * 1000
+        return True
+
+    def _acquired(self, now: float) -> None:
+        acquisition = self.planner.acquisition
+        acquisition.update(now, self.epoch.up.keys())
+        ready = self.planner.ready_events(acquisition.became_ready)
+        self._apply(acquisition.carrying, ready, refresh=False)
+
+    def _next_ready(self) -> float | None:
+        return self.planner.acquisition.next_ready()
+
+    def _apply(self, carrying: set, events: list[dict], refresh: bool) -> None:
+        """Every machine's slice of this update: the shapes of the directions its
+        nodes send on, and its nodes' changed routes; one call each, all at once."""
+        t0, began = time.perf_counter(), time.time()
+        self.table.set_carrying(carrying)
+        changes = self.table.changes(self.epoch.broken.degraded)
+        a, b, delay = self.table.carrying()
+        routes = self.router.update(a, b, delay, refresh)
+        prefixes = self.prefixes.update(self.router.hops, routes.node, a, b, routes.dest)
+        slices: dict[str, tuple[dict, dict]] = {m.name: ({}, {}) for m in self.machines}
+        for d, shape in changes.items():
+            node = d.link[0] if d.src_netns == self.netns[d.link[0]] else d.link[1]
+            peer = d.link[1] if node == d.link[0] else d.link[0]
+            slices[self._machine(node)][0][(node, peer)] = shape
+        for node, messages in route_messages(prefixes):
+            slices[self._machine(node)][1][node] = messages
+        busy = {m: s for m, s in slices.items() if s[0] or s[1]}
+        self.agents.call("apply", busy)
+        self.updates.append(
+            {"epoch": self.epoch_index, "refresh": refresh, "unix_s": began,
+             "shape_changes": len(changes), "prefix_changes": len(prefixes),
+             "apply_ms": (time.perf_counter() - t0) * 1000}
+        )  # fmt: skip
+        wall = round(time.time(), 6)
+        self.events += [{"time": iso_utc(self.epoch.time), "unix_s": wall, **e} for e in events]
+
+    def _machine(self, node: int) -> str:
+        return self.machines[int(self.partition.machine[node])].name
+
+    # -- what users and tests ask ------------------------------------------------------
+    def address_of(self, name: str) -> str:
+        """A node's service address (on its loopback; routes lead here)."""
+        return addressing.service_address(self.topology.by_name[name].index)
+
+    def route(self, src: str, dst: str) -> list[str] | None:
+        """Nodes on the current path from ``src`` to ``dst`` (None: unreachable)."""
+        p = path(
+            self.router.hops, self.topology.by_name[src].index, self.topology.by_name[dst].index
+        )
+        return None if p is None else [self.names[i] for i in p]
+
+    def path_delay_ms(self, src: str, dst: str) -> float | None:
+        """Sum of the one-way propagation delays along the current path."""
+        nodes = self.route(src, dst)
+        if nodes is None:
+            return None
+        idx = [self.topology.by_name[x].index for x in nodes]
+        return sum(self.table.delay_ms((min(u, v), max(u, v))) for u, v in itertools.pairwise(idx))
+
+    def links_across(self) -> list[tuple[str, str]]:
+        """The links made so far whose ends are on different machines (VXLAN tunnels)."""
+        where = self.partition.machine
+        return [(self.names[a], self.names[b]) for a, b in self.table.keys if where[a] != where[b]]
+
+    def link_state(self, a: str, b: str) -> str:
+        i, j = self.topology.by_name[a].index, self.topology.by_name[b].index
+        return self.table.state_of((min(i, j), max(i, j)))
+
+    def inject(self, kind: str, target: str, for_s: float | None = None, **how) -> Fault:
+        """A fault from the next epoch on, as :meth:`.Emulation.inject`."""
+        nodes = parse_target(kind, target, "inject")
+        now_s = (self.epoch.time - self.start_time).total_seconds() if self.epoch else 0.0
+        fault = Fault(kind, nodes, now_s + 1e-6, for_s, how.get("loss_percent", 0.0),
+                      how.get("jitter_ms", 0.0))  # fmt: skip
+        self.planner.faults.add(fault)
+        return fault
+
+    def stats(self) -> dict[str, dict]:
+        """Every machine's engine counters (late, worst late, overload); raises
+        :class:`.agents.MachineLost` for a machine gone."""
+        return self.agents.call("check")
+
+    def status(self) -> dict:
+        wall0 = self.controller.wall0
+        return {
+            "time": self.epoch.time if self.epoch else self.start_time,
+            "wall_s": time.monotonic() - wall0 if wall0 else 0.0,
+            "epoch": self.epoch_index,
+            "links_up": self.table.count(UP),
+            "links_acquiring": self.table.count(ACQUIRING),
+            "links": len(self.table),
+            "handovers": self.handovers,
+            "late_epochs": self.controller.late_epochs,
+            "shaper": f"wire on {len(self.machines)} machines",
+        }
+
+    # -- teardown ----------------------------------------------------------------------
+    def stop(self) -> list[str]:
+        """Stop the controller and remove everything on every machine still reachable;
+        the machines that were not (``netemu clean`` there removes what is left)."""
+        self.controller.stop()
+        if not self.started:
+            return []
+        self.started = False
+        unreachable: list[str] = []
+        try:
+            if self.agents is not None:
+                unreachable = self.agents.stop()
+        finally:
+            if self._connected:
+                import ray
+
+                ray.shutdown()
+        return unreachable
