@@ -12,6 +12,7 @@
 Only names: each lives in the module that owns it (see docs/design.md).
 """
 
+from netemu.cluster.emulation import ClusterEmulation
 from netemu.errors import InputError
 from netemu.live.emulation import Emulation
 from netemu.live.linktable import LinkView
@@ -23,6 +24,7 @@ from netemu.plan.planner import EpochPlan, Planner
 from netemu.testing.network import Network
 
 __all__ = [
+    "ClusterEmulation",
     "Emulation",
     "EpochPlan",
     "Fault",

@@ -124,7 +124,7 @@ def connect(address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise InputError(
             f"--cluster {address or 'auto'}: no Ray cluster answers there ({exc}); start "
-            "one with 'ray start --head' on the first machine (docs/deployment.md)"
+            "one with 'ray start --head' on the first machine (docs/scaling.md)"
         ) from None
     return True
 
@@ -147,7 +147,7 @@ def cluster_machines(address: str | None) -> list[Machine]:
         raise InputError(
             f"--cluster {address or 'auto'}: no Ray node offers a netemu machine resource; "
             "start each machine's node with ray start --resources "
-            "'{\"netemu_machine_<name>\": 1}' (docs/deployment.md)"
+            "'{\"netemu_machine_<name>\": 1}' (docs/scaling.md)"
         )
     return sorted(found, key=lambda m: m.name)
 

@@ -33,6 +33,9 @@ MTU = 9000
 RAY_TEMP = Path("/tmp/netemu-ray")
 #: Where the wire engine runs (engine.c); Ray's workers inherit their node's environment.
 ENGINE_CPU = "NETEMU_ENGINE_CPU"
+#: The share of its CPU an engine may spin (engine.c's SPIN_MAX_BUSY, the most).
+SPIN_SHARE = "NETEMU_ENGINE_SPIN_SHARE"
+SPIN_MAX_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,17 @@ class SimulatedMachines:
         """The environment for machine ``k``'s programs: its wire engine on a CPU of
         its own where the host has enough (the last for the first machine, and so on
         down), as each real machine's engine has one. Two engines at real-time
-        priority on one CPU hold each other's releases back."""
+        priority on one CPU hold each other's releases back, and share its real-time
+        budget: each spins toward due times at most its part of the half one may, or
+        together they run the CPU into the kernel's RT throttling (tens of ms still)."""
         cpus = sorted(os.sched_getaffinity(0))
-        return {**os.environ, ENGINE_CPU: str(cpus[-1 - k % len(cpus)])}
+        slot = k % len(cpus)
+        sharing = sum(1 for i in range(len(self.machines)) if i % len(cpus) == slot)
+        return {
+            **os.environ,
+            ENGINE_CPU: str(cpus[-1 - slot]),
+            SPIN_SHARE: f"{SPIN_MAX_SHARE / sharing:.3f}",
+        }
 
     @property
     def namespaces(self) -> list[str]:

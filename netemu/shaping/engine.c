@@ -879,6 +879,9 @@ static bool handle(struct epoll_event *ev, int n)
 #define BUSY_WINDOW_NS 100000000
 #define REST_NS 7000000
 #define SPIN_MAX_BUSY 0.5
+/* Engines sharing a CPU (simulated machines on one host) share its real-time budget too:
+ * each spins at most NETEMU_ENGINE_SPIN_SHARE of the time (SPIN_MAX_BUSY by default). */
+static double spin_max_busy = SPIN_MAX_BUSY;
 
 static void account(int64_t now)
 {
@@ -918,7 +921,7 @@ static void run(void)
 			return; /* the controller is gone: stop (the TAPs then carry nothing) */
 		/* Spin only while this window has left room for it (spinning is busy time). */
 		int64_t busy_so_far = now - window_start - window_idle;
-		int64_t lead = busy_so_far < SPIN_MAX_BUSY * BUSY_WINDOW_NS ? lead_ns : 0;
+		int64_t lead = busy_so_far < spin_max_busy * BUSY_WINDOW_NS ? lead_ns : 0;
 		if (due <= now) {
 			release(now);
 			int n = epoll_wait(epfd, ev, 256, 0); /* arrivals meanwhile: stamp them */
@@ -992,6 +995,12 @@ static void tune(char *notes, size_t size)
 		CPU_SET(cpu, &cpus);
 		if (!sched_setaffinity(0, sizeof cpus, &cpus))
 			used += snprintf(notes + used, size - used, "\"CPU %d\",", cpu);
+	}
+	const char *share = getenv("NETEMU_ENGINE_SPIN_SHARE");
+	if (share) {
+		double f = atof(share);
+		spin_max_busy = f < 0 ? 0 : f > SPIN_MAX_BUSY ? SPIN_MAX_BUSY : f;
+		used += snprintf(notes + used, size - used, "\"spin share %.2f\",", spin_max_busy);
 	}
 	struct sched_param sp = {.sched_priority = 50};
 	if (sched_setscheduler(0, SCHED_FIFO, &sp))
