@@ -7,6 +7,7 @@ problem with the user's input ends with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -143,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--name", help="run name (default: the topology's name)")
     run.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run over the machines of the Ray cluster at ADDRESS (head:6379, or auto): "
+        "its nodes started with --resources '{\"netemu_machine_<name>\": 1}' (docs/scaling.md)",
+    )
+    run.add_argument(
         "--cli",
         action="store_true",
         help="open Mininet's CLI while the controller runs (exit it to stop)",
@@ -271,7 +278,16 @@ def emulation_for(args: argparse.Namespace):
     return emu
 
 
+#: What a run over a cluster cannot do yet (docs/scaling.md), by option.
+NOT_ON_A_CLUSTER = {
+    "cli": "--cli", "test": "--test", "capture": "--capture", "containers": "--containers",
+    "log": "--log", "capture_dir": "--capture-dir",
+}  # fmt: skip
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.cluster is not None:
+        return run_cluster(args)
     # From here on a signal stops the run; Ctrl-C in --cli stops the prompt's command.
     stop = StopSignals(interrupt=not args.cli).__enter__()
     with signals.blocked():  # the threads these imports start leave signals to this one
@@ -379,6 +395,98 @@ def cmd_run(args: argparse.Namespace) -> int:
         view.message(f"netemu: --test {args.test} failed", failure=True)
         return EXIT_RUNTIME_FAILURE
     return 0
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """``netemu run --cluster``: the driver here, an agent on each machine."""
+    from netemu.cluster.agents import MachineLost
+    from netemu.cluster.emulation import ClusterEmulation
+    from netemu.model.faults import parse_cli
+    from netemu.model.topology import load_topology
+    from netemu.report import StatusView
+
+    for key, option in NOT_ON_A_CLUSTER.items():
+        if getattr(args, key):
+            raise InputError(f"{option} does not run over a cluster yet (docs/scaling.md)")
+    if args.shaper == "netem":
+        raise InputError("--shaper netem does not run over a cluster yet: the agents run wire")
+    stop = StopSignals(interrupt=True).__enter__()
+    topology = load_topology(args.topology)
+    emu = ClusterEmulation(
+        topology,
+        None if args.cluster == "auto" else args.cluster,
+        start=args.start,
+        duration_s=args.duration,
+        step_s=args.step,
+        speed=args.speed,
+        run_name=args.name,
+        faults=[parse_cli(f) for f in args.fault],
+    )
+    view = StatusView(quiet=args.quiet > 0)
+    failure: Exception | None = None
+    unreachable: list[str] = []
+    try:
+        view.message(
+            f"netemu: building {topology.name} ({len(topology.nodes)} nodes) over the "
+            f"cluster at {args.cluster} ..."
+        )
+        emu.start()
+        where = {m.name: len(emu.partition.nodes_of(k)) for k, m in enumerate(emu.machines)}
+        clocks = ", ".join(
+            f"{m} {o.offset_ms:+.3f} ms (within {o.uncertainty_ms:.3f})"
+            for m, o in emu.clock_offsets.items()
+        )
+        view.message(
+            f"netemu: up over {len(where)} machines (nodes: "
+            + ", ".join(f"{m} {n}" for m, n in where.items())
+            + f"); {len(emu.links_across())} links across machines; clocks {clocks}"
+        )
+        with view:
+            view.update(emu.status())
+            emu.run(on_epoch=lambda e: (stop.check(), view.update(e.status())))
+        stop.check()
+    except Stopped:
+        pass
+    except InputError:
+        raise
+    except Exception as exc:  # a lost machine, a runtime failure: one line below
+        failure = exc
+        if args.debug:
+            traceback.print_exc()
+    finally:
+        stop.hold()
+        status = emu.status() if emu.epoch is not None else None
+        late = {}
+        if failure is None and emu.agents is not None:
+            with contextlib.suppress(Exception):  # a machine lost now: said by stop()
+                late = emu.stats()
+        try:
+            unreachable = emu.stop()
+        except Exception as exc:
+            failure = failure or exc
+        stop.__exit__()
+    removed = (
+        "everything removed"
+        if not unreachable
+        else f"machines {', '.join(unreachable)} unreachable: run 'netemu clean' on each"
+    )
+    if failure is not None:
+        why = str(failure) if isinstance(failure, MachineLost) else describe(failure)
+        view.message(f"netemu: run {emu.run_name} failed: {why}; {removed}", True)
+        return EXIT_RUNTIME_FAILURE
+    if status:
+        how = f"stopped by {stop.stopped.name}" if stop.stopped else "done"
+        view.message(
+            f"netemu: {how} after {status['epoch'] + 1} epochs, {status['handovers']} "
+            f"handovers, {status['late_epochs']} late epochs; {removed}"
+        )
+    for m, counters in late.items():
+        if counters.get("late"):
+            view.message(
+                f"netemu: warning: machine {m}'s shaping engine released {counters['late']} "
+                f"packets more than 0.5 ms late (worst {counters['worst_late_ms']} ms)"
+            )
+    return stop.stopped.exit_status if stop.stopped else 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:

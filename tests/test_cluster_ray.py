@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from netemu.cluster.underlay import SimulatedMachines, enter
 from netemu.kernel import netns
 from netemu.routes import addressing
 
-from helpers import leftovers, needs_root, one_way_ms
+from helpers import leftovers, needs_root, one_way_ms, run_netemu
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (scripts/provision installs it)")
 
@@ -169,6 +170,32 @@ def test_kepler_split_over_three_machines_routes_and_reroutes_across_them(machin
     assert json.loads(out.splitlines()[-1]) == {"unreachable": []}
     assert sorted(stats) == ["m0", "m1", "m2"]
     assert leftovers(run) == [], "the run left something on a machine"
+
+
+@needs_root
+def test_netemu_run_cluster_runs_kepler_over_the_machines_and_leaves_nothing(machines):
+    """``netemu run --cluster`` from the head's machine: up over the three machines,
+    five epochs at ten a second, done, nothing left anywhere."""
+    sim, address = machines
+    run = f"{RUN}c"
+    p = subprocess.run(
+        [*enter(sim.machines[0]), sys.executable, "-m", "netemu.cli", "run", str(KEPLER),
+         "--cluster", address, "--name", run, "--duration", "5", "--step", "0.1",
+         "--speed", "10"],
+        capture_output=True, text=True, timeout=300, cwd=DRIVER.parents[1],
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "up over 3 machines (nodes: m0 " in p.stderr, p.stderr
+    assert "3 links across machines" in p.stderr, p.stderr
+    assert re.search(r"done after \d+ epochs, .*; everything removed", p.stderr), p.stderr
+    assert leftovers(run) == []
+
+
+def test_netemu_run_cluster_refuses_what_it_cannot_do_yet_in_one_line():
+    p = run_netemu("run", KEPLER, "--cluster", "auto", "--cli")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stderr.strip() == "netemu: --cli does not run over a cluster yet (docs/scaling.md)"
+    assert "Traceback" not in p.stderr
 
 
 @needs_root

@@ -44,7 +44,7 @@ from netemu.cluster.underlay import Machine
 from netemu.errors import InputError
 from netemu.live.bringup import links_ahead
 from netemu.live.controller import Controller
-from netemu.live.linktable import ACQUIRING, UP, LinkTable
+from netemu.live.linktable import LinkTable
 from netemu.live.routes import route_messages
 from netemu.live.run import Run
 from netemu.model.faults import Fault, parse_target
@@ -339,18 +339,11 @@ class ClusterEmulation:
         return self.agents.call("check")
 
     def status(self) -> dict:
-        wall0 = self.controller.wall0
-        return {
-            "time": self.epoch.time if self.epoch else self.start_time,
-            "wall_s": time.monotonic() - wall0 if wall0 else 0.0,
-            "epoch": self.epoch_index,
-            "links_up": self.table.count(UP),
-            "links_acquiring": self.table.count(ACQUIRING),
-            "links": len(self.table),
-            "handovers": self.handovers,
-            "late_epochs": self.controller.late_epochs,
-            "shaper": f"wire on {len(self.machines)} machines",
-        }
+        from netemu.live.emulation import run_status
+
+        return run_status(
+            self, self.controller.late_epochs, f"wire on {len(self.machines)} machines"
+        )
 
     # -- teardown ----------------------------------------------------------------------
     def stop(self) -> list[str]:

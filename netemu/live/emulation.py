@@ -108,6 +108,22 @@ def routes_wait(epoch: bool, behind_s: float, step_s: float) -> bool:
 IN_FORCE_SPREAD_MS = 0.05
 
 
+def run_status(emu, late_epochs: int, shaper: str) -> dict:
+    """A live run's figures for its status line (one machine's or a cluster's)."""
+    wall0 = emu.controller.wall0
+    return {
+        "time": emu.epoch.time if emu.epoch else emu.start_time,
+        "wall_s": time.monotonic() - wall0 if wall0 else 0.0,
+        "epoch": emu.epoch_index,
+        "links_up": emu.table.count(UP),
+        "links_acquiring": emu.table.count(ACQUIRING),
+        "links": len(emu.table),
+        "handovers": emu.handovers,
+        "late_epochs": late_epochs,
+        "shaper": shaper,
+    }
+
+
 def check_pace(step_s: float, speed: float) -> None:
     """Refuse a wall-clock step or an orbital speed a run cannot keep."""
     if not 0.1 <= step_s <= 3600:
@@ -646,18 +662,7 @@ class Emulation:
             return [self.table.view(key, self.names) for key in self.table.keys]
 
     def status(self) -> dict:
-        wall0 = self.controller.wall0
-        return {
-            "time": self.epoch.time if self.epoch else self.start_time,
-            "wall_s": time.monotonic() - wall0 if wall0 else 0.0,
-            "epoch": self.epoch_index,
-            "links_up": self.table.count(UP),
-            "links_acquiring": self.table.count(ACQUIRING),
-            "links": len(self.table),
-            "handovers": self.handovers,
-            "late_epochs": self.late_epochs,
-            "shaper": self.shaper.name,
-        }
+        return run_status(self, self.late_epochs, self.shaper.name)
 
     def add_container(
         self, name: str, image: str | None = None, *, where: str = "add_container", **options
