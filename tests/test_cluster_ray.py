@@ -50,6 +50,7 @@ def machines():
         sim.remove()
         netns.delete(netns.namespaces(f"netemu-{RUN}-"))
         netns.delete(netns.namespaces(f"netemu-{RUN}k-"))
+        netns.delete(netns.namespaces(f"netemu-{RUN}c-"))
 
 
 def start_driver(sim, address) -> subprocess.Popen:

@@ -25,6 +25,7 @@ containers, the run log, the netem shaper (the agents run the wire engine).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import time
@@ -116,9 +117,8 @@ class ClusterEmulation:
         self.handovers = 0
         self.timings: dict[str, float] = {}
         #: The last updates' costs, newest last (as on one machine).
-        self.updates: list[dict] = []
+        self.updates: collections.deque[dict] = collections.deque(maxlen=10_000)
         self._epochs: Iterator[EpochPlan] | None = None
-        self._error: BaseException | None = None
         self.started = False
         self._connected = False
 
@@ -187,8 +187,7 @@ class ClusterEmulation:
             self._advance()
             self.controller.started()  # the schedule starts once the network is up
             phase("first_epoch")
-        except BaseException as exc:
-            self._error = exc
+        except BaseException:
             self.stop()
             raise
         log.info(
@@ -236,11 +235,7 @@ class ClusterEmulation:
     # -- the controller ----------------------------------------------------------------
     def run(self, on_epoch: Callable[[ClusterEmulation], None] | None = None) -> None:
         """Advance epochs in this thread until the duration is over or :meth:`stop`."""
-        try:
-            self.controller.run(lambda: on_epoch(self) if on_epoch else None)
-        except BaseException as exc:
-            self._error = exc
-            raise
+        self.controller.run(lambda: on_epoch(self) if on_epoch else None)
 
     def _advance(self, events: list[dict] = ()) -> bool:
         t0 = time.perf_counter()
