@@ -5,9 +5,10 @@ agent owns what lives on that machine: its nodes' namespaces (routers, each with
 its service address), its wire engine, the ends of its nodes' links (both ends
 of a link within the machine, this end of one whose peer is elsewhere: a
 VXLAN tunnel, :mod:`.tunnels`), the shapes of the directions its nodes send on
-(each direction is delayed once, where it is sent), its nodes' routes, and its
-stats. Everything the agent is told names nodes and links by the topology's
-indices, so a driver sends each machine only its slice. The agent is a plain
+(each direction is delayed once, where it is sent), its nodes' routes, the
+programs a driver starts in its nodes (:mod:`.processes`), and its stats.
+Everything the agent is told names nodes and links by the topology's indices,
+so a driver sends each machine only its slice. The agent is a plain
 class: on a cluster it runs as a Ray actor pinned to its machine (:mod:`.agents`).
 
 Not yet here (the single-machine run has them, :mod:`netemu.live`): aggregated
@@ -23,12 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netemu.cluster.processes import NodeProcesses
 from netemu.cluster.tunnels import CrossEnd, Tunnels
 from netemu.cluster.underlay import Machine
 from netemu.kernel import netns
 from netemu.kernel.netlink.route import encode_replaces
 from netemu.kernel.netlink.sockets import NamespaceSockets, send_all
 from netemu.live.bringup import ROUTER_SYSCTLS, configure_node, link_nexthops
+from netemu.live.machine import rss_mib
 from netemu.routes import addressing
 from netemu.shaping import Direction, Port, Shape
 from netemu.shaping.wire import WireShaper
@@ -62,6 +65,8 @@ class MachineAgent:
         self.sending: dict[tuple[int, int], Direction] = {}
         self._cross: dict[tuple[int, int], CrossEnd] = {}
         self.env = {**os.environ, netns.RUN_ENV: run_name}
+        #: Programs a driver started in this machine's nodes (probes, pings, iperf3).
+        self.processes = NodeProcesses(self.netns, self.env)
 
     def start(self) -> dict:
         """The nodes' namespaces (routers with their service addresses), the tunnel
@@ -159,6 +164,19 @@ class MachineAgent:
             # Ray hands numpy arrays over read-only; sending stamps sequence numbers.
             send_all(self.sockets(self.netns[node]), [m.copy() for m in messages])
 
+    # -- programs in the nodes (netemu.cluster.processes) -------------------------------
+    def spawn(self, node: int, argv: list[str]) -> int:
+        return self.processes.spawn(node, argv)
+
+    def output(self, key: int, out_from: int, err_from: int) -> tuple[bytes, bytes, int | None]:
+        return self.processes.output(key, out_from, err_from)
+
+    def signal(self, key: int, signum: int) -> None:
+        self.processes.signal(key, signum)
+
+    def forget(self, key: int) -> None:
+        self.processes.forget(key)
+
     def clock_ns(self) -> int:
         """This machine's wall clock (the clock one-way delays and captures are stamped by)."""
         return time.time_ns()
@@ -168,10 +186,15 @@ class MachineAgent:
         self.shaper.check()
         netns.check_present(list(self.netns.values()))
         stats = self.shaper.stats()
-        keys = ("late", "worst_late_ms", "overload")
+        keys = ("late", "worst_late_ms", "overload", "release_error_us", "lead_us", "busy",
+                "busy_max", "spin_outs", "rests", "cpu_s")  # fmt: skip
         return {
             "machine": self.machine.name,
             "notes": self.shaper.notes,
+            "rss_mib": {
+                "agent": round(rss_mib()),
+                "engine": round(sum(map(rss_mib, self.shaper.pids))),
+            },
             **{k: stats.get(k) for k in keys},
         }
 
@@ -179,6 +202,7 @@ class MachineAgent:
         """Everything this agent made, removed (safe to call twice; each step is tried
         even if one before it failed)."""
         try:
+            self.processes.stop()
             self.sockets.close()
             self.shaper.stop()
         finally:

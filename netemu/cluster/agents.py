@@ -20,6 +20,8 @@ Ray has no authentication: its ports must be on a private control network
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +33,11 @@ from netemu.errors import InputError
 
 #: A call an agent does not answer in this long: its machine is taken as lost.
 CALL_TIMEOUT_S = 30.0
+#: The same for calls whose work grows with the machine's share of the topology
+#: (making its namespaces and links: ~20 s for a third of Starlink's shell 1 with
+#: three simulated machines on 2 cores). A machine lost meanwhile is still told
+#: sooner: Ray declares its node dead after its health checks fail.
+BRING_UP_TIMEOUT_S = 600.0
 #: How long stopping waits for each agent still reachable.
 STOP_TIMEOUT_S = 30.0
 
@@ -119,6 +126,10 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    # Ray's core installs its own SIGTERM handler (it kills the process at once):
+    # the run's handlers (a signal stops the run and everything is removed) come back.
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    handlers = {sig: signal.getsignal(sig) for sig in stops}
     try:
         ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -126,6 +137,11 @@ def connect(address: str | None) -> bool:
             f"--cluster {address or 'auto'}: no Ray cluster answers there ({exc}); start "
             "one with 'ray start --head' on the first machine (docs/scaling.md)"
         ) from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
     return True
 
 
@@ -178,7 +194,12 @@ class Agents:
         }
         self.lost: set[str] = set()
 
-    def call(self, method: str, args: Mapping[str, tuple] | None = None) -> dict[str, Any]:
+    def call(
+        self,
+        method: str,
+        args: Mapping[str, tuple] | None = None,
+        timeout_s: float = CALL_TIMEOUT_S,
+    ) -> dict[str, Any]:
         """``method`` on every agent at once (``args`` per machine; none: no arguments;
         a machine missing from ``args`` is skipped); their answers by machine."""
         ray = self._ray
@@ -187,10 +208,10 @@ class Agents:
         out = {}
         for m, ref in refs.items():
             try:
-                out[m] = ray.get(ref, timeout=CALL_TIMEOUT_S)
+                out[m] = ray.get(ref, timeout=timeout_s)
             except ray.exceptions.GetTimeoutError:
                 self.lost.add(m)
-                raise MachineLost(m, f"no answer to {method} in {CALL_TIMEOUT_S:.0f} s") from None
+                raise MachineLost(m, f"no answer to {method} in {timeout_s:.0f} s") from None
             except ray.exceptions.RayActorError as exc:
                 self.lost.add(m)
                 raise MachineLost(m, f"its agent died ({type(exc).__name__})") from None

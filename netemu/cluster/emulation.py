@@ -26,14 +26,16 @@ containers, the run log, the netem shaper (the agents run the wire engine).
 from __future__ import annotations
 
 import collections
-import itertools
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from netemu.cluster.agent import LinkEnd
 from netemu.cluster.agents import (
+    BRING_UP_TIMEOUT_S,
     CLOCK_BOUND_MS,
     Agents,
     ClockOffset,
@@ -41,28 +43,32 @@ from netemu.cluster.agents import (
     cluster_machines,
     connect,
 )
+from netemu.cluster.processes import RemoteHost
 from netemu.cluster.underlay import Machine
 from netemu.errors import InputError
 from netemu.live.bringup import links_ahead
 from netemu.live.controller import Controller
 from netemu.live.linktable import LinkTable
+from netemu.live.queries import RunQueries
 from netemu.live.routes import route_messages
 from netemu.live.run import Run
-from netemu.model.faults import Fault, parse_target
+from netemu.model.faults import Fault
 from netemu.model.topology import NodeKind, Topology
 from netemu.plan.links import KINDS
 from netemu.plan.partition import Partition, count_link_epochs, partition
 from netemu.plan.planner import EpochPlan, Planner, iso_utc
 from netemu.routes import addressing
 from netemu.routes.aggregation import PrefixRoutes
-from netemu.routes.routing import WORK_PER_SECOND, ShortestDelayRouter, path
+from netemu.routes.routing import WORK_PER_SECOND, RouteHistory, ShortestDelayRouter
 from netemu.shaping import Direction
 
 log = logging.getLogger(__name__)
 
 
-class ClusterEmulation:
-    """A topology live over the machines of the Ray cluster at ``address``."""
+class ClusterEmulation(RunQueries):
+    """A topology live over the machines of the Ray cluster at ``address``; what it
+    answers (paths, delays, links, faults, waiting) is one machine's
+    (:class:`netemu.live.queries.RunQueries`)."""
 
     def __init__(
         self,
@@ -76,17 +82,20 @@ class ClusterEmulation:
         run_name: str | None = None,
         faults: list[Fault] = (),
         clock_bound_ms: float = CLOCK_BOUND_MS,
+        keep_history: bool = False,
     ) -> None:
         """``address``: the Ray cluster's (``host:6379``; None: the one this process
         is connected to, or ``RAY_ADDRESS``); ``clock_bound_ms``: a machine whose clock
         is surely further than this from the driver's is refused (one closer than the
-        measurement can tell is logged)."""
+        measurement can tell is logged); ``keep_history``: every update's routes, for
+        :meth:`delay_in_force_ms`."""
         from netemu.live.emulation import check_pace
 
         check_pace(step_s, speed)
         addressing.check_size(len(topology.nodes))
         self.topology = topology
-        self.address = address
+        #: The Ray cluster's address (None: this process's, or RAY_ADDRESS).
+        self.cluster_address = address
         self.this_run = Run.make(topology.name, run_name)
         self.run_name = self.this_run.name
         self.start_time = start or topology.start
@@ -118,7 +127,14 @@ class ClusterEmulation:
         self.timings: dict[str, float] = {}
         #: The last updates' costs, newest last (as on one machine).
         self.updates: collections.deque[dict] = collections.deque(maxlen=10_000)
+        #: With keep_history: (unix time, {link: delay_ms} carrying, next hops) per update.
+        self.history: RouteHistory | None = RouteHistory() if keep_history else None
+        self._cuts: dict[tuple[int, int], Fault] = {}  # made by link_status
         self._epochs: Iterator[EpochPlan] | None = None
+        self._lock = threading.RLock()  # an update, or a question about the network
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.finished = threading.Event()
         self.started = False
         self._connected = False
 
@@ -141,10 +157,10 @@ class ClusterEmulation:
             self.timings[name] = round(now - t0, 3)
             t0 = now
 
-        self._connected = connect(self.address)
+        self._connected = connect(self.cluster_address)
         self.started = True  # from here on, stop() disconnects and removes
         try:
-            self.machines = cluster_machines(self.address)
+            self.machines = cluster_machines(self.cluster_address)
             if len(self.machines) > len(self.names):
                 raise InputError(
                     f"the cluster has {len(self.machines)} netemu machines for "
@@ -161,7 +177,7 @@ class ClusterEmulation:
                 for k, m in enumerate(self.machines)
             }
             phase("plan")
-            self.agents = Agents(self.run_name, self.machines, nodes, self.address)
+            self.agents = Agents(self.run_name, self.machines, nodes, self.cluster_address)
             self.clock_offsets = self.agents.clock_offsets()
             check_clocks(self.clock_offsets, self.clock_bound_ms, sure=False)
             unsure = [m for m, o in self.clock_offsets.items() if not o.within(self.clock_bound_ms)]
@@ -173,7 +189,7 @@ class ClusterEmulation:
                     ", ".join(unsure), self.clock_bound_ms,
                     max(self.clock_offsets[m].uncertainty_ms for m in unsure),
                 )  # fmt: skip
-            self.agents.call("start")
+            self.agents.call("start", timeout_s=BRING_UP_TIMEOUT_S)
             phase("agents")
             self._make_links(first_links)
             phase("links")
@@ -229,15 +245,40 @@ class ClusterEmulation:
             fwd = Direction((a, b), self.netns[a], ia, self.netns[b], ib)
             bwd = Direction((a, b), self.netns[b], ib, self.netns[a], ia)
             rows.append(((a, b), kind, params, (fwd, bwd)))
-        self.agents.call("make_links", {m: (e,) for m, e in ends.items()})
+        self.agents.call("make_links", {m: (e,) for m, e in ends.items()}, BRING_UP_TIMEOUT_S)
         self.table.add(rows)
 
     # -- the controller ----------------------------------------------------------------
     def run(self, on_epoch: Callable[[ClusterEmulation], None] | None = None) -> None:
         """Advance epochs in this thread until the duration is over or :meth:`stop`."""
-        self.controller.run(lambda: on_epoch(self) if on_epoch else None)
+        try:
+            self.controller.run(lambda: on_epoch(self) if on_epoch else None)
+        except BaseException as exc:  # surfaces in wait() too
+            self._error = exc
+            raise
+        finally:
+            self.finished.set()
+
+    def start_controller(self) -> threading.Thread:
+        """Advance epochs in a background thread (for scripts and tests); its failure
+        (a machine lost) is raised by :meth:`wait`."""
+
+        def guarded() -> None:
+            from netemu.live import signals
+
+            signals.only_for_the_main_thread()
+            with contextlib.suppress(BaseException):  # kept in _error: wait() says it
+                self.run()
+
+        self._thread = threading.Thread(target=guarded, name="netemu-controller", daemon=True)
+        self._thread.start()
+        return self._thread
 
     def _advance(self, events: list[dict] = ()) -> bool:
+        with self._lock:
+            return self._advance_locked(events)
+
+    def _advance_locked(self, events: list[dict]) -> bool:
         t0 = time.perf_counter()
         epoch = next(self._epochs, None)
         if epoch is None:
@@ -253,10 +294,11 @@ class ClusterEmulation:
         return True
 
     def _acquired(self, now: float) -> None:
-        acquisition = self.planner.acquisition
-        acquisition.update(now, self.epoch.up.keys())
-        ready = self.planner.ready_events(acquisition.became_ready)
-        self._apply(acquisition.carrying, ready, refresh=False)
+        with self._lock:
+            acquisition = self.planner.acquisition
+            acquisition.update(now, self.epoch.up.keys())
+            ready = self.planner.ready_events(acquisition.became_ready)
+            self._apply(acquisition.carrying, ready, refresh=False)
 
     def _next_ready(self) -> float | None:
         return self.planner.acquisition.next_ready()
@@ -279,6 +321,10 @@ class ClusterEmulation:
             slices[self._machine(node)][1][node] = messages
         busy = {m: s for m, s in slices.items() if s[0] or s[1]}
         self.agents.call("apply", busy)
+        if self.history is not None:  # in force once every machine has applied it
+            keys = zip(a.tolist(), b.tolist(), strict=True)
+            carrying_ms = dict(zip(keys, delay.tolist(), strict=True))
+            self.history.append(time.time(), carrying_ms, self.router.hops, routes, began)
         self.updates.append(
             {"epoch": self.epoch_index, "refresh": refresh, "unix_s": began,
              "shape_changes": len(changes), "prefix_changes": len(prefixes),
@@ -291,47 +337,36 @@ class ClusterEmulation:
         return self.machines[int(self.partition.machine[node])].name
 
     # -- what users and tests ask ------------------------------------------------------
-    def address_of(self, name: str) -> str:
-        """A node's service address (on its loopback; routes lead here)."""
-        return addressing.service_address(self.topology.by_name[name].index)
-
-    def route(self, src: str, dst: str) -> list[str] | None:
-        """Nodes on the current path from ``src`` to ``dst`` (None: unreachable)."""
-        p = path(
-            self.router.hops, self.topology.by_name[src].index, self.topology.by_name[dst].index
-        )
-        return None if p is None else [self.names[i] for i in p]
-
-    def path_delay_ms(self, src: str, dst: str) -> float | None:
-        """Sum of the one-way propagation delays along the current path."""
-        nodes = self.route(src, dst)
-        if nodes is None:
-            return None
-        idx = [self.topology.by_name[x].index for x in nodes]
-        return sum(self.table.delay_ms((min(u, v), max(u, v))) for u, v in itertools.pairwise(idx))
+    def host(self, name: str) -> RemoteHost:
+        """A node, to start programs in on its machine (``host(n).popen(argv)``:
+        :mod:`netemu.cluster.processes`), as a Mininet host on one machine."""
+        index = self.topology.by_name[name].index
+        machine = self._machine(index)
+        return RemoteHost(lambda method, *a: self.agents.call(method, {machine: a})[machine], index)
 
     def links_across(self) -> list[tuple[str, str]]:
         """The links made so far whose ends are on different machines (VXLAN tunnels)."""
         where = self.partition.machine
         return [(self.names[a], self.names[b]) for a, b in self.table.keys if where[a] != where[b]]
 
-    def link_state(self, a: str, b: str) -> str:
-        i, j = self.topology.by_name[a].index, self.topology.by_name[b].index
-        return self.table.state_of((min(i, j), max(i, j)))
-
-    def inject(self, kind: str, target: str, for_s: float | None = None, **how) -> Fault:
-        """A fault from the next epoch on, as :meth:`.Emulation.inject`."""
-        nodes = parse_target(kind, target, "inject")
-        now_s = (self.epoch.time - self.start_time).total_seconds() if self.epoch else 0.0
-        fault = Fault(kind, nodes, now_s + 1e-6, for_s, how.get("loss_percent", 0.0),
-                      how.get("jitter_ms", 0.0))  # fmt: skip
-        self.planner.faults.add(fault)
-        return fault
-
     def stats(self) -> dict[str, dict]:
         """Every machine's engine counters (late, worst late, overload); raises
         :class:`.agents.MachineLost` for a machine gone."""
         return self.agents.call("check")
+
+    def shaping_late(self) -> dict:
+        """Packets the machines' engines released late or could not carry, summed
+        ({"late", "worst_late_ms", "overload"}), {} when none or not known now."""
+        try:
+            stats = list(self.stats().values())
+        except (RuntimeError, AttributeError):  # a machine lost or not yet up
+            return {}
+        late = {
+            "late": sum(s["late"] or 0 for s in stats),
+            "worst_late_ms": max((s["worst_late_ms"] or 0 for s in stats), default=0),
+            "overload": sum(s["overload"] or 0 for s in stats),
+        }
+        return late if late["late"] or late["overload"] else {}
 
     def status(self) -> dict:
         from netemu.live.emulation import run_status
@@ -345,6 +380,9 @@ class ClusterEmulation:
         """Stop the controller and remove everything on every machine still reachable;
         the machines that were not (``netemu clean`` there removes what is left)."""
         self.controller.stop()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
         if not self.started:
             return []
         self.started = False

@@ -142,8 +142,9 @@ static int wake_n;
 static unsigned char scratch[LARGE_BYTES];
 /* Time asleep in the current window, the busy share of the last one, forced rests. */
 static int64_t window_start, window_idle;
-static double last_busy;
-static uint64_t rests;
+static double last_busy, busy_max;
+static uint64_t rests, spin_outs;
+static bool spin_out; /* the current window's spin budget ran out */
 
 static void die(const char *what)
 {
@@ -686,11 +687,12 @@ static void stats(bool full)
 	       ",\"overload_engine\":%" PRIu64 ",\"overload_ring\":%" PRIu64
 	       ",\"late\":%" PRIu64 ",\"worst_late_ms\":%.3f"
 	       ",\"release_error_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}"
-	       ",\"lead_us\":%.1f,\"busy\":%.3f,\"rests\":%" PRIu64
+	       ",\"lead_us\":%.1f,\"busy\":%.3f,\"busy_max\":%.3f,\"spin_outs\":%" PRIu64
+	       ",\"rests\":%" PRIu64
 	       ",\"cpu_s\":%.3f,\"pool_mib\":%.1f,\"held_mib\":%.1f",
 	       held, in, out, lost, blocked, overload + ring, overload, ring, late,
 	       worst_late_ns / 1e6, percentile_us(0.5), percentile_us(0.99), worst_late_ns / 1e3,
-	       lead_ns / 1e3, last_busy, rests, cpu, pool_bytes / 1048576.0,
+	       lead_ns / 1e3, last_busy, busy_max, spin_outs, rests, cpu, pool_bytes / 1048576.0,
 	       held_bytes / 1048576.0);
 	if (full) {
 		printf(",\"dirs\":{");
@@ -882,6 +884,10 @@ static bool handle(struct epoll_event *ev, int n)
 /* Engines sharing a CPU (simulated machines on one host) share its real-time budget too:
  * each spins at most NETEMU_ENGINE_SPIN_SHARE of the time (SPIN_MAX_BUSY by default). */
 static double spin_max_busy = SPIN_MAX_BUSY;
+/* Engines sharing a CPU yield it while spinning: at the same real-time priority, one that
+ * spins out its lead would keep the other from reading what arrives meanwhile, and each
+ * packet would be stamped that much late, unseen (a hop's delay counts from its stamp). */
+static bool yield_in_spin;
 
 static void account(int64_t now)
 {
@@ -895,7 +901,9 @@ static void account(int64_t now)
 		now = now_ns();
 	}
 	last_busy = 1 - (double)window_idle / (now - window_start);
-	window_start = now, window_idle = 0;
+	busy_max = last_busy > busy_max ? last_busy : busy_max;
+	spin_outs += spin_out;
+	window_start = now, window_idle = 0, spin_out = false;
 }
 
 static void run(void)
@@ -922,6 +930,7 @@ static void run(void)
 		/* Spin only while this window has left room for it (spinning is busy time). */
 		int64_t busy_so_far = now - window_start - window_idle;
 		int64_t lead = busy_so_far < spin_max_busy * BUSY_WINDOW_NS ? lead_ns : 0;
+		spin_out |= lead == 0;
 		if (due <= now) {
 			release(now);
 			int n = epoll_wait(epfd, ev, 256, 0); /* arrivals meanwhile: stamp them */
@@ -931,8 +940,12 @@ static void run(void)
 		}
 		if (due - now <= lead) { /* spin out the last microseconds, watching the TAPs */
 			int64_t look = now + SPIN_LOOK_NS < due ? now + SPIN_LOOK_NS : due;
-			while (now_ns() < look)
-				__builtin_ia32_pause();
+			while (now_ns() < look) {
+				if (yield_in_spin)
+					sched_yield();
+				else
+					__builtin_ia32_pause();
+			}
 			int n = epoll_wait(epfd, ev, 256, 0);
 			if (!handle(ev, n > 0 ? n : 0))
 				return;
@@ -1000,6 +1013,7 @@ static void tune(char *notes, size_t size)
 	if (share) {
 		double f = atof(share);
 		spin_max_busy = f < 0 ? 0 : f > SPIN_MAX_BUSY ? SPIN_MAX_BUSY : f;
+		yield_in_spin = true;
 		used += snprintf(notes + used, size - used, "\"spin share %.2f\",", spin_max_busy);
 	}
 	struct sched_param sp = {.sched_priority = 50};

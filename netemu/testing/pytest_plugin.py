@@ -28,6 +28,13 @@ Markers ``needs_root``, ``needs_netns``, ``needs_netem``, ``needs_podman`` and
 ``needs_gpu`` skip a test with the reason where that is absent, and never
 otherwise; the fixture implies root and network namespaces.
 
+With ``--netemu-cluster ADDRESS`` (a Ray cluster's, ``auto`` for ``RAY_ADDRESS``;
+ini ``netemu_cluster``) every emulation runs over the cluster's netemu machines
+(:class:`netemu.cluster.emulation.ClusterEmulation`, docs/scaling.md) and the
+same tests measure it: their probes, pings and iperf3 run in the nodes on the
+nodes' machines. Captures and the netem shaper do not run over a cluster yet
+(a marker asking for them is refused).
+
 pytest-xdist works: each emulation's name carries the worker's id, so
 namespaces, interfaces and results never collide. All workers share the
 machine's cores, though, and delay fidelity (~0.5 ms) wants a core for the
@@ -128,6 +135,8 @@ class NetemuPlugin:
             self.results = config.rootpath / self.results
         self.keep = config.getoption("netemu_keep") or config.getini("netemu_keep")
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        #: The Ray cluster every emulation runs over (None: this machine).
+        self.cluster = config.getoption("netemu_cluster") or config.getini("netemu_cluster")
         self.live: dict[tuple[Spec, str], _Live] = {}
         self.counter = itertools.count()
 
@@ -162,7 +171,6 @@ class NetemuPlugin:
         return Spec.make(root, *marker.args, **marker.kwargs)
 
     def _start(self, spec: Spec, scope_id: str) -> _Live:
-        from netemu.live.emulation import Emulation
         from netemu.model.topology import load_topology
         from netemu.testing.network import Network
 
@@ -172,23 +180,39 @@ class NetemuPlugin:
         shutil.rmtree(artifacts, ignore_errors=True)
         try:
             topology = load_topology(spec.topology, json.loads(spec.overrides))
-            emu = Emulation(
-                topology,
-                start=_utc(spec.start) if spec.start else None,
-                step_s=spec.step,
-                speed=spec.speed,
-                shaper=spec.shaper,
-                run_name=run,
-                folder=artifacts,
-                log_path=True,
-                keep_history=True,
-                capture=list(spec.capture),
-            )
+            emu = self._emulation(spec, topology, run, artifacts)
         except InputError as exc:
             raise pytest.UsageError(f"netemu marker: {exc}") from None
         emu.start()
         emu.start_controller()
         return _Live(Network(emu, artifacts), spec, scope_id, artifacts)
+
+    def _emulation(self, spec: Spec, topology, run: str, artifacts: Path):
+        """The emulation a spec asks for: on this machine, or over the cluster."""
+        start = _utc(spec.start) if spec.start else None
+        if self.cluster:
+            from netemu.cluster.emulation import ClusterEmulation
+
+            _refuse_on_a_cluster(spec.capture, spec.shaper)
+            address = None if self.cluster == "auto" else self.cluster
+            return ClusterEmulation(
+                topology, address, start=start, step_s=spec.step, speed=spec.speed,
+                run_name=run, keep_history=True,
+            )  # fmt: skip
+        from netemu.live.emulation import Emulation
+
+        return Emulation(
+            topology,
+            start=start,
+            step_s=spec.step,
+            speed=spec.speed,
+            shaper=spec.shaper,
+            run_name=run,
+            folder=artifacts,
+            log_path=True,
+            keep_history=True,
+            capture=list(spec.capture),
+        )
 
     def _stop(self, key) -> None:
         live = self.live.pop(key, None)
@@ -203,6 +227,15 @@ class NetemuPlugin:
             self._stop(key)
 
     # -- hooks -------------------------------------------------------------------------
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Over a cluster, a marker asking for what it cannot do yet stops the suite
+        before anything runs (one line; indirect parameters are checked at setup)."""
+        if self.cluster:
+            for item in items:
+                if (marker := item.get_closest_marker("netemu")) is not None:
+                    opts = marker.kwargs
+                    _refuse_on_a_cluster(opts.get("capture", ()), opts.get("shaper", "auto"))
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call):
         report = yield
@@ -229,6 +262,14 @@ class NetemuPlugin:
 
     def pytest_sessionfinish(self) -> None:
         self.stop_all()
+
+
+def _refuse_on_a_cluster(capture, shaper: str) -> None:
+    if capture or shaper not in ("auto", "wire"):
+        what = "capture" if capture else f"shaper={shaper!r}"
+        raise pytest.UsageError(
+            f"netemu marker: {what} does not run over a cluster yet (--netemu-cluster)"
+        )
 
 
 def _scope_id(item: pytest.Item, scope: str) -> str:
@@ -269,6 +310,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="keep logs and captures of passing tests too",
     )
+    group.addoption(
+        "--netemu-cluster",
+        metavar="ADDRESS",
+        help="run every emulation over the netemu machines of the Ray cluster at ADDRESS "
+        "(host:6379, or auto for RAY_ADDRESS; docs/scaling.md)",
+    )
+    parser.addini("netemu_cluster", "as --netemu-cluster")
     parser.addini("netemu_results", "as --netemu-results (relative to the rootdir)")
     parser.addini("netemu_name", "as --netemu-name", default="pt")
     parser.addini("netemu_keep", "as --netemu-keep", type="bool", default=False)
@@ -285,6 +333,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     engine = "podman" if podman_works() else "none (services run as processes)"
     gpus = ", ".join(cuda_devices()) or "none"
     root = "yes" if os.geteuid() == 0 else "no (live tests skip)"
+    cluster = config.getoption("netemu_cluster") or config.getini("netemu_cluster")
+    if cluster:
+        shaper = f"wire on the netemu machines of the Ray cluster at {cluster}"
     return [f"netemu {netemu.__version__}: shaper {shaper}; containers {engine}; "
             f"GPUs {gpus}; root {root}"]  # fmt: skip
 
