@@ -281,7 +281,7 @@ def emulation_for(args: argparse.Namespace):
 #: What a run over a cluster cannot do yet (docs/scaling.md), by option.
 NOT_ON_A_CLUSTER = {
     "cli": "--cli", "test": "--test", "capture": "--capture", "containers": "--containers",
-    "log": "--log", "capture_dir": "--capture-dir",
+    "capture_dir": "--capture-dir",
 }  # fmt: skip
 
 
@@ -421,6 +421,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         speed=args.speed,
         run_name=args.name,
         faults=[parse_cli(f) for f in args.fault],
+        log_path=args.log or True,  # run.jsonl in the run's folder unless told
     )
     view = StatusView(quiet=args.quiet > 0)
     failure: Exception | None = None
@@ -439,7 +440,8 @@ def run_cluster(args: argparse.Namespace) -> int:
         view.message(
             f"netemu: up over {len(where)} machines (nodes: "
             + ", ".join(f"{m} {n}" for m, n in where.items())
-            + f"); {len(emu.links_across())} links across machines; clocks {clocks}"
+            + f"); {len(emu.links_across())} links across machines; clocks {clocks}; "
+            f"log {emu.this_run.log}"
         )
         with view:
             view.update(emu.status())

@@ -223,7 +223,7 @@ def test_kepler_split_over_three_machines_routes_and_reroutes_across_them(machin
 
 
 @needs_root
-def test_netemu_run_cluster_runs_kepler_over_the_machines_and_leaves_nothing(machines):
+def test_netemu_run_cluster_runs_kepler_over_the_machines_and_leaves_nothing(machines, tmp_path):
     """``netemu run --cluster`` from the head's machine: up over the three machines,
     five epochs at ten a second, done, nothing left anywhere."""
     sim, address = machines
@@ -231,7 +231,7 @@ def test_netemu_run_cluster_runs_kepler_over_the_machines_and_leaves_nothing(mac
     p = subprocess.run(
         [*enter(sim.machines[0]), sys.executable, "-m", "netemu.cli", "run", str(KEPLER),
          "--cluster", address, "--name", run, "--duration", "5", "--step", "0.1",
-         "--speed", "10"],
+         "--speed", "10", "--log", str(tmp_path / "run.jsonl")],
         capture_output=True, text=True, timeout=300, cwd=DRIVER.parents[1],
     )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
@@ -239,6 +239,14 @@ def test_netemu_run_cluster_runs_kepler_over_the_machines_and_leaves_nothing(mac
     assert "3 links across machines" in p.stderr, p.stderr
     assert re.search(r"done after \d+ epochs, .*; everything removed", p.stderr), p.stderr
     assert leftovers(run) == []
+    # The driver's run log, as one machine's: the run, an update per epoch, the end.
+    log = [json.loads(line) for line in Path(tmp_path / "run.jsonl").read_text().splitlines()]
+    assert log[0]["run"] == run and log[0]["shaper"] == "wire on 3 machines", log[0]
+    updates = [r for r in log[1:-1] if "epoch" in r]
+    assert [r["epoch"] for r in updates][:3] == [0, 1, 2] and len(updates) >= 5, updates
+    first = {(r["a"], r["b"]): r for r in updates[0]["links"]}  # every link made, first
+    assert first[("kep0", "kep9")]["state"] == "up", first  # one across machines
+    assert log[-1]["end"] and log[-1]["complete"], log[-1]
 
 
 @needs_root

@@ -19,8 +19,9 @@ and reported. A machine lost at any point ends the run (:class:`.agents.MachineL
 naming it) and :meth:`ClusterEmulation.stop` removes everything on every
 machine still reachable.
 
+The driver writes the run log (:mod:`netemu.live.runlog`), as one machine does.
 Not yet here (the single-machine run has them): Mininet hosts, captures,
-containers, the run log, the netem shaper (the agents run the wire engine).
+containers, the netem shaper (the agents run the wire engine).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 
 from netemu.cluster.agent import LinkEnd
 from netemu.cluster.agents import (
@@ -52,6 +54,7 @@ from netemu.live.linktable import LinkTable
 from netemu.live.queries import RunQueries
 from netemu.live.routes import route_messages
 from netemu.live.run import Run
+from netemu.live.runlog import RunLogging
 from netemu.model.faults import Fault
 from netemu.model.topology import NodeKind, Topology
 from netemu.plan.links import KINDS
@@ -65,7 +68,7 @@ from netemu.shaping import Direction
 log = logging.getLogger(__name__)
 
 
-class ClusterEmulation(RunQueries):
+class ClusterEmulation(RunQueries, RunLogging):
     """A topology live over the machines of the Ray cluster at ``address``; what it
     answers (paths, delays, links, faults, waiting) is one machine's
     (:class:`netemu.live.queries.RunQueries`)."""
@@ -83,12 +86,14 @@ class ClusterEmulation(RunQueries):
         faults: list[Fault] = (),
         clock_bound_ms: float = CLOCK_BOUND_MS,
         keep_history: bool = False,
+        log_path: str | Path | bool | None = None,
     ) -> None:
         """``address``: the Ray cluster's (``host:6379``; None: the one this process
         is connected to, or ``RAY_ADDRESS``); ``clock_bound_ms``: a machine whose clock
         is surely further than this from the driver's is refused (one closer than the
         measurement can tell is logged); ``keep_history``: every update's routes, for
-        :meth:`delay_in_force_ms`."""
+        :meth:`delay_in_force_ms`; ``log_path``: the run log, as on one machine
+        (:meth:`netemu.live.run.Run.make`; written by the driver)."""
         from netemu.live.emulation import check_pace
 
         check_pace(step_s, speed)
@@ -96,7 +101,7 @@ class ClusterEmulation(RunQueries):
         self.topology = topology
         #: The Ray cluster's address (None: this process's, or RAY_ADDRESS).
         self.cluster_address = address
-        self.this_run = Run.make(topology.name, run_name)
+        self.this_run = Run.make(topology.name, run_name, log=log_path)
         self.run_name = self.this_run.name
         self.start_time = start or topology.start
         self.duration_s = duration_s
@@ -161,6 +166,7 @@ class ClusterEmulation(RunQueries):
         self.started = True  # from here on, stop() disconnects and removes
         try:
             self.machines = cluster_machines(self.cluster_address)
+            self._open_log(self.shaper_name)
             if len(self.machines) > len(self.names):
                 raise InputError(
                     f"the cluster has {len(self.machines)} netemu machines for "
@@ -331,7 +337,12 @@ class ClusterEmulation(RunQueries):
              "apply_ms": (time.perf_counter() - t0) * 1000}
         )  # fmt: skip
         wall = round(time.time(), 6)
-        self.events += [{"time": iso_utc(self.epoch.time), "unix_s": wall, **e} for e in events]
+        stamped = [{"time": iso_utc(self.epoch.time), "unix_s": wall, **e} for e in events]
+        self.events += stamped
+        self._write_log(
+            self.controller.clock(), stamped, len(changes), len(prefixes),
+            self.updates[-1]["apply_ms"],
+        )  # fmt: skip
 
     def _machine(self, node: int) -> str:
         return self.machines[int(self.partition.machine[node])].name
@@ -371,9 +382,11 @@ class ClusterEmulation(RunQueries):
     def status(self) -> dict:
         from netemu.live.emulation import run_status
 
-        return run_status(
-            self, self.controller.late_epochs, f"wire on {len(self.machines)} machines"
-        )
+        return run_status(self, self.controller.late_epochs, self.shaper_name)
+
+    @property
+    def shaper_name(self) -> str:
+        return f"wire on {len(self.machines)} machines"
 
     # -- teardown ----------------------------------------------------------------------
     def stop(self) -> list[str]:
@@ -391,8 +404,12 @@ class ClusterEmulation(RunQueries):
             if self.agents is not None:
                 unreachable = self.agents.stop()
         finally:
-            if self._connected:
-                import ray
+            try:
+                self._end_log()
+                self.this_run.hand_over()
+            finally:
+                if self._connected:
+                    import ray
 
-                ray.shutdown()
+                    ray.shutdown()
         return unreachable

@@ -55,7 +55,7 @@ from netemu.live.machine import check_memory, mem_available_mib, preflight
 from netemu.live.queries import RunQueries
 from netemu.live.routes import Routes, build_kernels
 from netemu.live.run import Run
-from netemu.live.runlog import RunLog, link_row
+from netemu.live.runlog import RunLog, RunLogging
 from netemu.live.workloads import Workloads, spec_from
 from netemu.log import follow_mininet
 from netemu.model import events as ev
@@ -125,7 +125,7 @@ def check_pace(step_s: float, speed: float) -> None:
         raise InputError(f"--speed must be above 0 and at most 100000, got {speed}")
 
 
-class Emulation(RunQueries):
+class Emulation(RunQueries, RunLogging):
     def __init__(
         self,
         topology: Topology,
@@ -312,7 +312,7 @@ class Emulation(RunQueries):
         build_kernels()  # the routes' compiled loops, if their source was never built
         captures = bool(self.captures.points)
         self.this_run.record(captures=captures)  # what `netemu clean` needs after a kill -9
-        self._open_log()
+        self._open_log(self.shaper.name)
         # Links the run will need: plan ahead (cheap: no namespaces touched).
         first_links = links_ahead(
             self.planner, self.start_time, self.duration_s, self.step_s * self.speed
@@ -478,48 +478,6 @@ class Emulation(RunQueries):
             now, logged, len(changes), len(route_changes), (time.perf_counter() - t0) * 1000
         )
 
-    # -- results ---------------------------------------------------------------------
-    def _open_log(self) -> None:
-        if self.this_run.log is None:
-            return
-        self._log = RunLog(
-            self.this_run.log,
-            {
-                "run": self.run_name,
-                "topology": self.topology.name,
-                "shaper": self.shaper.name,
-                "start": iso_utc(self.start_time),
-                "step_s": self.step_s,
-                "speed": self.speed,
-                "duration_s": self.duration_s,
-            },
-        )
-
-    def _write_log(self, now, events, shape_changes, route_changes, apply_ms) -> None:
-        if self._log is None:
-            return
-        c = self.table.log_columns()
-        links = (
-            link_row(self.names[a], self.names[b], *row)
-            for (a, b), *row in zip(self.table.keys, c["kind"], c["distance_km"], c["delay_ms"],
-                                    c["state"], c["loss"], c["fade_probability"], c["jitter_ms"],
-                                    strict=True)
-        )  # fmt: skip
-        self._log.update(
-            {
-                "time": iso_utc(self.epoch.time),
-                "wall_s": round(now - self.controller.wall0, 6),
-                "epoch": self.epoch_index,
-            },
-            links,
-            {
-                "events": events,
-                "shape_changes": shape_changes,
-                "route_changes": route_changes,
-                "apply_ms": round(apply_ms, 3),
-            },
-        )
-
     # -- what users and tests ask ------------------------------------------------------
     def host(self, name: str):
         """The Mininet host of a node (made on first use: a shell in its namespace)."""
@@ -660,12 +618,6 @@ class Emulation(RunQueries):
         """The namespaces (with their links, qdiscs and rules), then the state file."""
         netns.delete(netns.namespaces(self.this_run.namespace("")))
         self.this_run.forget()
-
-    def _end_log(self) -> None:
-        if self._log is not None:
-            complete = self.finished.is_set() and self._error is None
-            self._log.end(complete, len(self.events), self._error and describe(self._error))
-            self._log = None
 
 
 __all__ = ["Emulation", "LinkView", "preflight"]

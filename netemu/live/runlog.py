@@ -23,9 +23,10 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from netemu.errors import ResultsError
+from netemu.errors import ResultsError, describe
 from netemu.formats import stamp
 from netemu.kernel.privileges import make_dirs
+from netemu.plan.planner import iso_utc
 
 #: A link as logged: a, b, kind, distance_km, delay_ms, state, loss, fade_probability,
 #: jitter_ms.
@@ -84,3 +85,63 @@ def link_row(a: str, b: str, kind: str, distance_km: float, delay_ms: float, sta
     """A link as :meth:`RunLog.update` takes it, rounded as the plan's JSON has it."""
     return (a, b, kind, round(distance_km, 6), round(delay_ms, 6), state,
             float(f"{loss:.4g}"), float(f"{fade:.4g}"), round(jitter_ms, 6))  # fmt: skip
+
+
+class RunLogging:
+    """Writing a live run's log, as both sequencers do (one machine's and a cluster's).
+
+    A sequencer provides ``this_run`` (its log's path, or None: no log), ``run_name``,
+    ``topology``, ``names``, ``start_time``, ``step_s``, ``speed``, ``duration_s``,
+    ``table`` (the link table), ``epoch``, ``epoch_index``, ``controller``, ``events``,
+    ``finished`` and ``_error``; it calls :meth:`_open_log` once bring-up begins,
+    :meth:`_write_log` after each update and :meth:`_end_log` at stop.
+    """
+
+    _log: RunLog | None = None
+
+    def _open_log(self, shaper: str) -> None:
+        if self.this_run.log is None:
+            return
+        self._log = RunLog(
+            self.this_run.log,
+            {
+                "run": self.run_name,
+                "topology": self.topology.name,
+                "shaper": shaper,
+                "start": iso_utc(self.start_time),
+                "step_s": self.step_s,
+                "speed": self.speed,
+                "duration_s": self.duration_s,
+            },
+        )
+
+    def _write_log(self, now, events, shape_changes, route_changes, apply_ms) -> None:
+        if self._log is None:
+            return
+        c = self.table.log_columns()
+        links = (
+            link_row(self.names[a], self.names[b], *row)
+            for (a, b), *row in zip(self.table.keys, c["kind"], c["distance_km"], c["delay_ms"],
+                                    c["state"], c["loss"], c["fade_probability"], c["jitter_ms"],
+                                    strict=True)
+        )  # fmt: skip
+        self._log.update(
+            {
+                "time": iso_utc(self.epoch.time),
+                "wall_s": round(now - self.controller.wall0, 6),
+                "epoch": self.epoch_index,
+            },
+            links,
+            {
+                "events": events,
+                "shape_changes": shape_changes,
+                "route_changes": route_changes,
+                "apply_ms": round(apply_ms, 3),
+            },
+        )
+
+    def _end_log(self) -> None:
+        if self._log is not None:
+            complete = self.finished.is_set() and self._error is None
+            self._log.end(complete, len(self.events), self._error and describe(self._error))
+            self._log = None

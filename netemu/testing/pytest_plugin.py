@@ -32,8 +32,9 @@ With ``--netemu-cluster ADDRESS`` (a Ray cluster's, ``auto`` for ``RAY_ADDRESS``
 ini ``netemu_cluster``) every emulation runs over the cluster's netemu machines
 (:class:`netemu.cluster.emulation.ClusterEmulation`, docs/scaling.md) and the
 same tests measure it: their probes, pings and iperf3 run in the nodes on the
-nodes' machines. Captures and the netem shaper do not run over a cluster yet
-(a marker asking for them is refused).
+nodes' machines, and the driver's run log is kept as on one machine. Captures
+and the netem shaper do not run over a cluster yet (a marker asking for them is
+refused).
 
 pytest-xdist works: each emulation's name carries the worker's id, so
 namespaces, interfaces and results never collide. All workers share the
@@ -197,7 +198,7 @@ class NetemuPlugin:
             address = None if self.cluster == "auto" else self.cluster
             return ClusterEmulation(
                 topology, address, start=start, step_s=spec.step, speed=spec.speed,
-                run_name=run, keep_history=True,
+                run_name=run, keep_history=True, log_path=artifacts / "run.jsonl",
             )  # fmt: skip
         from netemu.live.emulation import Emulation
 
