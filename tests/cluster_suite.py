@@ -39,14 +39,28 @@ def test_one_way_delay_across_machines_follows_the_geometry(network):
     route = network.route("gs_south", "gs_north")
     crossed = machines_on(network, route)
     assert len(set(crossed)) >= 2, f"route {route} on machines {crossed}"
-    sample = network.one_way_delay("gs_south", "gs_north", count=400, interval_s=0.02)
+
+    def errors_of(sample) -> dict[float, list[float]]:
+        """Each datagram's delay less the geometry's in force, by that delay."""
+        errors: dict[float, list[float]] = {}
+        for delay, arrived in zip(sample.values_ms, sample.arrivals, strict=True):
+            sent = arrived - delay / 1000
+            want = emu.delay_in_force_ms("gs_south", "gs_north", sent, arrived)
+            if want is not None:
+                errors.setdefault(round(want, 3), []).append(delay - want)
+        return errors
+
+    def good(sample) -> bool:
+        every = [e for errs in errors_of(sample).values() for e in errs]
+        return bool(every) and sum(e <= 0.5 for e in every) >= 0.7 * len(every)
+
+    # Measured again (at most twice) when it misses while the engines counted releases
+    # late: the host, not the network, spoiled it (as the plugin's assertions do).
+    sample = network.unspoiled(
+        lambda: network.one_way_delay("gs_south", "gs_north", count=400, interval_s=0.02), good
+    )
     assert sample.received == 400, sample.describe()
-    errors: dict[float, list[float]] = {}
-    for delay, arrived in zip(sample.values_ms, sample.arrivals, strict=True):
-        sent = arrived - delay / 1000
-        want = emu.delay_in_force_ms("gs_south", "gs_north", sent, arrived)
-        if want is not None:
-            errors.setdefault(round(want, 3), []).append(delay - want)
+    errors = errors_of(sample)
     every = sorted(e for errs in errors.values() for e in errs)
     seen = (
         f"{sample.describe()}; {len(every)} with a known delay in force, error min "

@@ -349,7 +349,7 @@ class Network:
         )  # fmt: skip
         return s
 
-    def _unspoiled(self, measure: Callable[[], Sample], good: Callable[[Sample], bool]) -> Sample:
+    def unspoiled(self, measure: Callable[[], Sample], good: Callable[[Sample], bool]) -> Sample:
         """A sample, measured again (at most SPOILED_RETRIES times) when it fails the
         check while the shaping engine counted packets it released late or could not
         carry: the machine, not the emulated network, made those (a host stalled the
@@ -377,7 +377,7 @@ class Network:
         self, src: str, dst: str, *, below_ms: float, percentile: float = 99, **probe
     ) -> Sample:
         """The ``percentile`` of one-way delay stays below ``below_ms``."""
-        sample = self._unspoiled(
+        sample = self.unspoiled(
             lambda: self.one_way_delay(src, dst, **probe), _below(below_ms, percentile)
         )
         return self._check_below(sample, src, dst, below_ms, percentile)
@@ -386,7 +386,7 @@ class Network:
         self, src: str, dst: str, *, below_ms: float, percentile: float = 50, **ping
     ) -> Sample:
         """The ``percentile`` of ping's round trips stays below ``below_ms``."""
-        sample = self._unspoiled(lambda: self.rtt(src, dst, **ping), _below(below_ms, percentile))
+        sample = self.unspoiled(lambda: self.rtt(src, dst, **ping), _below(below_ms, percentile))
         return self._check_below(sample, src, dst, below_ms, percentile)
 
     def assert_loss(
@@ -394,7 +394,7 @@ class Network:
     ) -> Sample:
         """The share of packets lost lies in ``between`` (inclusive), e.g. (0.03, 0.07)."""
         low, high = between
-        s = self._unspoiled(lambda: self.loss(src, dst, **probe), lambda s: low <= s.loss <= high)
+        s = self.unspoiled(lambda: self.loss(src, dst, **probe), lambda s: low <= s.loss <= high)
         self._check(
             low <= s.loss <= high,
             f"loss {src} -> {dst}: {s.loss:.2%}, expected {low:.2%} to {high:.2%}",
