@@ -24,7 +24,9 @@ def machines_on(network, route: list[str]) -> list[str]:
     return [network.emu.machine_of(n) for n in route]
 
 
-@pytest.mark.netemu(TRAIN, speed=10, step=0.5, scope="module")
+# Speed 5: a sample measured three times (spoiled twice) still ends before gs_south
+# loses t0 at 03:08:20 (200 orbital s from the start, 40 s wall).
+@pytest.mark.netemu(TRAIN, speed=5, step=0.5, scope="module")
 def test_one_way_delay_across_machines_follows_the_geometry(network):
     """gs_south -> gs_north crosses 5 links and three machine boundaries while their
     delays change every epoch: each datagram takes the geometry's delay in force when
@@ -68,7 +70,7 @@ def test_one_way_delay_across_machines_follows_the_geometry(network):
         f"engines {emu.shaping_late() or 'none late'}; route {route} on {crossed}"
     )
     assert len(every) >= 250, seen
-    assert max(errors) - min(errors) > 0.3, f"the geometry did not change: {seen}"
+    assert max(errors) - min(errors) > 0.1, f"the geometry did not change: {seen}"
     assert every[0] >= -0.05, f"a datagram arrived before physics allows: {seen}"
     within = {b: sum(e <= b for e in every) / len(every) for b in (0.5, 1.0)}
     seen += f"; within 0.5 / 1 ms: {within[0.5]:.1%} / {within[1.0]:.1%}"

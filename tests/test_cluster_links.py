@@ -124,11 +124,25 @@ def test_a_packet_crossing_machines_takes_its_links_delay_once(cross_link):
     """Every probe datagram a -> b arrives, none faster than light, the median within
     0.2 ms of the link's delay and 95% within 0.5 ms of it (a fresh 2-core VM holds
     an engine's wake-up for a packet now and then, 1-9 ms, uncounted by the engine:
-    97.7-100% within 0.5 ms in 7 runs, 2026-12-03); round trips (ping) are twice it."""
+    97.7-100% within 0.5 ms in 7 runs, 2026-12-03; a sample the engines counted late
+    releases in is measured again); round trips (ping) are twice it."""
     nodes, tunnels, shapers, _ = cross_link
     substrate = tunnels[0].substrate_ms[tunnels[1].machine.address]
     assert 0 < substrate < 0.5, f"the simulated machines' network: {substrate} ms one way"
-    delays = a_to_b_ms(nodes, count=300, interval=0.01)
+
+    def late() -> int:
+        return sum(s.stats().get("late", 0) for s in shapers)
+
+    def good(delays: list[float]) -> bool:
+        return sum(abs(d - DELAY_MS) <= 0.5 for d in delays) >= 0.95 * len(delays)
+
+    # Measured again (at most twice) when it misses while the engines counted releases
+    # late: the host stalled them (up to 20 ms seen), as the plugin's assertions do.
+    for _ in range(3):
+        before = late()
+        delays = a_to_b_ms(nodes, count=300, interval=0.01)
+        if good(delays) or late() == before:
+            break
     assert len(delays) == 300
     late = [(i, round(d, 2)) for i, d in enumerate(delays) if abs(d - DELAY_MS) > 0.5]
     engines = [{k: s.stats().get(k) for k in ("late", "worst_late_ms")} for s in shapers]
