@@ -40,9 +40,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from live_scale import (  # noqa: E402
     bench_netemu,
+    epoch_update,
     fidelity,
     mem_available_mib,
-    ms,
     probe_pairs,
     settled_mem_available_mib,
     shell_topology,
@@ -68,14 +68,7 @@ def bench_cluster(topo, address: str, realtime_s: float, step_s: float) -> dict:
         fid = fidelity(emu, probe_pairs(topo), realtime_s)
         route = emu.route(*probe_pairs(topo)["intra_shell"]) or []
         fid["intra_shell"]["machines"] = sorted({emu.machine_of(n) for n in route})
-        epochs = [u for u in emu.updates if u["refresh"] and u["epoch"] > 0 and "epoch_ms" in u]
-        update = {
-            "step_s": step_s,
-            "epochs": len(epochs),
-            "apply_ms": ms([u["apply_ms"] for u in epochs]),
-            "total_ms": ms([u["epoch_ms"] for u in epochs]),
-            "late_epochs": emu.controller.late_epochs,
-        }
+        update = epoch_update(emu, step_s, ("apply",), emu.controller.late_epochs)
         engines = {
             m: {k: s[k] for k in ("late", "worst_late_ms", "overload", "release_error_us")}
             for m, s in emu.stats().items()

@@ -201,6 +201,19 @@ def route_excess(emu, pairs: int = 400, every: int = 3) -> dict:
     }
 
 
+def epoch_update(emu, step_s: float, parts: tuple[str, ...], late_epochs: int) -> dict:
+    """The run's epochs after the first (not links finishing acquisition): how many,
+    each part's cost (``<part>_ms`` of its updates) and the whole's, median and worst."""
+    epochs = [u for u in emu.updates if u["refresh"] and u["epoch"] > 0 and "epoch_ms" in u]
+    return {
+        "step_s": step_s,
+        "epochs": len(epochs),
+        **{f"{p}_ms": ms([u[f"{p}_ms"] for u in epochs]) for p in parts},
+        "total_ms": ms([u["epoch_ms"] for u in epochs]),
+        "late_epochs": late_epochs,
+    }
+
+
 def bench_netemu(topo, realtime_s: float, step_s: float) -> dict:
     before = settled_mem_available_mib()
     t0 = time.perf_counter()
@@ -224,16 +237,7 @@ def bench_netemu(topo, realtime_s: float, step_s: float) -> dict:
         emu.start_controller()
         emu.wait(3.0)  # links acquire (acquisition_s) before the stream starts
         fid = fidelity(emu, probe_pairs(topo), realtime_s)
-        epochs = [u for u in emu.updates if u["refresh"] and u["epoch"] > 0 and "epoch_ms" in u]
-        update = {
-            "step_s": step_s,
-            "epochs": len(epochs),
-            "plan_ms": ms([u["plan_ms"] for u in epochs]),
-            "links_ms": ms([u["links_ms"] for u in epochs]),
-            "routes_ms": ms([u["routes_ms"] for u in epochs]),
-            "total_ms": ms([u["epoch_ms"] for u in epochs]),
-            "late_epochs": emu.late_epochs,
-        }
+        update = epoch_update(emu, step_s, ("plan", "links", "routes"), emu.late_epochs)
         phases = dict(emu.timings)
         memory_phases = dict(emu.memory_mib)
         n_links = len(emu.links_now())
