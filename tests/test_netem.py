@@ -7,9 +7,9 @@ geometric delay with the host's load, some of it the guest's own time (ping,
 the stack), some netem's timers firing late. So tests compare the *minimum* of
 20 round trips (noise only ever adds), never below the geometry, and above it
 by no more than the same path's round trip with zero delays (measured in the
-same guest) plus 0.3 ms a netem pass; netem's own parameters are read back
-from the kernel, and each direction is delayed on its own. A unit or direction
-mistake is off by far more.
+same guest) plus 0.7 ms a netem pass (NETEM_PASS_MS); netem's own parameters are
+read back from the kernel, and each direction is delayed on its own. A unit or
+direction mistake is off by far more.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ from netemu.shaping import Shape
 from netemu.shaping.netem import netem_available, netem_limit
 
 from helpers import leftovers, needs_root, stream, train_topology
+
+#: How late a netem timer fires under QEMU, at most, per pass, in the smallest of 20
+#: round trips: 0.42 ms a pass over 10 passes failed a bound of 0.3 in a fresh clone's
+#: run (2026-12-03), when one hop's smallest of 20 sat 0.28-0.57 ms above its delay.
+NETEM_PASS_MS = 0.7
 
 pytestmark = [
     needs_root,
@@ -100,13 +105,13 @@ def test_netem_applies_the_geometric_delay_and_rate(emu):
         emu.shaper.apply(saved)
     passes = len(route) - 1 + len(back) - 1
     assert measured >= geometric - 0.05, (measured, geometric)
-    assert measured <= geometric + unshaped + 0.3 * passes, (
+    assert measured <= geometric + unshaped + NETEM_PASS_MS * passes, (
         f"round trip {measured:.3f} ms: geometric {geometric:.3f}, {unshaped:.3f} without "
         f"delays, {passes} netem passes"
     )
-    # TCP through a 20 Mbit/s inter-satellite bottleneck, its rate read where netem
-    # sends it: the first ISL's interface counter over 3 s of the transfer (iperf3's
-    # receiver figure counts its own teardown: 16.1 Mbit/s once, over 5.55 s for 5).
+    # UDP offered at twice a 20 Mbit/s inter-satellite bottleneck, its rate read where
+    # netem sends it: the first ISL's interface counter over 3 s of the flow. (A TCP
+    # flow's rate here is the guest's: QEMU's software CPU gave one 12.7 Mbit/s of 20.)
     first_isl = next(
         emu.link(u, v)
         for u, v in itertools.pairwise(route)
@@ -123,20 +128,21 @@ def test_netem_applies_the_geometric_delay_and_rate(emu):
     )
     time.sleep(1)
     client = emu.host("gs_south").popen(
-        ["iperf3", "-c", emu.address("gs_north"), "-B", emu.address("gs_south"), "-t", "7"],
+        ["iperf3", "-c", emu.address("gs_north"), "-B", emu.address("gs_south"), "-u",
+         "-b", "40M", "-l", "1400", "-t", "7"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
-    time.sleep(2)  # past slow start: netem's queue holds a backlog
+    )  # fmt: skip
+    time.sleep(2)  # netem's queue full: the limiter sends at its rate
     t0, sent0 = time.monotonic(), tx_bytes(emu, node, ifname)
     time.sleep(3)
     t1, sent1 = time.monotonic(), tx_bytes(emu, node, ifname)
     client.wait(timeout=60)
     server.wait(timeout=60)
     mbit = (sent1 - sent0) * 8 / (t1 - t0) / 1e6
-    # Never faster than the link (what the shaper guarantees); a saturating TCP flow gets
-    # most of it (18.6 Mbit/s once, the guest's CPU being QEMU's software one).
-    assert 0.85 * 20 <= mbit <= 1.03 * 20, mbit
+    # Never faster than the link (what the shaper guarantees), and all of it when
+    # offered more (HTB's burst, 1.2 ms at 20 Mbit/s, covers its timers firing late).
+    assert 0.9 * 20 <= mbit <= 1.03 * 20, mbit
 
 
 def test_netem_delays_each_direction_on_its_own(emu):
@@ -267,6 +273,9 @@ def test_capture_taps_sit_on_both_sides_of_the_netem_delay(tmp_path):
     for key in [("t1", "t2"), ("t2", "t1")]:  # echo requests, then replies
         hop = hops[key]
         assert (hop.arrived, hop.lost) == (20, 0), key
-        # QEMU's timers only ever add: the smallest of 20 within +0.5 ms.
-        assert want - 0.05 <= min(hop.latencies_ms) <= want + 0.5, (key, hop.latencies_ms, want)
+        # A tap on the wrong side of the qdisc is off by the whole delay (3.2 ms). QEMU's
+        # timers only ever add: the smallest of 20 sat 0.28-0.57 ms above the delay in
+        # 6 runs in a row (2026-12-03; CI failed once at +0.50 for a bound of +0.5).
+        lo, hi = want - 0.05, want + NETEM_PASS_MS
+        assert lo <= min(hop.latencies_ms) <= hi, (key, hop.latencies_ms, want)
     assert leftovers("tnetcap") == []
