@@ -408,8 +408,6 @@ def run_cluster(args: argparse.Namespace) -> int:
     for key, option in NOT_ON_A_CLUSTER.items():
         if getattr(args, key):
             raise InputError(f"{option} does not run over a cluster yet (docs/scaling.md)")
-    if args.shaper == "netem":
-        raise InputError("--shaper netem does not run over a cluster yet: the agents run wire")
     stop = StopSignals(interrupt=True).__enter__()
     topology = load_topology(args.topology)
     emu = ClusterEmulation(
@@ -422,6 +420,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         run_name=args.name,
         faults=[parse_cli(f) for f in args.fault],
         log_path=args.log or True,  # run.jsonl in the run's folder unless told
+        shaper=args.shaper,
     )
     view = StatusView(quiet=args.quiet > 0)
     failure: Exception | None = None

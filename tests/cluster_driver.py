@@ -17,31 +17,37 @@ import sys
 
 from netemu.cluster.agent import LinkEnd
 from netemu.cluster.agents import Agents, MachineLost
-from netemu.cluster.underlay import SimulatedMachines
+from netemu.cluster.underlay import Machine, SimulatedMachines
 from netemu.shaping import Shape
 
 NAMES = ["a", "b", "c"]
 DELAYS_MS = {(0, 1): 3.0, (1, 2): 4.0}
 
 
+def chain(where: list[Machine]) -> tuple[dict, dict, dict]:
+    """What each machine's agent is told for the chain (node i on ``where[i]``): its
+    link ends, its nodes' shapes and routes, by machine name."""
+    ends: dict[str, list[LinkEnd]] = {m.name: [] for m in where}
+    shapes: dict[str, dict] = {m.name: {} for m in where}
+    for number, ((a, b), delay) in enumerate(DELAYS_MS.items()):
+        for node, peer in ((a, b), (b, a)):
+            ends[where[node].name].append(
+                LinkEnd(number, node, peer, NAMES[peer], 1000.0, where[peer])
+            )
+            shapes[where[node].name][(node, peer)] = Shape(delay, 1000.0)
+    hops = {0: [(1, 1), (2, 1)], 1: [(0, 0), (2, 2)], 2: [(0, 1), (1, 1)]}
+    routes = {m.name: {i: hops[i]} for i, m in enumerate(where)}
+    return ends, shapes, routes
+
+
 def main(run: str, sim_name: str, address: str) -> int:
-    m0, m1, m2 = SimulatedMachines(sim_name, 3).machines
-    where = [m0, m1, m2]  # node i on machine i
+    where = SimulatedMachines(sim_name, 3).machines  # node i on machine i
     agents = Agents(run, where, {m.name: {i: NAMES[i]} for i, m in enumerate(where)}, address)
     try:
         agents.call("start")
-        ends: dict[str, list[LinkEnd]] = {m.name: [] for m in where}
-        shapes: dict[str, dict] = {m.name: {} for m in where}
-        for number, ((a, b), delay) in enumerate(DELAYS_MS.items()):
-            for node, peer in ((a, b), (b, a)):
-                ends[where[node].name].append(
-                    LinkEnd(number, node, peer, NAMES[peer], 1000.0, where[peer])
-                )
-                shapes[where[node].name][(node, peer)] = Shape(delay, 1000.0)
+        ends, shapes, routes = chain(where)
         agents.call("make_links", {m: (e,) for m, e in ends.items()})
         agents.call("shape", {m: (s,) for m, s in shapes.items()})
-        routes = {"m0": {0: [(1, 1), (2, 1)]}, "m1": {1: [(0, 0), (2, 2)]},
-                  "m2": {2: [(0, 1), (1, 1)]}}  # fmt: skip
         agents.call("routes", {m: (r,) for m, r in routes.items()})
         print("ready", flush=True)
         for line in sys.stdin:

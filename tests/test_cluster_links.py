@@ -8,22 +8,34 @@ share this host's clock, so the probe's one-way delays are exact.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import statistics
 import subprocess
 
 import pytest
 
-from netemu.cluster.agents import ClockError, ClockOffset, check_clocks, clock_offset
-from netemu.cluster.tunnels import CrossEnd, Tunnels, run_vni, tunnel_namespace
+from netemu.cluster.agent import MachineAgent
+from netemu.cluster.agents import (
+    ClockError,
+    ClockOffset,
+    MachineLost,
+    check_clocks,
+    clock_offset,
+)
+from netemu.cluster.processes import RemoteHost
+from netemu.cluster.tunnels import CrossEnd, Tunnels, link_vni, run_vni, tunnel_namespace
 from netemu.cluster.underlay import SimulatedMachines
 from netemu.kernel import netns
 from netemu.kernel.netlink.sockets import NamespaceSockets, send_requests
 from netemu.routes import addressing
-from netemu.shaping import BLOCKED, Port, Shape
+from netemu.shaping import BLOCKED, Port, Shape, Shaper, tc_batches
+from netemu.shaping.netem import NetemShaper, netem_available
 from netemu.shaping.wire import WireShaper
 
-from helpers import needs_root, one_way_ms
+from cluster_driver import DELAYS_MS, NAMES, chain
+from helpers import measured, needs_root, one_way_ms
 
 RUN = "tcross"
 MACHINES = "tcrossm"
@@ -59,13 +71,33 @@ def test_clocks_not_surely_within_the_bound_stop_the_run_naming_the_machine():
     assert "m0" not in str(caught.value)
 
 
-@pytest.fixture
-def cross_link():
-    """Nodes a (on m0) and b (on m1), linked across the machines, DELAY_MS each way."""
+def test_a_remote_program_whose_machine_stops_answering_says_so_on_its_stderr():
+    """A program started on another machine whose agent is gone counts as killed, and
+    its stderr says why (where a failing test shows a program's output)."""
+    answers = iter([7, (b"partial\n", b"", None)])
+
+    def ask(method: str, *args):
+        if (got := next(answers, None)) is None:
+            raise MachineLost("m2", "its agent died (ActorDiedError)")
+        return got
+
+    proc = RemoteHost(ask, 3).popen(["ping", "x"], text=True)
+    assert proc.key == 7 and proc.poll() is None
+    out, err = proc.communicate(timeout=5)
+    assert proc.returncode == -signal.SIGKILL and out == "partial\n"
+    why = "machine m2 lost: its agent died (ActorDiedError)"
+    assert err == f"netemu: no answer from the program's machine: {why}\n"
+    assert isinstance(proc.gone, MachineLost)
+
+
+@contextlib.contextmanager
+def linked_across(shaper: type[Shaper]):
+    """Nodes a (on m0) and b (on m1), linked across the machines, DELAY_MS each way,
+    each machine's end shaped by its own ``shaper``."""
     nodes = [f"netemu-{RUN}-a", f"netemu-{RUN}-b"]
     sim = SimulatedMachines(MACHINES, 2)
     tunnels = [Tunnels(RUN, m) for m in sim.machines]
-    shapers = [WireShaper(), WireShaper()]
+    shapers = [shaper(), shaper()]
     sockets = NamespaceSockets()
     try:
         sim.make()
@@ -73,27 +105,31 @@ def cross_link():
         ends = []
         for i, peer in ((0, 1), (1, 0)):
             tunnels[i].make()
-            shapers[i].start([nodes[i]], sim.engine_env(i))
-            local = Port(
-                nodes[i], f"to-{'ab'[peer]}", addressing.interface_index(peer),
-                addressing.mac_address(i, peer),
+            shapers[i].start([nodes[i]], sim.engine_env(i), sockets)
+            local, there = (
+                Port(
+                    nodes[n], f"to-{'ab'[m]}", addressing.interface_index(m),
+                    addressing.mac_address(n, m),
+                )
+                for n, m in ((i, peer), (peer, i))
             )  # fmt: skip
-            end = CrossEnd(0, (0, 1), local, addressing.mac_address(peer, i), sim.machines[peer])
+            end = CrossEnd(0, (0, 1), local, there, sim.machines[peer])
             tunnels[i].add(shapers[i], [end])
             ends.append(end)
             me, there = addressing.service_address(i), addressing.service_address(peer)
             netns.run(
                 ["ip", "-n", nodes[i], "-batch", "-"],
                 f"address add {me}/32 dev lo\nlink set lo up\nlink set {local.ifname} up\n"
-                f"neighbour add {there} lladdr {end.peer_mac} dev {local.ifname}\n"
+                f"neighbour add {there} lladdr {end.peer.mac} dev {local.ifname}\n"
                 f"route add {there}/32 dev {local.ifname} src {me}\n",
             )
         link = Shape(delay_ms=DELAY_MS, rate_mbit=1000)
         for t, s, e in zip(tunnels, shapers, ends, strict=True):
-            toward = t.directions[e.number][0]
-            # The node's rate limiter, as bring-up makes it for every sending interface.
+            toward = t.toward[e.number]
+            # The node's rate limiter (and netem's qdisc behind it), as bring-up makes them.
             s.add_interfaces({(e.local.netns, e.local.ifname): e.local.ifindex})
             send_requests(sockets(e.local.netns), s.rate_limiters([(toward, link.rate_mbit)]))
+            tc_batches({e.local.netns: s.tc_lines([(toward, link.rate_mbit)])})
             s.apply({toward: t.shape_toward(e, link)})
         yield nodes, tunnels, shapers, ends
     finally:
@@ -104,6 +140,12 @@ def cross_link():
             t.remove()
         netns.delete([ns for ns in nodes if ns in netns.namespaces(f"netemu-{RUN}-")])
         sim.remove()
+
+
+@pytest.fixture
+def cross_link():
+    with linked_across(WireShaper) as made:
+        yield made
 
 
 def a_to_b_ms(nodes: list[str], count: int, interval: float) -> list[float]:
@@ -133,27 +175,26 @@ def test_a_packet_crossing_machines_takes_its_links_delay_once(cross_link):
     def late() -> int:
         return sum(s.stats().get("late", 0) for s in shapers)
 
-    def good(delays: list[float]) -> bool:
-        return sum(abs(d - DELAY_MS) <= 0.5 for d in delays) >= 0.95 * len(delays)
+    def missed(delays: list[float], _late: int) -> str | None:
+        off = [(i, round(d, 2)) for i, d in enumerate(delays) if abs(d - DELAY_MS) > 0.5]
+        engines = [{k: s.stats().get(k) for k in ("late", "worst_late_ms")} for s in shapers]
+        seen = (
+            f"{len(delays)} arrived, min {min(delays, default=0):.3f}, median "
+            f"{statistics.median(delays or [0]):.3f}; outside 0.5 ms (index, ms): {off}; "
+            f"engines: {engines}"
+        )
+        if len(delays) != 300:
+            return f"lost: {seen}"
+        if min(delays) < DELAY_MS - 0.05:
+            return f"faster than the link: {seen}"
+        if statistics.median(delays) > DELAY_MS + 0.2 or len(off) > 0.05 * len(delays):
+            return f"not within 0.2 ms (median) / 0.5 ms (95%) of {DELAY_MS} ms: {seen}"
+        return None
 
     # Measured again (at most twice) when it misses while the engines counted releases
     # late: the host stalled them (up to 20 ms seen), as the plugin's assertions do.
-    for _ in range(3):
-        before = late()
-        delays = a_to_b_ms(nodes, count=300, interval=0.01)
-        if good(delays) or late() == before:
-            break
-    assert len(delays) == 300
-    late = [(i, round(d, 2)) for i, d in enumerate(delays) if abs(d - DELAY_MS) > 0.5]
-    engines = [{k: s.stats().get(k) for k in ("late", "worst_late_ms")} for s in shapers]
-    seen = (
-        f"min {min(delays):.3f}, median {statistics.median(delays):.3f}; late (index, ms): "
-        f"{late}; engines: {engines}"
-    )
-    assert min(delays) >= DELAY_MS - 0.05, f"faster than the link: {seen}"
-    within = sum(abs(d - DELAY_MS) <= 0.5 for d in delays) / len(delays)
-    assert statistics.median(delays) <= DELAY_MS + 0.2, seen
-    assert within >= 0.95, f"{within:.1%} within 0.5 ms of {DELAY_MS} ms: {seen}"
+    why, spoiled = measured(lambda: a_to_b_ms(nodes, count=300, interval=0.01), missed, late)
+    assert why is None, f"{why}; spoiled before: {spoiled}"
     rtts, out = ping_ms(nodes[0])
     assert len(rtts) == 20, out
     assert min(rtts) >= 2 * DELAY_MS - 0.1 and statistics.median(rtts) <= 2 * DELAY_MS + 0.5, out
@@ -163,23 +204,107 @@ def test_a_packet_crossing_machines_takes_its_links_delay_once(cross_link):
 def test_a_cross_machine_link_blocked_on_the_sending_machine_carries_nothing(cross_link):
     """A fault (the direction blocked where it is sent from) stops the tunnel's
     traffic; opened again, it carries at its delay."""
-    nodes, tunnels, shapers, ends = cross_link
-    toward = tunnels[0].directions[ends[0].number][0]
+    rtts, out = blocked_then_opened(*cross_link)
+    assert len(rtts) == 10, out
+
+
+def blocked_then_opened(nodes, tunnels, shapers, ends) -> tuple[list[float], str]:
+    """a's direction toward b blocked where it is sent: no ping answered; opened
+    again: the round trips of 10 pings (and ping's output)."""
+    toward = tunnels[0].toward[ends[0].number]
     shapers[0].apply({toward: BLOCKED})
     rtts, out = ping_ms(nodes[0], count=10)
     assert rtts == [], out
     shapers[0].apply({toward: tunnels[0].shape_toward(ends[0], Shape(DELAY_MS, 1000))})
-    rtts, out = ping_ms(nodes[0], count=10)
-    assert len(rtts) == 10, out
+    return ping_ms(nodes[0], count=10)
 
 
 @needs_root
 def test_nothing_of_the_machines_or_their_tunnels_is_left():
     """Made and removed: no namespace of the run or of the simulated machines stays."""
-    with SimulatedMachines(MACHINES, 3) as sim:
-        t = Tunnels(RUN, sim.machines[2])
-        t.make()
-        assert t.netns in netns.namespaces(f"netemu-{RUN}-")
-        t.remove()
+    with linked_across(WireShaper) as (_, tunnels, _, _):
+        made = netns.namespaces(f"netemu-{RUN}-")
+        assert all(t.netns in made for t in tunnels), made
     assert netns.namespaces(f"netemu-{RUN}-") == []
+    assert netns.namespaces(f"netemu-{MACHINES}-") == []
+
+
+def one_way_from(nodes: list[str], src: int, count: int) -> list[float]:
+    dst = 1 - src
+    return one_way_ms(nodes[src], nodes[dst], addressing.service_address(dst), count, 0.02)
+
+
+@needs_root
+@pytest.mark.netem
+@pytest.mark.skipif(
+    not netem_available(),
+    reason="this kernel has no sch_netem: scripts/test runs this in the QEMU lane",
+)
+def test_with_netem_a_node_sends_across_machines_on_its_own_vxlan_device_delayed_once():
+    """With netem a cross-machine link end is the node's ``to-<peer>`` as a VXLAN device
+    of the link's own (no engine, no bridge, the kernel decapsulates into the node),
+    netem on its egress delaying by the link's delay less the machines' network's:
+    each way never faster than the link, the smallest of 100 within QEMU's +1.0 ms
+    (its timers only add: +0.28-0.57 ms seen on one netem hop, tests/test_netem.py);
+    a fault (blocked) carries nothing; the stop leaves nothing."""
+    with linked_across(NetemShaper) as (nodes, tunnels, shapers, ends):
+        for i, (t, e) in enumerate(zip(tunnels, ends, strict=True)):
+            device = netns.run(["ip", "-n", nodes[i], "-d", "link", "show", e.local.ifname])
+            assert f"vxlan id {link_vni(RUN, e.number)} remote {e.remote.address} " in device
+            qdisc = netns.run(["tc", "-n", nodes[i], "qdisc", "show", "dev", e.local.ifname])
+            value, unit = re.search(r"netem .* delay ([\d.]+)(ms|us)", qdisc).groups()
+            applied = float(value) / (1 if unit == "ms" else 1000)
+            want = DELAY_MS - t.substrate_ms[e.remote.address]
+            assert abs(applied - want) < 0.01, (qdisc, want)
+        assert netns.namespaces(f"netemu-{RUN}-tunnels") == [], "no tunnel namespace needed"
+        for src in (0, 1):
+            delays = one_way_from(nodes, src, 100)
+            seen = f"{'ab'[src]} -> {'ab'[1 - src]}: {sorted(round(d, 3) for d in delays)}"
+            assert len(delays) == 100, seen
+            assert DELAY_MS - 0.05 <= min(delays) <= DELAY_MS + 1.0, seen
+            print(f"{seen[:6]} min {min(delays):.3f}, median {statistics.median(delays):.3f} ms")
+        rtts, out = blocked_then_opened(nodes, tunnels, shapers, ends)
+        assert len(rtts) == 10 and min(rtts) >= 2 * DELAY_MS - 0.1, out
+    assert netns.namespaces(f"netemu-{RUN}-") == []
+    assert netns.namespaces(f"netemu-{MACHINES}-") == []
+
+
+@needs_root
+@pytest.mark.netem
+@pytest.mark.skipif(
+    not netem_available(),
+    reason="this kernel has no sch_netem: scripts/test runs this in the QEMU lane",
+)
+def test_with_netem_machines_agents_route_a_chain_across_three_machines():
+    """Three machines' agents (as Ray runs them, here without Ray: QEMU's software CPU)
+    with the netem shaper make a - b - c, one node per machine (tests/cluster_driver.py):
+    a -> c takes both links' 7 ms, never less, the smallest of 100 within QEMU's
+    +2 ms (two netem passes); each agent's check answers with no engine; the stop
+    leaves nothing on any machine."""
+    run = f"{RUN}g"
+    with SimulatedMachines(MACHINES, 3) as sim:
+        where = sim.machines
+        agents = [MachineAgent(run, m, {i: NAMES[i]}) for i, m in enumerate(where)]
+        try:
+            for agent in agents:
+                assert agent.start("netem")["shaper"] == "netem"
+            ends, shapes, routes = chain(where)
+            for agent in agents:
+                agent.make_links(ends[agent.machine.name])
+            for agent in agents:
+                agent.shape(shapes[agent.machine.name])
+                agent.routes(routes[agent.machine.name])
+            a, c = (addressing.netns_name(run, n) for n in ("a", "c"))
+            delays = one_way_ms(a, c, addressing.service_address(2), 100, 0.02)
+            want = sum(DELAYS_MS.values())
+            seen = sorted(round(d, 3) for d in delays)
+            assert len(delays) == 100, seen
+            assert want - 0.05 <= min(delays) <= want + 2.0, seen
+            print(f"a -> c: min {min(delays):.3f}, median {statistics.median(delays):.3f} ms")
+            stats = [agent.check() for agent in agents]
+            assert [s["late"] for s in stats] == [None] * 3, stats  # the kernel shapes
+        finally:
+            for agent in agents:
+                agent.stop()
+        assert netns.namespaces(f"netemu-{run}-") == []
     assert netns.namespaces(f"netemu-{MACHINES}-") == []

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,8 +26,9 @@ from netemu.cluster.agents import ClockOffset, check_clocks
 from netemu.cluster.underlay import SimulatedMachines, enter
 from netemu.kernel import netns
 from netemu.routes import addressing
+from netemu.shaping.netem import netem_available
 
-from helpers import leftovers, needs_root, one_way_ms, run_netemu
+from helpers import leftovers, measured, needs_root, one_way_ms, run_netemu
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (scripts/provision installs it)")
 
@@ -68,32 +68,6 @@ def start_driver(sim, address) -> subprocess.Popen:
 def node_to_node_ms(src: int, dst: int, count: int = 200) -> list[float]:
     ns = [addressing.netns_name(RUN, n) for n in ("a", "b", "c")]
     return one_way_ms(ns[src], ns[dst], addressing.service_address(dst), count, 0.01)
-
-
-#: How often a sample is measured again when the engines counted releases late during
-#: it (as the pytest plugin's assertions do, netemu.testing.network.SPOILED_RETRIES).
-SPOILED_RETRIES = 2
-
-
-def measured(
-    sample: Callable[[], list[float]],
-    missed: Callable[[list[float], int], str | None],
-    late: Callable[[], int],
-) -> tuple[str | None, list[str]]:
-    """Why a sample of one-way delays misses its bound (``missed``, given the releases
-    the engines counted late meanwhile; None: it holds), measured again, at most
-    SPOILED_RETRIES times, while it misses with releases counted late (the host
-    stalled the engines); also why each spoiled sample before it missed."""
-    spoiled: list[str] = []
-    for _ in range(SPOILED_RETRIES + 1):
-        before = late()
-        delays = sample()
-        counted = late() - before
-        why = missed(delays, counted)
-        if why is None or counted == 0:
-            break
-        spoiled.append(why)
-    return why, spoiled
 
 
 def within_half_ms(delays: list[float], want: float) -> str | None:
@@ -236,7 +210,9 @@ def test_netemu_run_cluster_runs_kepler_over_the_machines_and_leaves_nothing(mac
     assert leftovers(run) == []
     # The driver's run log, as one machine's: the run, an update per epoch, the end.
     log = [json.loads(line) for line in Path(tmp_path / "run.jsonl").read_text().splitlines()]
-    assert log[0]["run"] == run and log[0]["shaper"] == "wire on 3 machines", log[0]
+    # auto: netem where every machine's kernel has it (then these tests run netem).
+    shaper = "netem" if netem_available() else "wire"
+    assert log[0]["run"] == run and log[0]["shaper"] == f"{shaper} on 3 machines", log[0]
     updates = [r for r in log[1:-1] if "epoch" in r]
     assert [r["epoch"] for r in updates][:3] == [0, 1, 2] and len(updates) >= 5, updates
     first = {(r["a"], r["b"]): r for r in updates[0]["links"]}  # every link made, first
@@ -259,7 +235,7 @@ def test_a_pytest_suite_runs_over_the_cluster_as_on_one_machine(machines, tmp_pa
     assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
     assert "2 passed" in p.stdout, p.stdout[-3000:]
     print(*(line for line in p.stdout.splitlines() if "within 0.5 / 1 ms" in line), sep="\n")
-    assert "on the netemu machines of the Ray cluster at" in p.stdout  # the header says so
+    assert "over the Ray cluster at" in p.stdout  # the header says so
     assert leftovers(f"{RUN}p", prefix=True) == [], "the suite left emulations behind"
 
 
@@ -308,6 +284,69 @@ def test_netemu_run_cluster_stopped_by_a_signal_to_its_group_leaves_nothing(mach
     assert proc.returncode == 128 + sig, err
     assert f"stopped by {sig.name} after" in err and "everything removed" in err, err
     assert "Traceback" not in err, err
+    assert leftovers(run) == []
+
+
+@needs_root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=str)
+def test_a_pytest_suite_over_the_cluster_stopped_by_a_signal_leaves_nothing(
+    machines, tmp_path, sig
+):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM while a
+    test's emulation is up over the three machines: pytest stops as interrupted and
+    the emulation is gone from every machine (Ray's own SIGTERM handler, which would
+    kill the driver at once, is replaced by the run's)."""
+    sim, address = machines
+    name = f"{RUN}i{int(sig)}"
+    up = tmp_path / "up"
+    (tmp_path / "test_waits.py").write_text(
+        "import pathlib, time\nimport pytest\n\n"
+        f"@pytest.mark.netemu({str(KEPLER)!r})\n"
+        f"def test_waits(network):\n    pathlib.Path({str(up)!r}).touch()\n    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [*enter(sim.machines[0]), sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+         "-q", "--netemu-cluster", address, "--netemu-name", name,
+         "--netemu-results", str(tmp_path / "res"), str(tmp_path / "test_waits.py")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not up.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert up.exists() and leftovers(name, prefix=True), "the emulation is up"
+        time.sleep(1.0)  # a few epochs applied, the test waiting
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:] + err[-2000:]
+    assert leftovers(name, prefix=True) == [], out[-3000:] + err[-2000:]
+
+
+@needs_root
+@pytest.mark.skipif(netem_available(), reason="every simulated machine's kernel has netem here")
+def test_netemu_run_cluster_with_netem_where_a_machine_lacks_it_fails_in_one_line(machines):
+    """The shaper is one for all machines (their tunnels' ends must match): netem asked
+    where a machine's kernel has none ends the run before anything is made there."""
+    sim, address = machines
+    run = f"{RUN}n"
+    p = subprocess.run(
+        [*enter(sim.machines[0]), sys.executable, "-m", "netemu.cli", "run", str(KEPLER),
+         "--cluster", address, "--name", run, "--duration", "1", "--shaper", "netem"],
+        capture_output=True, text=True, timeout=300, cwd=DRIVER.parents[1],
+    )  # fmt: skip
+    assert p.returncode == 1, p.stdout + p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"netemu: run {run} failed: --shaper netem: the kernel of m0, m1, m2 has no sch_netem "
+        "(use --shaper wire or auto, or a kernel with netem on every machine); "
+        "everything removed"
+    ), p.stderr
+    assert "Traceback" not in p.stderr
     assert leftovers(run) == []
 
 

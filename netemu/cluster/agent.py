@@ -11,9 +11,12 @@ Everything the agent is told names nodes and links by the topology's indices,
 so a driver sends each machine only its slice. The agent is a plain
 class: on a cluster it runs as a Ray actor pinned to its machine (:mod:`.agents`).
 
+The shaper is the run's (:meth:`MachineAgent.start`): netem where every
+machine's kernel has it, else the wire engine; the driver picks one for all
+machines (:meth:`MachineAgent.kernel_has_netem`), since their tunnels' ends must match.
+
 Not yet here (the single-machine run has them, :mod:`netemu.live`): aggregated
-routes and their installer, Mininet hosts, the netem shaper's ends of
-cross-machine links.
+routes and their installer, Mininet hosts.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from netemu.kernel.netlink.sockets import NamespaceSockets, send_all
 from netemu.live.bringup import ROUTER_SYSCTLS, configure_node, link_nexthops
 from netemu.live.machine import rss_mib
 from netemu.routes import addressing
-from netemu.shaping import Direction, Port, Shape
-from netemu.shaping.wire import WireShaper
+from netemu.shaping import Direction, Port, Shape, Shaper, choose
+from netemu.shaping.netem import netem_available
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class MachineAgent:
         self.names = dict(nodes)
         self.netns = {i: addressing.netns_name(run_name, n) for i, n in nodes.items()}
         self.tunnels = Tunnels(run_name, machine)
-        self.shaper = WireShaper()
+        self.shaper: Shaper | None = None  # the run's, made at start
         self.sockets = NamespaceSockets()
         #: The direction each of this machine's nodes sends on toward a peer.
         self.sending: dict[tuple[int, int], Direction] = {}
@@ -68,17 +71,27 @@ class MachineAgent:
         #: Programs a driver started in this machine's nodes (probes, pings, iperf3).
         self.processes = NodeProcesses(self.netns, self.env)
 
-    def start(self) -> dict:
-        """The nodes' namespaces (routers with their service addresses), the tunnel
-        namespace, the engine. Returns where the agent runs (for the driver's log)."""
+    @staticmethod
+    def kernel_has_netem() -> bool:
+        """Whether this machine's kernel has sch_netem."""
+        return netem_available()
+
+    def start(self, shaper: str = "wire") -> dict:
+        """The nodes' namespaces (routers with their service addresses), the check of
+        the machines' network, the shaper (``netem`` or ``wire``). Returns where the
+        agent runs (for the driver's log)."""
+        self.shaper = choose(shaper)
         spaces = list(self.netns.values())
         netns.ip_batch([f"netns add {ns}" for ns in spaces])
         netns.write_sysctls(spaces, ROUTER_SYSCTLS)
         for i, ns in self.netns.items():
             configure_node(self.sockets(ns), i, True, [], [])
         self.tunnels.make()
-        self.shaper.start(spaces, self.env)
-        return {"machine": self.machine.name, "pid": os.getpid(), "nodes": len(spaces)}
+        self.shaper.start(spaces, self.env, self.sockets)
+        return {
+            "machine": self.machine.name, "pid": os.getpid(), "nodes": len(spaces),
+            "shaper": self.shaper.name,
+        }  # fmt: skip
 
     def make_links(self, ends: list[LinkEnd]) -> None:
         """Links' ends on this machine (a link within it appears with both its ends),
@@ -87,8 +100,12 @@ class MachineAgent:
         for e in ends:
             port = self._port(e.node, e.peer, e.peer_name)
             if e.peer_machine is not None:
-                mac = addressing.mac_address(e.peer, e.node)
-                cross.append((e, CrossEnd(e.number, _key(e), port, mac, e.peer_machine)))
+                peer = Port(
+                    addressing.netns_name(self.run_name, e.peer_name),
+                    addressing.interface_name(self.names[e.node]),
+                    addressing.interface_index(e.node), addressing.mac_address(e.peer, e.node),
+                )  # fmt: skip
+                cross.append((e, CrossEnd(e.number, _key(e), port, peer, e.peer_machine)))
             elif e.node < e.peer:  # a link within the machine: made once, from its lower end
                 pairs.append((e, port, self._port(e.peer, e.node, self.names[e.node])))
         if pairs:
@@ -101,7 +118,7 @@ class MachineAgent:
             self.tunnels.add(self.shaper, [c for _, c in cross])
         for e, c in cross:
             self._cross[(e.node, e.peer)] = c
-            self.sending[(e.node, e.peer)] = self.tunnels.directions[c.number][0]
+            self.sending[(e.node, e.peer)] = self.tunnels.toward[c.number]
         self._configure(ends)
 
     def _port(self, node: int, peer: int, peer_name: str) -> Port:
@@ -112,9 +129,10 @@ class MachineAgent:
 
     def _configure(self, ends: list[LinkEnd]) -> None:
         """Each end up, its peer as a static neighbour, the sender's rate limiter (as on
-        one machine, :func:`netemu.live.bringup.configure_node`), then the nexthop
-        objects routes name."""
+        one machine, :func:`netemu.live.bringup.configure_node`), the shaper's qdiscs
+        behind it (netem), then the nexthop objects routes name."""
         by_node: dict[int, list[LinkEnd]] = {}
+        tc_lines: dict[str, list[str]] = {}
         for e in ends:
             by_node.setdefault(e.node, []).append(e)
         for node, mine in by_node.items():
@@ -127,6 +145,8 @@ class MachineAgent:
             directions = [(self.sending[(node, e.peer)], e.rate_mbit) for e in mine]
             limiters = self.shaper.rate_limiters(directions)
             configure_node(self.sockets(ns), node, False, links, limiters)
+            tc_lines[ns] = self.shaper.tc_lines(directions)
+        netns.run_all(netns.tc_jobs(tc_lines))
         for node, mine in by_node.items():
             links = [(addressing.interface_index(e.peer), e.peer) for e in mine]
             send_all(self.sockets(self.netns[node]), [link_nexthops(links)])
@@ -185,12 +205,12 @@ class MachineAgent:
         """Raise if the engine died or a namespace went; the engine's counters."""
         self.shaper.check()
         netns.check_present(list(self.netns.values()))
-        stats = self.shaper.stats()
+        stats = self.shaper.stats()  # {} with netem: the kernel counts nothing of the kind
         keys = ("late", "worst_late_ms", "overload", "release_error_us", "lead_us", "busy",
                 "busy_max", "spin_outs", "rests", "cpu_s")  # fmt: skip
         return {
             "machine": self.machine.name,
-            "notes": self.shaper.notes,
+            "notes": getattr(self.shaper, "notes", []),
             "rss_mib": {
                 "agent": round(rss_mib()),
                 "engine": round(sum(map(rss_mib, self.shaper.pids))),
@@ -203,8 +223,9 @@ class MachineAgent:
         even if one before it failed)."""
         try:
             self.processes.stop()
+            if self.shaper is not None:
+                self.shaper.stop()
             self.sockets.close()
-            self.shaper.stop()
         finally:
             try:
                 self.tunnels.remove()

@@ -19,9 +19,11 @@ and reported. A machine lost at any point ends the run (:class:`.agents.MachineL
 naming it) and :meth:`ClusterEmulation.stop` removes everything on every
 machine still reachable.
 
-The driver writes the run log (:mod:`netemu.live.runlog`), as one machine does.
-Not yet here (the single-machine run has them): Mininet hosts, captures,
-containers, the netem shaper (the agents run the wire engine).
+The shaper is one for all machines (their tunnels' ends must match,
+:mod:`.tunnels`): ``auto`` is netem when every machine's kernel has sch_netem,
+else the wire engine. The driver writes the run log (:mod:`netemu.live.runlog`),
+as one machine does. Not yet here (the single-machine run has them): Mininet
+hosts, captures, containers.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from netemu.plan.planner import EpochPlan, Planner, iso_utc
 from netemu.routes import addressing
 from netemu.routes.aggregation import PrefixRoutes
 from netemu.routes.routing import WORK_PER_SECOND, RouteHistory, ShortestDelayRouter
-from netemu.shaping import Direction
+from netemu.shaping import Direction, ShaperError
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +89,11 @@ class ClusterEmulation(RunQueries, RunLogging):
         clock_bound_ms: float = CLOCK_BOUND_MS,
         keep_history: bool = False,
         log_path: str | Path | bool | None = None,
+        shaper: str = "auto",
     ) -> None:
         """``address``: the Ray cluster's (``host:6379``; None: the one this process
-        is connected to, or ``RAY_ADDRESS``); ``clock_bound_ms``: a machine whose clock
+        is connected to, or ``RAY_ADDRESS``); ``shaper``: ``auto``, ``netem`` (every
+        machine's kernel must have it) or ``wire``; ``clock_bound_ms``: a machine whose clock
         is surely further than this from the driver's is refused (one closer than the
         measurement can tell is logged); ``keep_history``: every update's routes, for
         :meth:`delay_in_force_ms`; ``log_path``: the run log, as on one machine
@@ -108,6 +112,10 @@ class ClusterEmulation(RunQueries, RunLogging):
         self.step_s = step_s
         self.speed = speed
         self.clock_bound_ms = clock_bound_ms
+        if shaper not in ("auto", "netem", "wire"):
+            raise InputError(f"shaper {shaper!r}: auto, netem or wire")
+        #: The shaper asked for; once started, the one every machine runs.
+        self.shaper_kind = shaper
         self.planner = Planner(topology)
         for fault in faults:
             self.planner.faults.add(fault)
@@ -166,7 +174,6 @@ class ClusterEmulation(RunQueries, RunLogging):
         self.started = True  # from here on, stop() disconnects and removes
         try:
             self.machines = cluster_machines(self.cluster_address)
-            self._open_log(self.shaper_name)
             if len(self.machines) > len(self.names):
                 raise InputError(
                     f"the cluster has {len(self.machines)} netemu machines for "
@@ -195,7 +202,10 @@ class ClusterEmulation(RunQueries, RunLogging):
                     ", ".join(unsure), self.clock_bound_ms,
                     max(self.clock_offsets[m].uncertainty_ms for m in unsure),
                 )  # fmt: skip
-            self.agents.call("start", timeout_s=BRING_UP_TIMEOUT_S)
+            self.shaper_kind = self._shaper_for_all()
+            self._open_log(self.shaper_name)
+            kind = (self.shaper_kind,)
+            self.agents.call("start", dict.fromkeys(self.agents.handles, kind), BRING_UP_TIMEOUT_S)
             phase("agents")
             self._make_links(first_links)
             phase("links")
@@ -217,6 +227,21 @@ class ClusterEmulation(RunQueries, RunLogging):
             self.run_name, len(self.machines), len(self.names), len(self.table),
             sum(self.timings.values()),
         )  # fmt: skip
+
+    def _shaper_for_all(self) -> str:
+        """The shaper every machine runs: netem needs it in every machine's kernel."""
+        if self.shaper_kind == "wire":
+            return "wire"
+        has = self.agents.call("kernel_has_netem")
+        lacking = sorted(m for m, yes in has.items() if not yes)
+        if self.shaper_kind == "auto":
+            return "wire" if lacking else "netem"
+        if lacking:
+            raise ShaperError(
+                f"--shaper netem: the kernel of {', '.join(lacking)} has no sch_netem "
+                "(use --shaper wire or auto, or a kernel with netem on every machine)"
+            )
+        return "netem"
 
     def _ahead_s(self) -> float:
         return min(self.duration_s if self.duration_s is not None else 600.0, 600.0)
@@ -386,7 +411,7 @@ class ClusterEmulation(RunQueries, RunLogging):
 
     @property
     def shaper_name(self) -> str:
-        return f"wire on {len(self.machines)} machines"
+        return f"{self.shaper_kind} on {len(self.machines)} machines"
 
     # -- teardown ----------------------------------------------------------------------
     def stop(self) -> list[str]:

@@ -128,6 +128,10 @@ class RemoteProcess:
                 out, err, code = self._ask("output", self.key, len(self._got[0]), len(self._got[1]))
             except Exception as exc:  # the machine lost, the run stopped: the program is gone
                 self.returncode, self.gone = -signal.SIGKILL, exc
+                # Said where a failing test shows it: the program's own stderr.
+                self._got[1].extend(
+                    f"netemu: no answer from the program's machine: {exc}\n".encode()
+                )
                 return True
             self._got[0].extend(out)
             self._got[1].extend(err)

@@ -51,14 +51,16 @@ def _measure_promptly() -> None:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))
 
 
-def _sent_stamps(sock: socket.socket) -> dict[int, int]:
-    """The kernel's send stamps waiting on the socket's error queue: {counter: ns}."""
-    stamps = {}
+def _sent_stamps(sock: socket.socket, stamps: dict[int, int]) -> None:
+    """The kernel's send stamps waiting on the socket's error queue, into ``stamps``
+    ({counter: ns}), the first kept: a tunnel (VXLAN) carries the datagram's own
+    buffer into the machines' network's queue, where it is stamped again, after
+    the link's netem delay."""
     while True:
         try:
             _, ancillary, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            return stamps
+            return
         when, counter = 0, None
         for level, kind, value in ancillary:
             if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPING):
@@ -67,7 +69,7 @@ def _sent_stamps(sock: socket.socket) -> dict[int, int]:
             elif level == socket.SOL_IP and len(value) >= _EXTENDED_ERR.size:
                 counter = _EXTENDED_ERR.unpack_from(value)[6]
         if counter is not None and when:
-            stamps[counter] = when
+            stamps[counter] = min(when, stamps.get(counter, when))
 
 
 def send(to: str, port: int, count: int, interval: float, size: int, bind: str | None) -> int:
@@ -96,7 +98,7 @@ def send(to: str, port: int, count: int, interval: float, size: int, bind: str |
         delay = start + seq * interval - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        stamps.update(_sent_stamps(sock))
+        _sent_stamps(sock, stamps)
         before = stamps.get(numbered.get(previous), 0) if previous is not None else 0
         last = seq == count  # a follow-up alone, for the last datagram's stamp
         with contextlib.suppress(OSError):  # no route right now: the datagram is lost

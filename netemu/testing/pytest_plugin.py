@@ -32,9 +32,9 @@ With ``--netemu-cluster ADDRESS`` (a Ray cluster's, ``auto`` for ``RAY_ADDRESS``
 ini ``netemu_cluster``) every emulation runs over the cluster's netemu machines
 (:class:`netemu.cluster.emulation.ClusterEmulation`, docs/scaling.md) and the
 same tests measure it: their probes, pings and iperf3 run in the nodes on the
-nodes' machines, and the driver's run log is kept as on one machine. Captures
-and the netem shaper do not run over a cluster yet (a marker asking for them is
-refused).
+nodes' machines, and the driver's run log is kept as on one machine; a marker's
+``shaper`` holds for every machine (netem only where all their kernels have it).
+Captures do not run over a cluster yet (a marker asking for them is refused).
 
 pytest-xdist works: each emulation's name carries the worker's id, so
 namespaces, interfaces and results never collide. All workers share the
@@ -194,11 +194,12 @@ class NetemuPlugin:
         if self.cluster:
             from netemu.cluster.emulation import ClusterEmulation
 
-            _refuse_on_a_cluster(spec.capture, spec.shaper)
+            _refuse_on_a_cluster(spec.capture)
             address = None if self.cluster == "auto" else self.cluster
             return ClusterEmulation(
                 topology, address, start=start, step_s=spec.step, speed=spec.speed,
                 run_name=run, keep_history=True, log_path=artifacts / "run.jsonl",
+                shaper=spec.shaper,
             )  # fmt: skip
         from netemu.live.emulation import Emulation
 
@@ -235,7 +236,7 @@ class NetemuPlugin:
             for item in items:
                 if (marker := item.get_closest_marker("netemu")) is not None:
                     opts = marker.kwargs
-                    _refuse_on_a_cluster(opts.get("capture", ()), opts.get("shaper", "auto"))
+                    _refuse_on_a_cluster(opts.get("capture", ()))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call):
@@ -265,11 +266,10 @@ class NetemuPlugin:
         self.stop_all()
 
 
-def _refuse_on_a_cluster(capture, shaper: str) -> None:
-    if capture or shaper not in ("auto", "wire"):
-        what = "capture" if capture else f"shaper={shaper!r}"
+def _refuse_on_a_cluster(capture) -> None:
+    if capture:
         raise pytest.UsageError(
-            f"netemu marker: {what} does not run over a cluster yet (--netemu-cluster)"
+            "netemu marker: capture does not run over a cluster yet (--netemu-cluster)"
         )
 
 
@@ -336,7 +336,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     root = "yes" if os.geteuid() == 0 else "no (live tests skip)"
     cluster = config.getoption("netemu_cluster") or config.getini("netemu_cluster")
     if cluster:
-        shaper = f"wire on the netemu machines of the Ray cluster at {cluster}"
+        shaper = f"auto (netem if every machine has it) over the Ray cluster at {cluster}"
     return [f"netemu {netemu.__version__}: shaper {shaper}; containers {engine}; "
             f"GPUs {gpus}; root {root}"]  # fmt: skip
 
