@@ -279,10 +279,20 @@ def emulation_for(args: argparse.Namespace):
 
 
 #: What a run over a cluster cannot do yet (docs/scaling.md), by option.
-NOT_ON_A_CLUSTER = {
-    "cli": "--cli", "test": "--test", "capture": "--capture", "containers": "--containers",
-    "capture_dir": "--capture-dir",
-}  # fmt: skip
+NOT_ON_A_CLUSTER = {"cli": "--cli", "test": "--test", "containers": "--containers"}
+
+
+def say_captures(view, emu) -> None:
+    """The run's capture files, and what their taps missed."""
+    for path in emu.capture_files:
+        view.message(f"netemu: capture {path}")
+    for tap, n in emu.captures.dropped.items():
+        view.message(f"netemu: warning: capture tap {tap} dropped {n} packets (too fast to record)")
+    for tap, status in emu.captures.stopped_early.items():
+        view.message(
+            f"netemu: warning: capture tap {tap}'s recorder stopped before the run "
+            f"(exit status {status}): its packets end there"
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -380,15 +390,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{late['overload']} packets (counted apart from the links' own loss): the "
             "traffic was more than this machine can emulate"
         )
-    for path in emu.capture_files:
-        view.message(f"netemu: capture {path}")
-    for tap, n in emu.captures.dropped.items():
-        view.message(f"netemu: warning: capture tap {tap} dropped {n} packets (too fast to record)")
-    for tap, status in emu.captures.stopped_early.items():
-        view.message(
-            f"netemu: warning: capture tap {tap}'s recorder stopped before the run "
-            f"(exit status {status}): its packets end there"
-        )
+    say_captures(view, emu)
     if stopped:
         return stopped.exit_status
     if not passed:
@@ -421,6 +423,8 @@ def run_cluster(args: argparse.Namespace) -> int:
         faults=[parse_cli(f) for f in args.fault],
         log_path=args.log or True,  # run.jsonl in the run's folder unless told
         shaper=args.shaper,
+        capture=args.capture,
+        capture_dir=args.capture_dir,
     )
     view = StatusView(quiet=args.quiet > 0)
     failure: Exception | None = None
@@ -487,6 +491,7 @@ def run_cluster(args: argparse.Namespace) -> int:
                 f"netemu: warning: machine {m}'s shaping engine released {counters['late']} "
                 f"packets more than 0.5 ms late (worst {counters['worst_late_ms']} ms)"
             )
+    say_captures(view, emu)
     return stop.stopped.exit_status if stop.stopped else 0
 
 

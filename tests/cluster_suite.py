@@ -52,33 +52,43 @@ def test_one_way_delay_across_machines_follows_the_geometry(network):
                 errors.setdefault(round(want, 3), []).append(delay - want)
         return errors
 
-    def good(sample) -> bool:
-        every = [e for errs in errors_of(sample).values() for e in errs]
-        return bool(every) and sum(e <= 0.5 for e in every) >= 0.7 * len(every)
+    def missed(sample) -> str | None:
+        """Why the sample misses its bounds (None: it holds), with its figures."""
+        errors = errors_of(sample)
+        every = sorted(e for errs in errors.values() for e in errs)
+        if sample.received != 400 or len(every) < 250:
+            return f"{sample.describe()}; {len(every)} with a known delay in force"
+        within = {b: sum(e <= b for e in every) / len(every) for b in (0.5, 1.0)}
+        medians = [statistics.median(v) for v in errors.values() if len(v) >= 5]
+        seen = (
+            f"{sample.describe()}; {len(every)} with a known delay in force, error min "
+            f"{every[0]:.3f}, median {statistics.median(every):.3f}, max {every[-1]:.3f} ms; "
+            f"engines {emu.shaping_late() or 'none late'}; route {route} on {crossed}; "
+            f"within 0.5 / 1 ms: {within[0.5]:.1%} / {within[1.0]:.1%}"
+        )
+        print(seen)  # the figures, for passing runs too (pytest -rA)
+        if max(errors) - min(errors) <= 0.1:
+            return f"the geometry did not change: {seen}"
+        if every[0] < -0.05:
+            return f"a datagram arrived before physics allows: {seen}"
+        if statistics.median(every) > 0.5 or not all(0 <= m <= 0.75 for m in medians):
+            return f"epochs' medians {medians}: {seen}"
+        if within[0.5] < 0.70 or within[1.0] < 0.95:
+            return seen
+        return None
 
     # Measured again (at most twice) when it misses while the engines counted releases
     # late: the host, not the network, spoiled it (as the plugin's assertions do).
-    sample = network.unspoiled(
+    verdict: dict[str, str | None] = {}
+
+    def good(sample) -> bool:  # the verdict kept: unspoiled() judges every sample it returns
+        verdict["why"] = missed(sample)
+        return verdict["why"] is None
+
+    network.unspoiled(
         lambda: network.one_way_delay("gs_south", "gs_north", count=400, interval_s=0.02), good
     )
-    assert sample.received == 400, sample.describe()
-    errors = errors_of(sample)
-    every = sorted(e for errs in errors.values() for e in errs)
-    seen = (
-        f"{sample.describe()}; {len(every)} with a known delay in force, error min "
-        f"{every[0]:.3f}, median {statistics.median(every):.3f}, max {every[-1]:.3f} ms; "
-        f"engines {emu.shaping_late() or 'none late'}; route {route} on {crossed}"
-    )
-    assert len(every) >= 250, seen
-    assert max(errors) - min(errors) > 0.1, f"the geometry did not change: {seen}"
-    assert every[0] >= -0.05, f"a datagram arrived before physics allows: {seen}"
-    within = {b: sum(e <= b for e in every) / len(every) for b in (0.5, 1.0)}
-    seen += f"; within 0.5 / 1 ms: {within[0.5]:.1%} / {within[1.0]:.1%}"
-    print(seen)  # the figures, for passing runs too (pytest -rA)
-    assert statistics.median(every) <= 0.5, seen
-    medians = [statistics.median(v) for v in errors.values() if len(v) >= 5]
-    assert all(0 <= m <= 0.75 for m in medians), f"{medians}: {seen}"
-    assert within[0.5] >= 0.70 and within[1.0] >= 0.95, seen
+    assert verdict["why"] is None, verdict["why"]
 
 
 @pytest.mark.netemu(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from netemu.cluster.agent import CAPTURE_SPOOL
 from netemu.kernel import containers, netns
 from netemu.model.topology import load_topology
 from netemu.testing.network import Network, received
@@ -99,15 +100,21 @@ def stream(emu, src: str, dst: str, count: int, interval: float) -> list[dict]:
     return got
 
 
+#: How long the last probe datagram may still be on its way (the tests' paths: < 0.2 s).
+IN_FLIGHT_S = 1.0
+
+
 def one_way_ms(
     src_netns: str, dst_netns: str, dst_address: str, count: int, interval: float
 ) -> list[float]:
     """Probe datagrams between two namespaces outside an emulation (the cluster's
     machines): the one-way delays (ms) of those that arrived, kernel stamps both ends."""
     probe = [sys.executable, "-m", "netemu.testing.probe"]
+    # The receiver listens until the sender is done and the last datagram is in (a sender
+    # slow to start, Python under QEMU, would otherwise lose its last datagrams).
     rx = subprocess.Popen(
         ["ip", "netns", "exec", dst_netns, *probe, "recv", "--bind", dst_address,
-         "--duration", str(count * interval + 3)],
+         "--duration", str(2 * count * interval + 120)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert "listening" in rx.stdout.readline()
@@ -116,7 +123,9 @@ def one_way_ms(
          "--count", str(count), "--interval", str(interval)],
         check=True,
     )  # fmt: skip
-    out, _ = rx.communicate(timeout=count * interval + 15)
+    time.sleep(IN_FLIGHT_S)
+    rx.terminate()  # it writes what arrived and ends
+    out, _ = rx.communicate(timeout=30)
     return [(r["recv_ns"] - r["sent_ns"]) / 1e6 for r in map(json.loads, out.splitlines())]
 
 
@@ -148,11 +157,14 @@ def measured(
 
 def leftovers(run: str, prefix: bool = False) -> list[str]:
     """What this run left on the machine (with ``prefix``: every run whose name begins
-    so), and nothing of other runs (one may be live): its namespaces, its state file,
+    so), and nothing of other runs (one may be live): its namespaces, its state files,
+    the captures a cluster machine's agent spooled,
     the processes tagged with it (netns.RUN_ENV: engine, recorders, hosts' shells,
     podman), its ``netemu run`` controller, its containers."""
     found = netns.namespaces(f"netemu-{run}" + ("" if prefix else "-"))
-    found += [str(p) for p in netns.STATE_DIR.glob(f"{run}{'*' if prefix else ''}.json")]
+    names = [f"{run}*"] if prefix else [run, f"{run}@*"]  # @: a cluster machine's agent's
+    found += [str(p) for n in names for p in netns.STATE_DIR.glob(f"{n}.json")]
+    found += [str(p) for p in CAPTURE_SPOOL.glob(f"{run}*" if prefix else f"{run}@*")]
     for pid in netns.run_pids(run, prefix=prefix):
         with contextlib.suppress(OSError):  # gone meanwhile
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -239,21 +240,71 @@ def test_a_pytest_suite_runs_over_the_cluster_as_on_one_machine(machines, tmp_pa
     assert leftovers(f"{RUN}p", prefix=True) == [], "the suite left emulations behind"
 
 
-def test_a_pytest_suite_asking_what_a_cluster_cannot_do_yet_is_refused(tmp_path):
+def captured_hops(path: Path) -> dict:
+    from netemu.capture import analysis
+
+    return analysis.hops(analysis.load([path]))
+
+
+@needs_root
+def test_netemu_run_cluster_captures_a_link_across_machines_on_one_timeline(machines, tmp_path):
+    """``--capture link:kep0-kep9`` (kep0 on m0, kep9 on m2): each machine taps its own
+    node's end, the driver writes one pcapng; every probe datagram is in it with its
+    latency on the hop, the tx stamp from one machine and the rx stamp from the other,
+    as the probe measured it end to end (one host, one clock); nothing is left."""
+    sim, address = machines
+    run = f"{RUN}t"
+    proc = subprocess.Popen(
+        [*enter(sim.machines[0]), sys.executable, "-m", "netemu.cli", "run", str(KEPLER),
+         "--cluster", address, "--name", run, "--step", "0.1", "--speed", "10",
+         "--capture", "link:kep0-kep9", "--capture-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        start_new_session=True,
+    )  # fmt: skip
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "up over 3 machines" in line:
+            break
+    assert proc.poll() is None, "".join(seen)
+    kep0, kep9 = (addressing.netns_name(run, n) for n in ("kep0", "kep9"))
+    delays = one_way_ms(kep0, kep9, addressing.service_address(9), 100, 0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = "".join(seen) + err
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert f"netemu: capture {tmp_path / 'link-kep0-kep9.pcapng'}" in err, err
+    hops = captured_hops(tmp_path / "link-kep0-kep9.pcapng")
+    hop = hops[("kep0", "kep9")]
+    assert len(delays) == 100 and hop.arrived >= 100 and hop.lost == 0, (hop, len(delays))
+    # The probe's own stamps are the kernel's at the same two points, about.
+    gap = statistics.median(hop.latencies_ms) - statistics.median(delays)
+    assert abs(gap) < 0.2, (gap, sorted(hop.latencies_ms)[:5], sorted(delays)[:5])
+    assert leftovers(run) == []
+
+
+@needs_root
+def test_a_pytest_suite_over_the_cluster_keeps_its_captures(machines, tmp_path):
+    """A marker's captures over the cluster, kept with the test's artifacts."""
+    sim, address = machines
     (tmp_path / "test_capture.py").write_text(
         "import pytest\n\n"
-        f"@pytest.mark.netemu({str(KEPLER)!r}, capture=['kep0'])\n"
-        "def test_it(network):\n    pass\n"
+        f"@pytest.mark.netemu({str(KEPLER)!r}, capture=['link:kep0-kep9'])\n"
+        "def test_it(network):\n"
+        "    assert network.one_way_delay('kep0', 'kep9', count=50, interval_s=0.01).received"
+        " == 50\n"
     )
     p = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-         "--netemu-cluster", "127.0.0.1:1", str(tmp_path / "test_capture.py")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [*enter(sim.machines[0]), sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+         "-q", "--netemu-cluster", address, "--netemu-name", f"{RUN}q", "--netemu-keep",
+         "--netemu-results", str(tmp_path / "res"), str(tmp_path / "test_capture.py")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
-    assert p.returncode == pytest.ExitCode.USAGE_ERROR, p.stdout + p.stderr
-    assert p.stderr.strip() == (
-        "ERROR: netemu marker: capture does not run over a cluster yet (--netemu-cluster)"
-    ), p.stderr
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    (path,) = (tmp_path / "res").rglob("link-kep0-kep9.pcapng")
+    hop = captured_hops(path)[("kep0", "kep9")]
+    assert hop.arrived >= 50 and hop.lost == 0, hop
+    assert leftovers(f"{RUN}q", prefix=True) == []
 
 
 @needs_root

@@ -100,6 +100,22 @@ class CapturePoint:
         return [Tap(node, peer, "tx"), Tap(peer, node, "rx")]
 
 
+def parse_points(args: Iterable[str], known: Iterable[str]) -> list[CapturePoint]:
+    """Capture points as the command line gives them (``sat3,link:sat3-sat4``, repeated)."""
+    known = set(known)
+    return [CapturePoint.parse(p, known) for arg in args for p in arg.split(",") if p.strip()]
+
+
+def run_comment(run: str, topology: str, shaper: str, speed: float) -> str:
+    """What a run's pcapng files say of themselves (Wireshark's capture file comment)."""
+    return (
+        f"netemu run {run} of {topology}, shaper {shaper}, speed {speed}. Interfaces "
+        "'A>B tx' show what A sends to B as it leaves A, 'A>B rx' the same packets as they "
+        "reach B, after the emulated propagation; 'netemu events' the run's events, as "
+        "comments."
+    )
+
+
 @dataclass(frozen=True)
 class Tap:
     """One side of one hop: ``sender>receiver tx`` (at the sender) or ``rx`` (at the receiver)."""
@@ -227,7 +243,10 @@ class Captures:
         self.env = env
         self.comment = comment
         self.recorders: dict[Tap, _Recorder] = {}
+        #: By tap: packets its recorder could not keep up with; its recorder's exit
+        #: status where it stopped before the run (both known once written).
         self.dropped: dict[str, int] = {}
+        self.stopped_early: dict[str, int] = {}
 
     def add_point(self, point: CapturePoint, links: list[tuple[str, str, dict]]) -> None:
         """Capture one more point from now on, on the links that exist."""
@@ -236,12 +255,13 @@ class Captures:
         self.add_links(links)
 
     def add_links(self, links: list[tuple[str, str, dict]]) -> None:
-        """New links (a, b, {node: (namespace, link interface)}): make and start their taps."""
+        """New links (a, b, {node: (namespace, link interface)}): make and start their
+        taps (those at the nodes in ``where``: over a cluster, a machine has its own)."""
         wanted: dict[Tap, tuple[str, str]] = {}
         for a, b, where in links:
             for point in self.points:
                 for tap in point.taps(a, b):
-                    if tap not in self.recorders:
+                    if tap not in self.recorders and tap.node in where:
                         wanted[tap] = where[tap.node]
         if not wanted:
             return
@@ -290,11 +310,20 @@ class Captures:
 
     def stop(self, events: list[dict]) -> list[Path]:
         """Stop every tcpdump and write the pcapng files; returns their paths."""
+        self.stop_recorders()
+        return self.write(events)
+
+    def stop_recorders(self) -> None:
+        """Stop every tcpdump (each has written every packet as it came)."""
         for r in self.recorders.values():
+            if r.process is None:  # stopped before, or recorded elsewhere (adopted)
+                continue
             r.exited_early = r.process.poll()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(r.process.pid, signal.SIGINT)
         for r in self.recorders.values():
+            if r.process is None:
+                continue
             try:
                 _, err = r.process.communicate(timeout=10)
             except subprocess.TimeoutExpired:
@@ -305,6 +334,39 @@ class Captures:
                 rb"(\d+) packets? (received by filter|dropped by kernel)", err
             ):
                 r.stats[what.decode().split()[0]] = int(n)
+            r.process = None
+
+    def recordings(self) -> list[dict]:
+        """The stopped recorders' files and figures, to be written elsewhere
+        (:meth:`adopt`: a cluster's driver); their files here are removed."""
+        out = []
+        for tap, r in self.recorders.items():
+            out.append({
+                "tap": (tap.sender, tap.receiver, tap.side),
+                "raw": r.raw.read_bytes() if r.raw.exists() else b"",
+                "started_ns": r.started_ns, "stopped_ns": r.stopped_ns,
+                "stats": dict(r.stats), "exited_early": r.exited_early,
+            })  # fmt: skip
+            r.raw.unlink(missing_ok=True)
+        self.recorders.clear()
+        with contextlib.suppress(OSError):
+            (self.directory / ".raw").rmdir()
+        return out
+
+    def adopt(self, recordings: list[dict]) -> None:
+        """Recorders stopped elsewhere (:meth:`recordings`), as if they were this one's."""
+        raw_dir = make_dirs(self.directory / ".raw")
+        for rec in recordings:
+            tap = Tap(*rec["tap"])
+            raw = raw_dir / f"{tap.sender}-{tap.receiver}-{tap.side}.pcap"
+            raw.write_bytes(rec["raw"])
+            self.recorders[tap] = _Recorder(
+                tap, raw, None, rec["started_ns"], rec["stopped_ns"], dict(rec["stats"]),
+                rec["exited_early"],
+            )  # fmt: skip
+
+    def write(self, events: list[dict]) -> list[Path]:
+        """The pcapng files of the stopped recorders, with ``events``; returns their paths."""
         #: Packets a tap's recorder could not keep up with (kernel drops), where any.
         self.dropped = {
             t.name: r.stats["dropped"] for t, r in self.recorders.items() if r.stats.get("dropped")

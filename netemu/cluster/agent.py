@@ -6,7 +6,9 @@ its service address), its wire engine, the ends of its nodes' links (both ends
 of a link within the machine, this end of one whose peer is elsewhere: a
 VXLAN tunnel, :mod:`.tunnels`), the shapes of the directions its nodes send on
 (each direction is delayed once, where it is sent), its nodes' routes, the
-programs a driver starts in its nodes (:mod:`.processes`), and its stats.
+programs a driver starts in its nodes (:mod:`.processes`), the capture taps at
+its nodes (their recordings go to the driver, which writes the pcapng files on one
+timeline), and its stats.
 Everything the agent is told names nodes and links by the topology's indices,
 so a driver sends each machine only its slice. The agent is a plain
 class: on a cluster it runs as a Ray actor pinned to its machine (:mod:`.agents`).
@@ -21,12 +23,15 @@ routes and their installer, Mininet hosts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from netemu.capture.taps import CapturePoint, Captures
 from netemu.cluster.processes import NodeProcesses
 from netemu.cluster.tunnels import CrossEnd, Tunnels
 from netemu.cluster.underlay import Machine
@@ -34,10 +39,14 @@ from netemu.kernel import netns
 from netemu.kernel.netlink.route import encode_replaces
 from netemu.kernel.netlink.sockets import NamespaceSockets, send_all
 from netemu.live.bringup import ROUTER_SYSCTLS, configure_node, link_nexthops
-from netemu.live.machine import rss_mib
+from netemu.live.machine import preflight, rss_mib
 from netemu.routes import addressing
 from netemu.shaping import Direction, Port, Shape, Shaper, choose
 from netemu.shaping.netem import netem_available
+
+#: Where an agent's taps record until the driver collects them (on disk: a capture
+#: can outgrow memory), ``<run>@<machine>/`` each.
+CAPTURE_SPOOL = Path("/var/lib/netemu/captures")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,9 @@ class MachineAgent:
         self.env = {**os.environ, netns.RUN_ENV: run_name}
         #: Programs a driver started in this machine's nodes (probes, pings, iperf3).
         self.processes = NodeProcesses(self.netns, self.env)
+        #: The taps of this machine's nodes, once a driver asks for captures.
+        self.captures: Captures | None = None
+        self._ends_made: list[tuple[str, str, dict]] = []
 
     @staticmethod
     def kernel_has_netem() -> bool:
@@ -120,6 +132,53 @@ class MachineAgent:
             self._cross[(e.node, e.peer)] = c
             self.sending[(e.node, e.peer)] = self.tunnels.toward[c.number]
         self._configure(ends)
+        made = self._capture_links(ends)
+        self._ends_made += made
+        if self.captures is not None:
+            self.captures.add_links(made)
+
+    def _capture_links(self, ends: list[LinkEnd]) -> list[tuple[str, str, dict]]:
+        """(a, b, {node here: (namespace, interface toward the other)}) per link, as
+        :meth:`netemu.capture.taps.Captures.add_links` takes them."""
+        links: dict[int, tuple[str, str, dict]] = {}
+        for e in ends:
+            node, peer = self.names[e.node], e.peer_name
+            where = links.setdefault(e.number, (*sorted((node, peer)), {}))[2]
+            where[node] = (self.netns[e.node], addressing.interface_name(peer))
+        return list(links.values())
+
+    # -- captures (netemu.capture.taps: the taps of this machine's nodes) ---------------
+    def capture(self, points: list[CapturePoint]) -> None:
+        """Record these points' taps at this machine's nodes from now on, on the links
+        made so far and on those made later, spooled here until :meth:`stop_captures`;
+        after a kill -9, ``netemu clean`` here salvages them."""
+        if self.captures is None:
+            preflight(("tcpdump",))
+            spool = CAPTURE_SPOOL / f"{self.run_name}@{self.machine.name}"
+            self.captures = Captures([], spool, env=self.env)
+            netns.write_state(self.run_name, {"captures": str(spool)}, self.machine.name)
+        for point in points:
+            self.captures.add_point(point, self._ends_made)
+
+    def stop_captures(self) -> list[dict]:
+        """Every tap's recording, its recorder stopped (:meth:`Captures.recordings`)."""
+        if self.captures is None:
+            return []
+        self.captures.stop_recorders()
+        recordings = self.captures.recordings()
+        self._drop_captures()
+        return recordings
+
+    def _drop_captures(self) -> None:
+        if self.captures is not None:
+            self.captures.stop_recorders()
+            for r in self.captures.recorders.values():
+                r.raw.unlink(missing_ok=True)
+            for path in (self.captures.directory / ".raw", self.captures.directory):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            netns.forget_state(self.run_name, self.machine.name)
+            self.captures = None
 
     def _port(self, node: int, peer: int, peer_name: str) -> Port:
         return Port(
@@ -223,6 +282,7 @@ class MachineAgent:
         even if one before it failed)."""
         try:
             self.processes.stop()
+            self._drop_captures()  # what the driver did not collect (a failed run)
             if self.shaper is not None:
                 self.shaper.stop()
             self.sockets.close()

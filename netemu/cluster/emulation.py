@@ -22,8 +22,10 @@ machine still reachable.
 The shaper is one for all machines (their tunnels' ends must match,
 :mod:`.tunnels`): ``auto`` is netem when every machine's kernel has sch_netem,
 else the wire engine. The driver writes the run log (:mod:`netemu.live.runlog`),
-as one machine does. Not yet here (the single-machine run has them): Mininet
-hosts, captures, containers.
+as one machine does, and the captures: each machine's agent records the taps at
+its nodes, and at stop the driver writes their recordings as the run's pcapng
+files, on one timeline (the machines' clocks synchronised). Not yet here (the
+single-machine run has them): Mininet hosts, containers.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+from netemu.capture.taps import CapturePoint, Captures, parse_points, run_comment
 from netemu.cluster.agent import LinkEnd
 from netemu.cluster.agents import (
     BRING_UP_TIMEOUT_S,
     CLOCK_BOUND_MS,
     Agents,
     ClockOffset,
+    MachineLost,
     check_clocks,
     cluster_machines,
     connect,
@@ -90,6 +94,8 @@ class ClusterEmulation(RunQueries, RunLogging):
         keep_history: bool = False,
         log_path: str | Path | bool | None = None,
         shaper: str = "auto",
+        capture: list[str] = (),
+        capture_dir: str | Path | None = None,
     ) -> None:
         """``address``: the Ray cluster's (``host:6379``; None: the one this process
         is connected to, or ``RAY_ADDRESS``); ``shaper``: ``auto``, ``netem`` (every
@@ -97,7 +103,9 @@ class ClusterEmulation(RunQueries, RunLogging):
         is surely further than this from the driver's is refused (one closer than the
         measurement can tell is logged); ``keep_history``: every update's routes, for
         :meth:`delay_in_force_ms`; ``log_path``: the run log, as on one machine
-        (:meth:`netemu.live.run.Run.make`; written by the driver)."""
+        (:meth:`netemu.live.run.Run.make`; written by the driver); ``capture``, ``capture_dir``:
+        capture points and where their pcapng files go, as on one machine (each machine
+        records the taps at its nodes; the driver writes the files on one timeline)."""
         from netemu.live.emulation import check_pace
 
         check_pace(step_s, speed)
@@ -105,7 +113,7 @@ class ClusterEmulation(RunQueries, RunLogging):
         self.topology = topology
         #: The Ray cluster's address (None: this process's, or RAY_ADDRESS).
         self.cluster_address = address
-        self.this_run = Run.make(topology.name, run_name, log=log_path)
+        self.this_run = Run.make(topology.name, run_name, log=log_path, captures=capture_dir)
         self.run_name = self.this_run.name
         self.start_time = start or topology.start
         self.duration_s = duration_s
@@ -120,6 +128,10 @@ class ClusterEmulation(RunQueries, RunLogging):
         for fault in faults:
             self.planner.faults.add(fault)
         self.names = [n.name for n in topology.nodes]
+        #: The run's captures, written here from every machine's recordings at stop.
+        self.captures = Captures(parse_points(capture, self.names), self.this_run.captures)
+        #: The pcapng files written at stop (one per capture point, and all.pcapng).
+        self.capture_files: list[Path] = []
         self.netns = [self.this_run.namespace(n) for n in self.names]
         self.table = LinkTable()
         hubs = [n.index for n in topology.nodes if n.kind is not NodeKind.SATELLITE]
@@ -206,6 +218,10 @@ class ClusterEmulation(RunQueries, RunLogging):
             self._open_log(self.shaper_name)
             kind = (self.shaper_kind,)
             self.agents.call("start", dict.fromkeys(self.agents.handles, kind), BRING_UP_TIMEOUT_S)
+            if self.captures.points:  # each machine taps its nodes' link ends as they are made
+                self.agents.call(
+                    "capture", dict.fromkeys(self.agents.handles, (self.captures.points,))
+                )
             phase("agents")
             self._make_links(first_links)
             phase("links")
@@ -242,6 +258,25 @@ class ClusterEmulation(RunQueries, RunLogging):
                 "(use --shaper wire or auto, or a kernel with netem on every machine)"
             )
         return "netem"
+
+    def capture(self, point: str) -> None:
+        """Capture a node (``sat3``) or a link (``link:sat3-sat4``) from now on."""
+        parsed = CapturePoint.parse(point, self.names, option="capture")
+        with self._lock:
+            if parsed not in self.captures.points:
+                self.captures.points.append(parsed)
+            self.agents.call("capture", dict.fromkeys(self.agents.handles, ([parsed],)))
+
+    def _write_captures(self) -> None:
+        """Every reachable machine's recordings, written as the run's pcapng files."""
+        for m in self.agents.handles:
+            if m not in self.agents.lost:
+                with contextlib.suppress(MachineLost, RuntimeError):  # said by the stop
+                    self.captures.adopt(self.agents.call("stop_captures", {m: ()})[m])
+        self.captures.comment = run_comment(
+            self.run_name, self.topology.name, self.shaper_name, self.speed
+        )
+        self.capture_files = self.captures.write(self.events)
 
     def _ahead_s(self) -> float:
         return min(self.duration_s if self.duration_s is not None else 600.0, 600.0)
@@ -427,7 +462,11 @@ class ClusterEmulation(RunQueries, RunLogging):
         unreachable: list[str] = []
         try:
             if self.agents is not None:
-                unreachable = self.agents.stop()
+                try:
+                    if self.captures.points:
+                        self._write_captures()
+                finally:
+                    unreachable = self.agents.stop()
         finally:
             try:
                 self._end_log()

@@ -233,8 +233,18 @@ def run_pids(run_name: str | None = None, *, prefix: bool = False) -> list[int]:
     return found
 
 
-def write_state(run_name: str, info: dict) -> Path:
+def write_state(run_name: str, info: dict, part: str | None = None) -> Path:
+    """A run's state file (``part``: one of several on this machine, e.g. a cluster
+    machine's agent's, ``<run>@<part>.json``)."""
     STATE_DIR.mkdir(mode=0o755, exist_ok=True)
-    path = STATE_DIR / f"{run_name}.json"
+    path = _state_path(run_name, part)
     path.write_text(json.dumps({"run": run_name, **info}))
     return path
+
+
+def forget_state(run_name: str, part: str | None = None) -> None:
+    _state_path(run_name, part).unlink(missing_ok=True)
+
+
+def _state_path(run_name: str, part: str | None) -> Path:
+    return STATE_DIR / (f"{run_name}@{part}.json" if part else f"{run_name}.json")

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from netemu.capture.taps import CapturePoint, Captures
+from netemu.capture.taps import CapturePoint, Captures, parse_points, run_comment
 from netemu.errors import InputError, TeardownError, describe
 from netemu.kernel import netns
 from netemu.kernel.netlink.sockets import NamespaceSockets
@@ -235,18 +235,10 @@ class Emulation(RunQueries, RunLogging):
     def _captures(self, points: list[str]) -> Captures:
         """Captures in the run's captures folder (see :mod:`netemu.capture.taps`)."""
         return Captures(
-            [
-                CapturePoint.parse(p, self.topology.by_name)
-                for arg in points  # "sat3,link:sat3-sat4" as the command line gives them
-                for p in arg.split(",")
-                if p.strip()
-            ],
+            parse_points(points, self.topology.by_name),
             self.this_run.captures,
             env=self.env,
-            comment=f"netemu run {self.run_name} of {self.topology.name}, shaper "
-            f"{self.shaper.name}, speed {self.speed}. Interfaces 'A>B tx' show what A sends "
-            "to B as it leaves A, 'A>B rx' the same packets as they reach B, after the "
-            "emulated propagation; 'netemu events' the run's events, as comments.",
+            comment=run_comment(self.run_name, self.topology.name, self.shaper.name, self.speed),
         )
 
     def capture(self, point: str) -> None:

@@ -32,9 +32,9 @@ With ``--netemu-cluster ADDRESS`` (a Ray cluster's, ``auto`` for ``RAY_ADDRESS``
 ini ``netemu_cluster``) every emulation runs over the cluster's netemu machines
 (:class:`netemu.cluster.emulation.ClusterEmulation`, docs/scaling.md) and the
 same tests measure it: their probes, pings and iperf3 run in the nodes on the
-nodes' machines, and the driver's run log is kept as on one machine; a marker's
-``shaper`` holds for every machine (netem only where all their kernels have it).
-Captures do not run over a cluster yet (a marker asking for them is refused).
+nodes' machines, and the driver's run log and captures are kept as on one
+machine; a marker's ``shaper`` holds for every machine (netem only where all
+their kernels have it).
 
 pytest-xdist works: each emulation's name carries the worker's id, so
 namespaces, interfaces and results never collide. All workers share the
@@ -194,12 +194,12 @@ class NetemuPlugin:
         if self.cluster:
             from netemu.cluster.emulation import ClusterEmulation
 
-            _refuse_on_a_cluster(spec.capture)
             address = None if self.cluster == "auto" else self.cluster
             return ClusterEmulation(
                 topology, address, start=start, step_s=spec.step, speed=spec.speed,
                 run_name=run, keep_history=True, log_path=artifacts / "run.jsonl",
-                shaper=spec.shaper,
+                shaper=spec.shaper, capture=list(spec.capture),
+                capture_dir=artifacts / "captures",
             )  # fmt: skip
         from netemu.live.emulation import Emulation
 
@@ -229,15 +229,6 @@ class NetemuPlugin:
             self._stop(key)
 
     # -- hooks -------------------------------------------------------------------------
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Over a cluster, a marker asking for what it cannot do yet stops the suite
-        before anything runs (one line; indirect parameters are checked at setup)."""
-        if self.cluster:
-            for item in items:
-                if (marker := item.get_closest_marker("netemu")) is not None:
-                    opts = marker.kwargs
-                    _refuse_on_a_cluster(opts.get("capture", ()))
-
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call):
         report = yield
@@ -264,13 +255,6 @@ class NetemuPlugin:
 
     def pytest_sessionfinish(self) -> None:
         self.stop_all()
-
-
-def _refuse_on_a_cluster(capture) -> None:
-    if capture:
-        raise pytest.UsageError(
-            "netemu marker: capture does not run over a cluster yet (--netemu-cluster)"
-        )
 
 
 def _scope_id(item: pytest.Item, scope: str) -> str:
