@@ -279,7 +279,7 @@ def emulation_for(args: argparse.Namespace):
 
 
 #: What a run over a cluster cannot do yet (docs/scaling.md), by option.
-NOT_ON_A_CLUSTER = {"cli": "--cli", "test": "--test", "containers": "--containers"}
+NOT_ON_A_CLUSTER = {"cli": "--cli", "containers": "--containers"}
 
 
 def say_captures(view, emu) -> None:
@@ -428,6 +428,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     )
     view = StatusView(quiet=args.quiet > 0)
     failure: Exception | None = None
+    passed = True  # --test
     unreachable: list[str] = []
     try:
         view.message(
@@ -446,9 +447,16 @@ def run_cluster(args: argparse.Namespace) -> int:
             + f"); {len(emu.links_across())} links across machines; clocks {clocks}; "
             f"log {emu.this_run.log}"
         )
-        with view:
-            view.update(emu.status())
-            emu.run(on_epoch=lambda e: (stop.check(), view.update(e.status())))
+        if args.test:
+            from netemu.live.console import smoke_test
+
+            emu.start_controller()
+            passed = smoke_test(emu, args.test)
+            emu.wait(0)  # the controller failed meanwhile: this run failed
+        else:
+            with view:
+                view.update(emu.status())
+                emu.run(on_epoch=lambda e: (stop.check(), view.update(e.status())))
         stop.check()
     except Stopped:
         pass
@@ -492,7 +500,12 @@ def run_cluster(args: argparse.Namespace) -> int:
                 f"packets more than 0.5 ms late (worst {counters['worst_late_ms']} ms)"
             )
     say_captures(view, emu)
-    return stop.stopped.exit_status if stop.stopped else 0
+    if stop.stopped:
+        return stop.stopped.exit_status
+    if not passed:
+        view.message(f"netemu: --test {args.test} failed", failure=True)
+        return EXIT_RUNTIME_FAILURE
+    return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@ machine's stats and each ``clock`` line with their clocks' offsets until EOF, an
 stops every agent. A lost machine: one line on stderr naming it, the others
 stopped, exit status 1.
 
-    python tests/cluster_driver.py RUN SIM ADDRESS
+    python tests/cluster_driver.py RUN SIM ADDRESS [NODE]
+
+With NODE, that node is captured (its machine's agent taps its links).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 
+from netemu.capture.taps import CapturePoint
 from netemu.cluster.agent import LinkEnd
 from netemu.cluster.agents import Agents, MachineLost
 from netemu.cluster.underlay import Machine, SimulatedMachines
@@ -40,11 +43,14 @@ def chain(where: list[Machine]) -> tuple[dict, dict, dict]:
     return ends, shapes, routes
 
 
-def main(run: str, sim_name: str, address: str) -> int:
+def main(run: str, sim_name: str, address: str, capture: str = "") -> int:
     where = SimulatedMachines(sim_name, 3).machines  # node i on machine i
     agents = Agents(run, where, {m.name: {i: NAMES[i]} for i, m in enumerate(where)}, address)
     try:
         agents.call("start")
+        if capture:  # a node's taps, on its machine
+            points = ([CapturePoint((capture,))],)
+            agents.call("capture", {m.name: points for m in where})
         ends, shapes, routes = chain(where)
         agents.call("make_links", {m: (e,) for m, e in ends.items()})
         agents.call("shape", {m: (s,) for m, s in shapes.items()})
@@ -65,4 +71,4 @@ def main(run: str, sim_name: str, address: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:5]))

@@ -11,9 +11,11 @@ up by their agents, and ``netemu clean`` removes what the lost one left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from netemu.capture import pcapng
+from netemu.cluster.agent import CAPTURE_SPOOL
 from netemu.cluster.agents import ClockOffset, check_clocks
 from netemu.cluster.underlay import SimulatedMachines, enter
 from netemu.kernel import netns
@@ -55,9 +59,9 @@ def machines():
         netns.delete(netns.namespaces(f"netemu-{RUN}"))  # every run of these tests
 
 
-def start_driver(sim, address) -> subprocess.Popen:
+def start_driver(sim, address, *capture: str) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [*enter(sim.machines[0]), sys.executable, str(DRIVER), RUN, SIM, address],
+        [*enter(sim.machines[0]), sys.executable, str(DRIVER), RUN, SIM, address, *capture],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=DRIVER.parent,
     )  # fmt: skip
@@ -240,6 +244,25 @@ def test_a_pytest_suite_runs_over_the_cluster_as_on_one_machine(machines, tmp_pa
     assert leftovers(f"{RUN}p", prefix=True) == [], "the suite left emulations behind"
 
 
+def kepler_up(sim, address: str, run: str, *options: str) -> tuple[subprocess.Popen, list]:
+    """``netemu run`` of kepler over the machines, from the head's machine, in a session
+    of its own (epochs of 0.1 s at speed 10), once it says it is up: the process and
+    what it printed so far."""
+    proc = subprocess.Popen(
+        [*enter(sim.machines[0]), sys.executable, "-m", "netemu.cli", "run", str(KEPLER),
+         "--cluster", address, "--name", run, "--step", "0.1", "--speed", "10", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        start_new_session=True,
+    )  # fmt: skip
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "up over 3 machines" in line:
+            break
+    assert proc.poll() is None, "".join(seen)
+    return proc, seen
+
+
 def captured_hops(path: Path) -> dict:
     from netemu.capture import analysis
 
@@ -254,19 +277,9 @@ def test_netemu_run_cluster_captures_a_link_across_machines_on_one_timeline(mach
     as the probe measured it end to end (one host, one clock); nothing is left."""
     sim, address = machines
     run = f"{RUN}t"
-    proc = subprocess.Popen(
-        [*enter(sim.machines[0]), sys.executable, "-m", "netemu.cli", "run", str(KEPLER),
-         "--cluster", address, "--name", run, "--step", "0.1", "--speed", "10",
-         "--capture", "link:kep0-kep9", "--capture-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        start_new_session=True,
-    )  # fmt: skip
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "up over 3 machines" in line:
-            break
-    assert proc.poll() is None, "".join(seen)
+    proc, seen = kepler_up(
+        sim, address, run, "--capture", "link:kep0-kep9", "--capture-dir", str(tmp_path)
+    )
     kep0, kep9 = (addressing.netns_name(run, n) for n in ("kep0", "kep9"))
     delays = one_way_ms(kep0, kep9, addressing.service_address(9), 100, 0.01)
     os.killpg(proc.pid, signal.SIGINT)
@@ -315,18 +328,7 @@ def test_netemu_run_cluster_stopped_by_a_signal_to_its_group_leaves_nothing(mach
     torn down on every machine, one line, 128 + signal."""
     sim, address = machines
     run = f"{RUN}s{int(sig)}"
-    proc = subprocess.Popen(
-        [*enter(sim.machines[0]), sys.executable, "-m", "netemu.cli", "run", str(KEPLER),
-         "--cluster", address, "--name", run, "--step", "0.1", "--speed", "10"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        start_new_session=True,
-    )  # fmt: skip
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "up over 3 machines" in line:
-            break
-    assert proc.poll() is None, "".join(seen)
+    proc, seen = kepler_up(sim, address, run)
     assert leftovers(run), "the run is up"
     time.sleep(1.0)  # a few epochs applied
     os.killpg(proc.pid, sig)
@@ -401,6 +403,27 @@ def test_netemu_run_cluster_with_netem_where_a_machine_lacks_it_fails_in_one_lin
     assert leftovers(run) == []
 
 
+@needs_root
+@pytest.mark.parametrize("kind", ["pingall", "iperf"])
+def test_netemu_run_cluster_test_checks_the_network_across_the_machines(machines, kind):
+    """``--test`` as ``mn --test``, over the machines: pingall pings every pair from
+    its node's machine (each answers exactly when the routes connect it), iperf runs
+    TCP between the first and last connected nodes; exit 0, nothing left."""
+    sim, address = machines
+    run = f"{RUN}x"
+    p = subprocess.run(
+        [*enter(sim.machines[0]), sys.executable, "-m", "netemu.cli", "run", str(KEPLER),
+         "--cluster", address, "--name", run, "--test", kind],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    if kind == "pingall":  # svalbard has no link at kepler's start: its pairs stay silent
+        assert "every ping as the routes say" in p.stderr, p.stderr
+    else:
+        assert re.search(r"\*\*\* Results: \w+ -> \w+: [\d.]+ Mbits/sec", p.stderr), p.stderr
+    assert leftovers(run) == []
+
+
 def test_netemu_run_cluster_refuses_what_it_cannot_do_yet_in_one_line():
     p = run_netemu("run", KEPLER, "--cluster", "auto", "--cli")
     assert p.returncode == 2, p.stdout + p.stderr
@@ -410,20 +433,39 @@ def test_netemu_run_cluster_refuses_what_it_cannot_do_yet_in_one_line():
 
 @needs_root
 def test_a_driver_killed_takes_its_agents_with_it_and_clean_removes_the_rest(machines):
-    """kill -9 of the driver: Ray ends the actors it owned (their engines die with
-    them), and ``netemu clean`` removes the namespaces they made on every machine."""
+    """kill -9 of the driver (node a captured): Ray ends the actors it owned (their
+    engines die with them; a's recorders are left, as on one machine), and ``netemu
+    clean`` removes what they made on every machine and keeps what a's machine
+    recorded, as one pcapng."""
     sim, address = machines
-    driver = start_driver(sim, address)
+    driver = start_driver(sim, address, "a")
     assert netns.run_pids(RUN), "the agents' engines carry the run's NETEMU_RUN"
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait(timeout=10)
+
+    def not_recorders() -> list[int]:
+        return [p for p in netns.run_pids(RUN) if b"tcpdump" not in _cmdline(p)]
+
     deadline = time.monotonic() + 60
-    while netns.run_pids(RUN) and time.monotonic() < deadline:
+    while not_recorders() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert netns.run_pids(RUN) == [], "agents or engines outlived their driver"
+    assert not_recorders() == [], "agents or engines outlived their driver"
     assert len(netns.namespaces(f"netemu-{RUN}-")) == 6  # 3 nodes, 3 tunnel namespaces
-    netns.clean(RUN)
+    p = run_netemu("clean", "--run", RUN)
+    kept = CAPTURE_SPOOL / f"{RUN}@m0" / "all.pcapng"
+    assert f"removed (kept) captures of run {RUN} in {kept}" in p.stdout, p.stdout + p.stderr
+    found, records = pcapng.read(kept)
+    list(records)  # the interfaces come with the records
+    interfaces = {i.name for i in found}
+    assert {"a>b tx", "b>a rx"} <= interfaces, interfaces
+    shutil.rmtree(kept.parent)
     assert leftovers(RUN) == []
+
+
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
 
 
 @needs_root

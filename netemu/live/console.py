@@ -1,5 +1,6 @@
 """The interactive prompt of ``netemu run --cli`` (Mininet's CLI with netemu's
-commands), and ``netemu run --test`` (Mininet's ``mn --test``).
+commands), and ``netemu run --test`` (Mininet's ``mn --test``; over a cluster the
+same tests, run with programs in the nodes on their machines).
 
 Everything Mininet's users type works on the live network (``t0 ping t1``,
 ``pingall``, ``iperf``, ``links``, ``net``, ``dump``, ``link a b down``), and
@@ -112,9 +113,8 @@ def smoke_test(emu, kind: str, settle_s: float = 30.0) -> bool:
                 output(f"no route {a} -> {b}\n")
         output(f"*** Results: {len(routed)}/{len(pairs)} pairs have a route now\n")
         return len(routed) == len(pairs)
-    net = emu.mininet()
     if kind == "pingall":
-        answered = {(a.name, b.name) for a, b, (_, got, *_) in net.pingFull(timeout=1) if got}
+        answered = _answered(emu, names)
         wrong = sorted((routed - answered) | (answered - routed))
         output(
             f"*** Results: {len(answered)}/{len(pairs)} answered; "
@@ -129,6 +129,51 @@ def smoke_test(emu, kind: str, settle_s: float = 30.0) -> bool:
         if len(ends) < 2:
             output("*** Results: no two nodes have a route between them now\n")
             return False
+        if not hasattr(emu, "mininet"):  # over a cluster
+            return _iperf3(emu, ends[0], ends[-1])
+        net = emu.mininet()
         server, _ = net.iperf([net.get(ends[0]), net.get(ends[-1])], seconds=5)
         return bool(re.match(r"[\d.]+ [KMG]?bits/sec", server))
     raise InputError(f"--test must be pingall, iperf or route, got {kind!r}")
+
+
+def _answered(emu, names: list[str]) -> set[tuple[str, str]]:
+    """The pairs (a, b) whose ping answered: Mininet's pingall on one machine; over a
+    cluster, one ping each from a shell in every node, on its machine, all at once."""
+    if hasattr(emu, "mininet"):
+        net = emu.mininet()
+        return {(a.name, b.name) for a, b, (_, got, *_) in net.pingFull(timeout=1) if got}
+    shells = {}
+    for a in names:
+        script = "; ".join(
+            f"ping -n -q -c 1 -W 1 {emu.address(b)} >/dev/null 2>&1 && echo {b}"
+            for b in names
+            if b != a
+        )
+        shells[a] = emu.host(a).popen(["sh", "-c", script], text=True)
+    return {
+        (a, b)
+        for a, shell in shells.items()
+        for b in shell.communicate(timeout=5 + 2 * len(names))[0].split()
+    }
+
+
+def _iperf3(emu, client: str, server: str) -> bool:
+    """TCP from ``client`` to ``server`` for 5 s with iperf3, each on its node's machine;
+    prints the rate the server received, as Mininet's iperf prints it."""
+    to, me = emu.address(server), emu.address(client)
+    listener = emu.host(server).popen(["iperf3", "-s", "-1", "-B", to, "--forceflush"], text=True)
+    while "listening" not in (line := listener.stdout.readline()):
+        if not line:  # it ended without listening
+            output(f"*** iperf3 server in {server} did not start\n")
+            return False
+    sender = emu.host(client).popen(["iperf3", "-c", to, "-B", me, "-t", "5", "-J"], text=True)
+    out, _ = sender.communicate(timeout=60)
+    listener.communicate(timeout=30)
+    try:
+        rate = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+    except (ValueError, KeyError):
+        output(f"*** iperf3 {client} -> {server} failed: {out.strip()[-200:]}\n")
+        return False
+    output(f"*** Results: {client} -> {server}: {rate / 1e6:.1f} Mbits/sec\n")
+    return rate > 0
