@@ -110,16 +110,13 @@ class MachineAgent:
         carrying nothing until shaped."""
         pairs, cross = [], []
         for e in ends:
-            port = self._port(e.node, e.peer, e.peer_name)
+            name = self.names[e.node]
+            port = self._port(e.node, name, e.peer, e.peer_name)
+            peer = self._port(e.peer, e.peer_name, e.node, name)  # maybe on another machine
             if e.peer_machine is not None:
-                peer = Port(
-                    addressing.netns_name(self.run_name, e.peer_name),
-                    addressing.interface_name(self.names[e.node]),
-                    addressing.interface_index(e.node), addressing.mac_address(e.peer, e.node),
-                )  # fmt: skip
                 cross.append((e, CrossEnd(e.number, _key(e), port, peer, e.peer_machine)))
             elif e.node < e.peer:  # a link within the machine: made once, from its lower end
-                pairs.append((e, port, self._port(e.peer, e.node, self.names[e.node])))
+                pairs.append((e, port, peer))
         if pairs:
             self.shaper.make_links([(a, b) for _, a, b in pairs])
         for e, a, b in pairs:
@@ -180,9 +177,10 @@ class MachineAgent:
             netns.forget_state(self.run_name, self.machine.name)
             self.captures = None
 
-    def _port(self, node: int, peer: int, peer_name: str) -> Port:
+    def _port(self, node: int, name: str, peer: int, peer_name: str) -> Port:
+        """Node ``node``'s (``name``'s) interface toward ``peer``, wherever it is."""
         return Port(
-            self.netns[node], addressing.interface_name(peer_name),
+            addressing.netns_name(self.run_name, name), addressing.interface_name(peer_name),
             addressing.interface_index(peer), addressing.mac_address(node, peer),
         )  # fmt: skip
 
