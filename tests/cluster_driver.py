@@ -9,7 +9,10 @@ stopped, exit status 1.
 
     python tests/cluster_driver.py RUN SIM ADDRESS [NODE]
 
-With NODE, that node is captured (its machine's agent taps its links).
+With NODE, that node is captured (its machine's agent taps its links). With
+ADDRESS ``here`` the agents run in this process without Ray (``agents_here``, as
+the QEMU lane drives them: Ray under its software CPU would take minutes), netem
+shaping, and the driver says ``ready`` and waits for EOF.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import sys
 
 from netemu.capture.taps import CapturePoint
-from netemu.cluster.agent import LinkEnd
+from netemu.cluster.agent import LinkEnd, MachineAgent
 from netemu.cluster.agents import Agents, MachineLost
 from netemu.cluster.underlay import Machine, SimulatedMachines
 from netemu.shaping import Shape
@@ -43,8 +46,35 @@ def chain(where: list[Machine]) -> tuple[dict, dict, dict]:
     return ends, shapes, routes
 
 
+def agents_here(run: str, where: list[Machine], shaper: str) -> list[MachineAgent]:
+    """The chain made by three machines' agents in this process (node i on ``where[i]``),
+    each started with ``shaper``; on a failure those started are stopped."""
+    agents = [MachineAgent(run, m, {i: NAMES[i]}) for i, m in enumerate(where)]
+    try:
+        for agent in agents:
+            agent.start(shaper)
+        ends, shapes, routes = chain(where)
+        for agent in agents:
+            agent.make_links(ends[agent.machine.name])
+        for agent in agents:
+            agent.shape(shapes[agent.machine.name])
+            agent.routes(routes[agent.machine.name])
+    except BaseException:
+        for agent in agents:
+            agent.stop()
+        raise
+    return agents
+
+
 def main(run: str, sim_name: str, address: str, capture: str = "") -> int:
     where = SimulatedMachines(sim_name, 3).machines  # node i on machine i
+    if address == "here":
+        agents = agents_here(run, where, "netem")
+        print("ready", flush=True)
+        sys.stdin.read()
+        for agent in agents:
+            agent.stop()
+        return 0
     agents = Agents(run, where, {m.name: {i: NAMES[i]} for i, m in enumerate(where)}, address)
     try:
         agents.call("start")

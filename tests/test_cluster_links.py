@@ -13,10 +13,11 @@ import re
 import signal
 import statistics
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from netemu.cluster.agent import MachineAgent
 from netemu.cluster.agents import (
     ClockError,
     ClockOffset,
@@ -34,8 +35,8 @@ from netemu.shaping import BLOCKED, Port, Shape, Shaper, tc_batches
 from netemu.shaping.netem import NetemShaper, netem_available
 from netemu.shaping.wire import WireShaper
 
-from cluster_driver import DELAYS_MS, NAMES, chain
-from helpers import measured, needs_root, one_way_ms
+from cluster_driver import DELAYS_MS, NAMES, agents_here
+from helpers import leftovers, measured, needs_root, one_way_ms, run_netemu
 
 RUN = "tcross"
 MACHINES = "tcrossm"
@@ -283,17 +284,9 @@ def test_with_netem_machines_agents_route_a_chain_across_three_machines():
     leaves nothing on any machine."""
     run = f"{RUN}g"
     with SimulatedMachines(MACHINES, 3) as sim:
-        where = sim.machines
-        agents = [MachineAgent(run, m, {i: NAMES[i]}) for i, m in enumerate(where)]
+        agents = agents_here(run, sim.machines, "netem")
         try:
-            for agent in agents:
-                assert agent.start("netem")["shaper"] == "netem"
-            ends, shapes, routes = chain(where)
-            for agent in agents:
-                agent.make_links(ends[agent.machine.name])
-            for agent in agents:
-                agent.shape(shapes[agent.machine.name])
-                agent.routes(routes[agent.machine.name])
+            assert [agent.shaper.name for agent in agents] == ["netem"] * 3
             a, c = (addressing.netns_name(run, n) for n in ("a", "c"))
             delays = one_way_ms(a, c, addressing.service_address(2), 100, 0.02)
             want = sum(DELAYS_MS.values())
@@ -307,4 +300,39 @@ def test_with_netem_machines_agents_route_a_chain_across_three_machines():
             for agent in agents:
                 agent.stop()
         assert netns.namespaces(f"netemu-{run}-") == []
+    assert netns.namespaces(f"netemu-{MACHINES}-") == []
+
+
+@needs_root
+@pytest.mark.netem
+@pytest.mark.skipif(
+    not netem_available(),
+    reason="this kernel has no sch_netem: scripts/test runs this in the QEMU lane",
+)
+def test_with_netem_agents_killed_leave_what_netemu_clean_removes():
+    """The chain's three agents with netem ends (tests/cluster_driver.py ``here``: one
+    process, as Ray's actors die with their driver) killed with ``kill -9``: the nodes
+    and their VXLAN ends stay, and ``netemu clean --run`` removes them; the
+    machines themselves are not the run's and stay."""
+    run = f"{RUN}k"
+    driver = Path(__file__).with_name("cluster_driver.py")
+    with SimulatedMachines(MACHINES, 3) as sim:
+        proc = subprocess.Popen(
+            [sys.executable, str(driver), run, MACHINES, "here"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            line = proc.stdout.readline()
+            assert line.strip() == "ready", line + proc.stderr.read()
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        left = leftovers(run)
+        assert sorted(n for n in left if n.startswith("netemu-")) == [
+            addressing.netns_name(run, n) for n in NAMES
+        ], left
+        p = run_netemu("clean", "--run", run)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert leftovers(run) == [], p.stdout
+        assert sorted(netns.namespaces(f"netemu-{MACHINES}-")) == sorted(sim.namespaces)
     assert netns.namespaces(f"netemu-{MACHINES}-") == []

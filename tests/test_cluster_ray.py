@@ -341,14 +341,14 @@ def test_netemu_run_cluster_stopped_by_a_signal_to_its_group_leaves_nothing(mach
 
 
 @needs_root
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=str)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
 def test_a_pytest_suite_over_the_cluster_stopped_by_a_signal_leaves_nothing(
     machines, tmp_path, sig
 ):
-    """Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM while a
-    test's emulation is up over the three machines: pytest stops as interrupted and
-    the emulation is gone from every machine (Ray's own SIGTERM handler, which would
-    kill the driver at once, is replaced by the run's)."""
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it), SIGTERM or SIGHUP
+    (a closed terminal) while a test's emulation is up over the three machines: pytest
+    stops as interrupted and the emulation is gone from every machine (Ray's own
+    SIGTERM handler, which would kill the driver at once, is replaced by the run's)."""
     sim, address = machines
     name = f"{RUN}i{int(sig)}"
     up = tmp_path / "up"
