@@ -70,10 +70,12 @@ def main(run: str, sim_name: str, address: str, capture: str = "") -> int:
     where = SimulatedMachines(sim_name, 3).machines  # node i on machine i
     if address == "here":
         agents = agents_here(run, where, "netem")
-        print("ready", flush=True)
-        sys.stdin.read()
-        for agent in agents:
-            agent.stop()
+        try:
+            print("ready", flush=True)
+            sys.stdin.read()
+        finally:
+            for agent in agents:
+                agent.stop()
         return 0
     agents = Agents(run, where, {m.name: {i: NAMES[i]} for i, m in enumerate(where)}, address)
     try:

@@ -332,7 +332,8 @@ def test_with_netem_agents_killed_leave_what_netemu_clean_removes():
             addressing.netns_name(run, n) for n in NAMES
         ], left
         a = addressing.netns_name(run, "a")
-        assert " vxlan id " in netns.run(["ip", "-n", a, "-d", "link", "show", "to-b"])
+        to_b = addressing.interface_name("b")
+        assert " vxlan id " in netns.run(["ip", "-n", a, "-d", "link", "show", to_b])
         p = run_netemu("clean", "--run", run)
         assert p.returncode == 0, p.stdout + p.stderr
         assert leftovers(run) == [], p.stdout
